@@ -1,0 +1,53 @@
+"""``autoglm-dev-cluster up|down|status|kubeconfig``: the embedded local cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from . import paths
+from .cluster import DevCluster
+
+
+def default_crds() -> tuple:
+    crds = [paths.REPO_ROOT / "crds"]
+    shared = paths.shared_dir() / "upstream-crds"
+    crds += [d for d in (shared / "gateway-api-v1.6.1", shared / "kubeedge-v1.23.1") if d.is_dir()]
+    return tuple(c for c in crds if c.exists())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="autoglm-dev-cluster", description=__doc__)
+    parser.add_argument("--name", default="dev", help="cluster name; each has its own state and ports (default: dev)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build (first time only) and start the cluster, nodes and CRDs")
+    up.add_argument("--no-crds", action="store_true", help="do not install the operator's and upstream CRDs")
+    sub.add_parser("down", help="stop every process of the cluster and free its ports")
+    sub.add_parser("status", help="which components run")
+    sub.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    cluster = DevCluster(args.name)
+    if args.command == "up":
+        started = time.monotonic()
+        cluster.up(crds=() if args.no_crds else default_crds())
+        print(f"dev cluster {args.name!r} is up ({time.monotonic() - started:.1f} s)")
+        print(f"  export KUBECONFIG={cluster.kubeconfig}")
+        print(f"  kubectl: {cluster.kubectl_path()}")
+    elif args.command == "down":
+        cluster.down()
+    elif args.command == "status":
+        for component, running in cluster.status().items():
+            print(f"{component:26} {'running' if running else 'stopped'}")
+        healthy = cluster.is_healthy()
+        print(f"api server: {cluster.server if healthy else 'not reachable'}")
+        return 0 if healthy else 1
+    elif args.command == "kubeconfig":
+        print(cluster.kubeconfig)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The embedded dev cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+and KWOK as plain processes on 127.0.0.1, with a fleet of fake GPU, CPU and edge nodes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from . import fleet, paths, pki, toolchain
+from .processes import ManagedProcess, free_port, port_is_open
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/24"
+
+
+@dataclass
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+    @classmethod
+    def allocate(cls) -> "Ports":
+        return cls(*(free_port() for _ in range(6)))
+
+
+class DevCluster:
+    """One named local cluster; its state lives under the user's cache directory."""
+
+    def __init__(self, name: str = "dev"):
+        self.name = name
+        self.state_dir = paths.cluster_state_dir(name)
+        self.pki = pki.ClusterPKI(self.state_dir / "pki")
+        self.kubeconfig = self.state_dir / "kubeconfig"
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def _ports_file(self) -> Path:
+        return self.state_dir / "ports.json"
+
+    def ports(self) -> Ports | None:
+        try:
+            return Ports(**json.loads(self._ports_file.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def process(self, component: str) -> ManagedProcess:
+        return ManagedProcess(component, self.state_dir)
+
+    @property
+    def server(self) -> str:
+        ports = self.ports()
+        assert ports, "cluster has no ports recorded; run `up` first"
+        return f"https://127.0.0.1:{ports.apiserver}"
+
+    def kubectl_path(self) -> Path:
+        return toolchain.KUBERNETES.path("kubectl")
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(self.kubectl_path()), "--kubeconfig", str(self.kubeconfig), *args],
+                              input=input, text=True, capture_output=True)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()}")
+        return proc
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def up(self, *, nodes: tuple[fleet.NodeSpec, ...] = fleet.DEFAULT_FLEET, crds: tuple[Path, ...] = ()) -> None:
+        started = time.monotonic()
+        toolchain.ensure_all((toolchain.KUBERNETES, toolchain.ETCD, toolchain.KWOK))
+        if self.is_healthy():
+            log.warning("dev cluster %r is already up at %s", self.name, self.server)
+            self.install_crds(crds)
+            return
+        self.down(quiet=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        pki.ensure_pki(self.pki.directory)
+        ports = Ports.allocate()
+        self._ports_file.write_text(json.dumps(asdict(ports)))
+        self._write_kubeconfig(self.kubeconfig, "admin", ports.apiserver)
+        for who in ("controller-manager", "scheduler", "kwok"):
+            self._write_kubeconfig(self.state_dir / f"{who}.kubeconfig", who, ports.apiserver)
+
+        self._start_etcd(ports)
+        self._start_apiserver(ports)
+        self._start_controller_manager(ports)
+        self._start_scheduler(ports)
+        self._start_kwok(ports)
+        self.apply_nodes(nodes)
+        self.install_crds(crds)
+        self.wait_nodes_ready([n.name for n in nodes])
+        log.warning("dev cluster %r up in %.1f s: %s (KUBECONFIG=%s)", self.name, time.monotonic() - started,
+                    self.server, self.kubeconfig)
+
+    def down(self, *, quiet: bool = False) -> None:
+        for component in reversed(COMPONENTS):
+            self.process(component).stop()
+        ports = self.ports()
+        if ports:
+            for port in asdict(ports).values():
+                deadline = time.monotonic() + 10
+                while port_is_open(port) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        # etcd data and logs are per run; certificates are kept for the next `up`.
+        shutil.rmtree(self.state_dir / "etcd-data", ignore_errors=True)
+        self._ports_file.unlink(missing_ok=True)
+        if not quiet:
+            log.warning("dev cluster %r is down", self.name)
+
+    def status(self) -> dict[str, bool]:
+        return {c: self.process(c).is_running() for c in COMPONENTS}
+
+    def is_healthy(self) -> bool:
+        if not all(self.status().values()) or not self.ports():
+            return False
+        try:
+            return self._get("/readyz") == "ok"
+        except Exception:
+            return False
+
+    # -- components ----------------------------------------------------------------------
+    def _start_etcd(self, ports: Ports) -> None:
+        data = self.state_dir / "etcd-data"
+        client = f"http://127.0.0.1:{ports.etcd_client}"
+        peer = f"http://127.0.0.1:{ports.etcd_peer}"
+        self.process("etcd").start([
+            str(toolchain.ETCD.path()), "--name", "default", "--data-dir", str(data),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"default={peer}", "--unsafe-no-fsync", "--log-level", "warn",
+            "--quota-backend-bytes", str(4 << 30),
+        ])
+        self._wait("etcd", lambda: self._http_ok(f"{client}/health"), 30)
+
+    def _start_apiserver(self, ports: Ports) -> None:
+        p = self.pki
+        self.process("kube-apiserver").start([
+            str(toolchain.KUBERNETES.path("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+            "--bind-address=127.0.0.1", f"--secure-port={ports.apiserver}",
+            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={p.apiserver_cert}", f"--tls-private-key-file={p.apiserver_key}",
+            f"--client-ca-file={p.ca_cert}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p.service_account_pub}",
+            f"--service-account-signing-key-file={p.service_account_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota,"
+            "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+            "--allow-privileged=true", "--profiling=false", "--v=1",
+        ])
+        self._wait("kube-apiserver", lambda: self._get("/readyz") == "ok", 60)
+
+    def _start_controller_manager(self, ports: Ports) -> None:
+        p = self.pki
+        self.process("kube-controller-manager").start([
+            str(toolchain.KUBERNETES.path("kube-controller-manager")),
+            f"--kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
+            "--controllers=*,-nodeipam,-bootstrapsigner,-tokencleaner,-cloud-node-lifecycle,-service-lb-controller",
+            f"--service-account-private-key-file={p.service_account_key}", f"--root-ca-file={p.ca_cert}",
+            f"--cluster-signing-cert-file={p.ca_cert}", f"--cluster-signing-key-file={p.ca_key}",
+            "--use-service-account-credentials=true", "--leader-elect=false",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--node-monitor-grace-period=40s", "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
+            "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
+        ])
+
+    def _start_scheduler(self, ports: Ports) -> None:
+        kubeconfig = self.state_dir / "scheduler.kubeconfig"
+        self.process("kube-scheduler").start([
+            str(toolchain.KUBERNETES.path("kube-scheduler")), f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}", "--leader-elect=false", "--v=1",
+        ])
+
+    def _start_kwok(self, ports: Ports) -> None:
+        stages = paths.PACKAGE_DIR / "kwok" / "stages.yaml"
+        self.process("kwok").start([
+            str(toolchain.KWOK.path()), f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
+            f"--config={stages}", "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--cidr={POD_CIDR}", "--node-ip=10.244.0.1",
+            f"--server-address=127.0.0.1:{ports.kwok}",
+        ])
+
+    # -- cluster content -----------------------------------------------------------------
+    def apply_nodes(self, nodes: tuple[fleet.NodeSpec, ...]) -> None:
+        docs = "\n---\n".join(yaml.safe_dump(n.manifest()) for n in nodes)
+        self.kubectl("apply", "--server-side", "--field-manager=autoglm-dev-cluster", "-f", "-", input=docs)
+
+    def install_crds(self, crds: tuple[Path, ...]) -> None:
+        """Apply CRD files (or folders of them) and wait until each is Established."""
+        files = [f for c in crds for f in (sorted(c.glob("*.yaml")) if c.is_dir() else [c])]
+        if not files:
+            return
+        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=autoglm-dev-cluster"]
+        for f in files:
+            args += ["-f", str(f)]
+        self.kubectl(*args)
+        names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     *[f"crd/{n}" for n in names])
+
+    def wait_nodes_ready(self, names: list[str], timeout: float = 60) -> None:
+        self._wait("nodes Ready", lambda: self.kubectl(
+            "wait", "--for=condition=Ready", "--timeout=5s", *[f"node/{n}" for n in names],
+            check=False).returncode == 0, timeout)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _write_kubeconfig(self, path: Path, who: str, port: int) -> None:
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": f"autoglm-{self.name}", "cluster": {
+                "server": f"https://127.0.0.1:{port}", "certificate-authority": str(self.pki.ca_cert)}}],
+            "users": [{"name": who, "user": {"client-certificate": str(self.pki.client_cert(who)),
+                                              "client-key": str(self.pki.client_key(who))}}],
+            "contexts": [{"name": f"autoglm-{self.name}", "context": {"cluster": f"autoglm-{self.name}", "user": who}}],
+            "current-context": f"autoglm-{self.name}",
+        }
+        path.write_text(yaml.safe_dump(config))
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.client_cert("admin")), str(self.pki.client_key("admin")))
+        return ctx
+
+    def _get(self, path: str) -> str:
+        with urllib.request.urlopen(self.server + path, context=self._ssl_context(), timeout=5) as r:
+            return r.read().decode()
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except Exception:
+            return False
+
+    def _wait(self, what: str, ready, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if ready():
+                    return
+            except Exception:
+                pass
+            for component in COMPONENTS:
+                proc = self.process(component)
+                if proc.pid is not None and not proc.is_running():
+                    raise RuntimeError(f"{component} exited while waiting for {what}:\n{proc.log_tail()}")
+            time.sleep(0.2)
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

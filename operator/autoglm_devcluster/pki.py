@@ -1,0 +1,134 @@
+"""Certificates and keys of the dev cluster, made with ``cryptography``.
+
+One CA signs the API server's serving certificate and the client certificates of the
+admin user and of each control-plane component (so RBAC sees real identities). The
+service-account signing key pair lets the API server issue tokens.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+#: Client identities: file stem -> (common name, organisation).
+CLIENTS = {
+    "admin": ("kubernetes-admin", "system:masters"),
+    "controller-manager": ("system:kube-controller-manager", None),
+    "scheduler": ("system:kube-scheduler", None),
+    "kwok": ("kwok-controller", "system:masters"),
+}
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def apiserver_cert(self) -> Path:
+        return self.directory / "apiserver.crt"
+
+    @property
+    def apiserver_key(self) -> Path:
+        return self.directory / "apiserver.key"
+
+    @property
+    def service_account_key(self) -> Path:
+        return self.directory / "sa.key"
+
+    @property
+    def service_account_pub(self) -> Path:
+        return self.directory / "sa.pub"
+
+    def client_cert(self, who: str) -> Path:
+        return self.directory / f"{who}.crt"
+
+    def client_key(self, who: str) -> Path:
+        return self.directory / f"{who}.key"
+
+
+def _write_key(path: Path, key) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+def _name(cn: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
+
+
+def _sign(subject: x509.Name, public_key, ca_cert, ca_key, *, server_names=(), ips=(), client=False):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+               .public_key(public_key).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=365))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client
+                                                     else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+    if server_names or ips:
+        sans = [x509.DNSName(n) for n in server_names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def ensure_pki(directory: Path) -> ClusterPKI:
+    """Create the cluster's CA, serving and client certificates unless they exist."""
+    pki = ClusterPKI(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if pki.ca_cert.exists() and pki.client_cert("kwok").exists() and pki.service_account_pub.exists():
+        return pki
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_subject = _name("autoglm-dev-cluster-ca")
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_subject).issuer_name(ca_subject)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=3650))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    _write_key(pki.ca_key, ca_key)
+    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _sign(_name("kube-apiserver"), server_key.public_key(), ca_cert, ca_key,
+                        server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                                      "kubernetes.default.svc.cluster.local"),
+                        ips=("127.0.0.1", "10.96.0.1"))
+    _write_key(pki.apiserver_key, server_key)
+    pki.apiserver_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+
+    for who, (cn, org) in CLIENTS.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _sign(_name(cn, org), key.public_key(), ca_cert, ca_key, client=True)
+        _write_key(pki.client_key(who), key)
+        pki.client_cert(who).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_key(pki.service_account_key, sa_key)
+    pki.service_account_pub.write_bytes(sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return pki

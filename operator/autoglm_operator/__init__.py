@@ -1,0 +1,1 @@
+"""AutoGLM Operator: serves large models on NVIDIA Triton from one AutoGLMDeployment resource."""

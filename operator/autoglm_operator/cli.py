@@ -1,0 +1,106 @@
+"""``autoglm-operator``: run the operator, or install its CRDs, against the current kubeconfig."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+CRD_DIR = Path(__file__).resolve().parent.parent.parent / "crds"
+
+
+def _check_cluster(kubeconfig: str | None, context: str | None) -> str:
+    """Reach the API server once, or exit with a message that says what to do."""
+    import kubernetes
+    from .kube.client import load_configuration
+
+    try:
+        configuration = load_configuration(kubeconfig, context)
+    except Exception as e:  # no kubeconfig at all
+        sys.exit(f"autoglm-operator: no Kubernetes cluster configured ({e}).\n"
+                 "Set KUBECONFIG or pass --kubeconfig; for a local cluster run `./scripts/run.sh`.")
+    try:
+        api = kubernetes.client.VersionApi(kubernetes.client.ApiClient(configuration))
+        version = api.get_code(_request_timeout=5)
+    except Exception as e:
+        sys.exit(f"autoglm-operator: cannot reach the Kubernetes API server at {configuration.host}: {e}\n"
+                 "Check that the cluster is running and that KUBECONFIG points at it.")
+    return f"{configuration.host} (Kubernetes {version.git_version})"
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from . import handlers
+
+    where = _check_cluster(args.kubeconfig, args.context)
+    logging.getLogger(__name__).warning("autoglm-operator connecting to %s", where)
+    if args.kubeconfig:
+        import os
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    handlers.settings_from_cli.update(kubeconfig=args.kubeconfig, context=args.context, workers=args.workers,
+                                      standalone=args.peering is None, peering_name=args.peering or "autoglm-operator")
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_address)
+    kopf.configure(verbose=args.verbose, log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
+                                                      "json": kopf.LogFormat.JSON}[args.log_format])
+    if not args.verbose:  # "Handler succeeded" for every watch event is noise at the default level
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    namespaces = args.namespace or []
+    asyncio.run(kopf.operator(
+        clusterwide=args.all_namespaces or not namespaces, namespaces=namespaces,
+        standalone=args.peering is None, peering_name=args.peering,
+        liveness_endpoint=f"http://{args.health_address}:{args.health_port}/healthz" if args.health_port else None,
+    ))
+    return 0
+
+
+def _install_crds(args: argparse.Namespace) -> int:
+    import kubernetes
+    import yaml
+    from .kube.client import load_configuration
+
+    _check_cluster(args.kubeconfig, args.context)
+    from .kube.client import KubeClient
+    client = KubeClient(load_configuration(args.kubeconfig, args.context))
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            client._call("PATCH", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
+                         body=doc, query=[("fieldManager", "autoglm-operator"), ("force", "true")],
+                         content_type="application/apply-patch+yaml")
+            print(f"customresourcedefinition/{doc['metadata']['name']} applied")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="autoglm-operator", description=__doc__)
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context to use")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; globs allowed)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables (default 8080)")
+    run.add_argument("--metrics-address", default="0.0.0.0")
+    run.add_argument("--health-port", type=int, default=8081, help="liveness endpoint /healthz; 0 disables")
+    run.add_argument("--health-address", default="0.0.0.0")
+    run.add_argument("--log-format", choices=("plain", "full", "json"), default="plain")
+    run.add_argument("--peering", metavar="NAME", help="enable Kopf peering under this name (for HA replicas); "
+                     "needs the peering CRDs; default: standalone")
+    run.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    sub.add_parser("install-crds", help="apply the CRDs (server-side) to the cluster")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    return _install_crds(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Wires the watch-fed store, the work queue and the reconciler into one running controller."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prometheus_client import Histogram
+
+from .api import resource as r
+from .kube.client import KubeClient
+from .kube.store import ObservedStore
+from .reconciler import Reconciler
+from .workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change being observed to its reconcile ending")
+
+
+class Controller:
+    def __init__(self, client: KubeClient, workers: int = 4):
+        self.store = ObservedStore()
+        self.queue = WorkQueue()
+        self.reconciler = Reconciler(client, self.store, workers)
+        self.workers = workers
+
+    async def start(self) -> None:
+        """Fill the store with what exists before reconciling, so a restart re-applies nothing."""
+        import asyncio
+
+        client = self.reconciler.client
+        selector = f"{r.LABEL_MANAGED_BY}={r.FIELD_MANAGER}"
+        for kind in ("ConfigMap", "Service", "Deployment", "Pod"):
+            for obj in await asyncio.to_thread(client.list, kind, None, selector):
+                obj.setdefault("kind", kind)
+                self.store.observe(kind, None, obj)
+        for node in await asyncio.to_thread(client.list, "Node"):
+            self.store.observe("Node", None, node)
+        self.queue.start(self.workers, self._process)
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+
+    async def _process(self, key: Any) -> None:
+        namespace, name = key
+        added = self.queue.added_at.get(key, time.monotonic())
+        try:
+            requeue = await self.reconciler.reconcile(namespace, name)
+        except Exception:  # a bug must not kill the worker: log it and retry later
+            log.exception("reconcile of %s/%s crashed; retrying in 10 s", namespace, name)
+            requeue = 10.0
+        QUEUE_LATENCY.observe(time.monotonic() - added)
+        if requeue:
+            self.queue.add_after(key, requeue)
+
+    # -- watch events ----------------------------------------------------------------------
+    def on_owner_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self.store.observe(r.KIND, event_type, body)
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            self.queue.forget(key)
+            return
+        self.queue.add(key)
+
+    def on_child_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        self.store.observe(kind, event_type, body)
+        meta = body["metadata"]
+        owner = (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
+        if owner and self.store.get(r.KIND, meta.get("namespace"), owner) is not None:
+            self.queue.add((meta["namespace"], owner))
+
+    def on_node_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        old = self.store.get("Node", None, body["metadata"]["name"])
+        self.store.observe("Node", event_type, body)
+        if old is not None and _node_facts(old) == _node_facts(body) and event_type != "DELETED":
+            return  # a heartbeat: nothing a deployment's status depends on changed
+        for owner in self.store.all(r.KIND):
+            self.queue.add((owner["metadata"]["namespace"], owner["metadata"]["name"]))
+
+
+def _node_facts(node: dict[str, Any]) -> tuple:
+    ready = [c.get("status") for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
+    return (tuple(sorted(((node.get("metadata") or {}).get("labels") or {}).items())), tuple(ready),
+            bool((node.get("spec") or {}).get("unschedulable")))

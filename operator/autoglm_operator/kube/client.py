@@ -1,0 +1,136 @@
+"""A thin, thread-safe wrapper over the official client for the few calls the operator makes.
+
+Every write goes through here, so writes are counted (``api_writes_total``) and the rule
+"no write when nothing changed" can be checked from the metrics.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from typing import Any
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+from prometheus_client import Counter
+
+from ..api import resource as r
+
+log = logging.getLogger(__name__)
+
+API_WRITES = Counter("autoglm_operator_api_writes_total", "Writes the operator made to the API server",
+                     ["verb", "kind"])
+
+_PLURALS = {"Deployment": ("apis/apps/v1", "deployments"), "Service": ("api/v1", "services"),
+            "ConfigMap": ("api/v1", "configmaps"), "Pod": ("api/v1", "pods"), "Node": ("api/v1", "nodes"),
+            "HTTPRoute": ("apis/gateway.networking.k8s.io/v1", "httproutes"),
+            "GRPCRoute": ("apis/gateway.networking.k8s.io/v1", "grpcroutes"),
+            r.KIND: (f"apis/{r.API_VERSION}", r.PLURAL),
+            "Event": ("api/v1", "events")}
+
+
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        if kubeconfig or context:
+            raise kubernetes.config.ConfigException("explicit kubeconfig")
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context,
+                                           client_configuration=configuration)
+    return configuration
+
+
+def collection_path(kind: str, namespace: str | None) -> str:
+    prefix, plural = _PLURALS[kind]
+    if namespace and kind != "Node":
+        return f"/{prefix}/namespaces/{namespace}/{plural}"
+    return f"/{prefix}/{plural}"
+
+
+class KubeClient:
+    def __init__(self, configuration: kubernetes.client.Configuration):
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 4, 32)
+        self.api = kubernetes.client.ApiClient(configuration)
+
+    def _call(self, method: str, path: str, body: Any = None, query: list | None = None,
+              content_type: str = "application/json", timeout: float = 30) -> Any:
+        _, url, headers, serialized, _ = self.api.param_serialize(
+            method, path, query_params=query or [], body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, header_params=headers, body=serialized, _request_timeout=timeout)
+        data = response.read()
+        status = getattr(response, "status", None) or response.resp.status
+        if not 200 <= status < 300:
+            raise ApiException(status=status, reason=getattr(response, "reason", ""), body=data.decode(errors="replace"))
+        return json.loads(data) if data else None
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"{collection_path(kind, namespace)}/{name}")
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        return self._call("GET", collection_path(kind, namespace), query=query).get("items", [])
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's single field manager."""
+        meta = obj["metadata"]
+        path = f"{collection_path(obj['kind'], meta.get('namespace'))}/{meta['name']}"
+        API_WRITES.labels("apply", obj["kind"]).inc()
+        return self._call("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
+                          query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")])
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        API_WRITES.labels("delete", kind).inc()
+        try:
+            self._call("DELETE", f"{collection_path(kind, namespace)}/{name}",
+                       body={"propagationPolicy": "Background"})
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the AutoGLMDeployment's status subresource (never its spec)."""
+        API_WRITES.labels("patch-status", r.KIND).inc()
+        return self._call("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
+                          body={"status": status}, content_type="application/merge-patch+json")
+
+    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about the AutoGLMDeployment (what `kubectl describe` shows)."""
+        meta = owner["metadata"]
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": r.API_VERSION, "kind": r.KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": r.FIELD_MANAGER}, "reportingComponent": r.FIELD_MANAGER,
+        }
+        API_WRITES.labels("create", "Event").inc()
+        try:
+            self._call("POST", collection_path("Event", meta["namespace"]), body=body)
+        except ApiException as e:  # an Event is best effort; never fail a reconcile for it
+            log.warning("could not post Event %s: %s", reason, e.reason)
+
+    def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        API_WRITES.labels("patch", kind).inc()
+        return self._call("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
+                          content_type="application/merge-patch+json")
+
+
+def api_error_message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body).get("message", error.reason)
+    except Exception:
+        return str(error.reason)

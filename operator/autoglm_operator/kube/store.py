@@ -1,0 +1,52 @@
+"""In-memory view of the objects the operator watches, fed by Kopf's watch events.
+
+It plays the role of client-go's informer cache: the reconciler reads observed state
+from here, so deciding that nothing changed costs no API call.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterator
+
+from ..api import resource as r
+
+Key = tuple[str, str | None, str]  # kind, namespace, name
+
+
+class ObservedStore:
+    def __init__(self) -> None:
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._by_owner: dict[tuple[str, str], set[Key]] = defaultdict(set)
+
+    @staticmethod
+    def _owner_of(obj: dict[str, Any]) -> tuple[str, str] | None:
+        meta = obj.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
+        return (meta.get("namespace"), owner) if owner else None
+
+    def observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (kind, meta.get("namespace"), meta["name"])
+        old = self._objects.get(key)
+        if old is not None and (owner := self._owner_of(old)):
+            self._by_owner[owner].discard(key)
+        if event_type == "DELETED":
+            self._objects.pop(key, None)
+            return
+        self._objects[key] = obj
+        if owner := self._owner_of(obj):
+            self._by_owner[owner].add(key)
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self._objects.get((kind, namespace, name))
+
+    def owned(self, namespace: str, owner: str, kind: str | None = None) -> list[dict[str, Any]]:
+        return [self._objects[k] for k in sorted(self._by_owner.get((namespace, owner), ()))
+                if (kind is None or k[0] == kind) and k in self._objects]
+
+    def all(self, kind: str) -> Iterator[dict[str, Any]]:
+        return (obj for (k, _, _), obj in list(self._objects.items()) if k == kind)
+
+    def __len__(self) -> int:
+        return len(self._objects)

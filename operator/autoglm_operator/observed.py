@@ -1,0 +1,100 @@
+"""Pure summaries of what the cluster shows for each track: replicas, GPUs, engines, scheduling."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from . import placement
+from .api.spec import AutoGLMDeploymentSpec, Track
+
+
+def pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c
+    return None
+
+
+def pod_is_ready(pod: Mapping[str, Any]) -> bool:
+    c = pod_condition(pod, "Ready")
+    return bool(c and c.get("status") == "True") and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def pod_restarts(pod: Mapping[str, Any]) -> int:
+    return sum(int(s.get("restartCount") or 0) for s in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+def node_is_ready(node: Mapping[str, Any] | None) -> bool:
+    for c in ((node or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+@dataclass
+class TrackObservation:
+    track: Track
+    desired_replicas: int
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    deployment_current: bool = False  # the Deployment controller has seen the latest spec
+    unschedulable_message: str | None = None
+    pods_on_unready_nodes: int = 0
+    restarts: int = 0
+    crash_looping: list[str] = field(default_factory=list)
+    engines: list[dict[str, Any]] = field(default_factory=list)
+    gpu_products: list[str] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return (self.deployment_current and self.ready_replicas >= self.desired_replicas
+                and self.updated_replicas >= self.desired_replicas)
+
+    def as_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.track.version, "desiredReplicas": self.desired_replicas,
+                               "readyReplicas": self.ready_replicas, "updatedReplicas": self.updated_replicas,
+                               "gpuProducts": self.gpu_products, "engines": self.engines,
+                               "restarts": self.restarts}
+        if self.unschedulable_message:
+            out["unschedulable"] = self.unschedulable_message
+        return out
+
+
+def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping[str, Any] | None,
+                  pods: Iterable[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]]) -> TrackObservation:
+    obs = TrackObservation(track, track.replicas)
+    if deployment:
+        st = deployment.get("status") or {}
+        obs.ready_replicas = int(st.get("readyReplicas") or 0)
+        obs.updated_replicas = int(st.get("updatedReplicas") or 0)
+        obs.deployment_current = (int(st.get("observedGeneration") or 0)
+                                  >= int(deployment["metadata"].get("generation") or 0)
+                                  and int((deployment.get("spec") or {}).get("replicas") or 0) == track.replicas)
+    products: Counter[str] = Counter()
+    engines: Counter[tuple[str, str, str]] = Counter()
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        scheduled = pod_condition(pod, "PodScheduled")
+        if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            obs.unschedulable_message = scheduled.get("message") or "Unschedulable"
+        obs.restarts += pod_restarts(pod)
+        for s in (pod.get("status") or {}).get("containerStatuses") or []:
+            if ((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff":
+                obs.crash_looping.append(pod["metadata"]["name"])
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node = nodes.get(node_name) if node_name else None
+        if node_name and not node_is_ready(node):
+            obs.pods_on_unready_nodes += 1
+        labels = ((node or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get(placement.GPU_PRODUCT):
+            products[labels[placement.GPU_PRODUCT]] += 1
+        engine = placement.engine_for_node(track.engines, labels) if spec.model.format == "tensorrt_plan" else None
+        if engine:
+            engines[(engine.file, engine.compute_capability, labels.get(placement.GPU_PRODUCT, ""))] += 1
+    obs.gpu_products = sorted(products)
+    obs.engines = [{"file": f, "computeCapability": cc, "gpuProduct": p, "pods": n}
+                   for (f, cc, p), n in sorted(engines.items())]
+    return obs

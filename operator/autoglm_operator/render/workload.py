@@ -1,0 +1,141 @@
+"""Desired Deployment, ConfigMap and Services of each track, as plain dicts (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .. import placement
+from ..api import resource as r
+from ..api.spec import AutoGLMDeploymentSpec, Track
+from . import names
+from .model_source import MODELS_DIR, ModelSourceImages, desired_model_source
+from .triton_config import desired_config_pbtxt
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The AutoGLMDeployment that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": r.API_VERSION, "kind": r.KIND, "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+
+def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": owner.namespace, "labels": labels, "ownerReferences": [owner.reference()]}
+
+
+def content_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def triton_args(spec: AutoGLMDeploymentSpec) -> list[str]:
+    return [
+        f"--model-repository={MODELS_DIR}",
+        "--model-control-mode=explicit",
+        f"--load-model={spec.model.name}",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--allow-metrics=true",
+        "--metrics-config=summary_latencies=true",
+        *spec.runtime.extra_args,
+    ]
+
+
+def desired_config_map(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, Any]:
+    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _metadata(owner, names.track_config(owner.name, track.name), labels),
+            "data": {"config.pbtxt": desired_config_pbtxt(spec, track)}}
+
+
+def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
+                       images: ModelSourceImages | None = None) -> dict[str, Any]:
+    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version)
+    config_map = names.track_config(owner.name, track.name)
+    source = desired_model_source(spec, track, config_map, images)
+    res = spec.runtime.resources
+    limits: dict[str, Any] = {"cpu": str(res.cpu), "memory": str(res.memory)}
+    if res.gpus:
+        limits[placement.GPU_RESOURCE] = str(res.gpus)
+    http = {"path": "/v2/health/ready", "port": "http"}
+    pod_spec: dict[str, Any] = {
+        "initContainers": source.init_containers,
+        "containers": [{
+            "name": "triton",
+            "image": spec.runtime.image,
+            "command": ["tritonserver"],
+            "args": triton_args(spec),
+            "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                      {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                      {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+            "resources": {"requests": dict(limits), "limits": dict(limits)},
+            "readinessProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 2, "timeoutSeconds": 2},
+            "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
+                              "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
+            # Engines of a 9B model take minutes to deserialize: allow up to 20 minutes to start.
+            "startupProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 120, "timeoutSeconds": 5},
+            "volumeMounts": [{"name": "model-repository", "mountPath": MODELS_DIR},
+                             {"name": "dshm", "mountPath": "/dev/shm"}],
+            "securityContext": {"allowPrivilegeEscalation": False},
+        }],
+        "volumes": source.volumes + [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+        "affinity": placement.pod_affinity(spec, track),
+        "tolerations": placement.pod_tolerations(spec),
+        "topologySpreadConstraints": [{
+            "maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway",
+            "topologyKey": placement.GPU_PRODUCT if spec.uses_gpus else "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": names.track_selector(owner.name, track.name)}}],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if spec.placement.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.placement.node_selector)
+    template = {"metadata": {"labels": labels}, "spec": pod_spec}
+    config_hash = content_hash(desired_config_pbtxt(spec, track))
+    template["metadata"]["annotations"] = {f"{r.GROUP}/config-hash": config_hash}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _metadata(owner, names.track_workload(owner.name, track.name), labels),
+        "spec": {
+            "replicas": track.replicas,
+            "selector": {"matchLabels": names.track_selector(owner.name, track.name)},
+            # Surge first, never drop below the desired count: a version change never leaves no ready pod.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": 1800,
+            "template": template,
+        },
+    }
+
+
+def _service(owner: Owner, name: str, labels: dict[str, str], selector: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(owner, name, labels),
+            "spec": {"type": "ClusterIP", "selector": selector,
+                     "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                               {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                                "appProtocol": "kubernetes.io/h2c"},
+                               {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}]}}
+
+
+def desired_track_service(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, Any]:
+    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version)
+    return _service(owner, names.track_workload(owner.name, track.name), labels,
+                    names.track_selector(owner.name, track.name))
+
+
+def desired_client_service(owner: Owner, spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
+    """The Service clients call without a Gateway: it follows the stable track."""
+    labels = {**names.owner_labels(owner.name), r.LABEL_COMPONENT: "client-endpoint"}
+    return _service(owner, names.client_service(owner.name), labels, names.track_selector(owner.name, "stable"))
