@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh machine: a virtual environment with the
+# package and its test extras, and the Go-built binaries (cached by version under
+# ~/.cache/autoglm-operator/bin, built only the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; fi
+command -v go >/dev/null 2>&1 || { echo "bootstrap: Go 1.26+ is required to build the control plane (https://go.dev/dl/)" >&2; exit 1; }
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+
+# Kubernetes v1.36.3 (apiserver, controller-manager, scheduler, kubectl), etcd v3.6.16, KWOK, OPA.
+.venv/bin/python -m autoglm_devcluster.toolchain kubernetes etcd kwok opa "$@"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs the operator's main job. With no reachable cluster configured it starts the embedded
+# local cluster first; then it installs the CRDs, runs the operator and applies the example.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/bootstrap.sh
+KUBECTL="$(.venv/bin/python -c 'from autoglm_devcluster import toolchain as t; print(t.KUBERNETES.path("kubectl"))')"
+
+if [ -n "${KUBECONFIG:-}" ] || [ -f "$HOME/.kube/config" ]; then
+  if "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
+    echo "Using the cluster in your kubeconfig: $("$KUBECTL" config current-context)"
+  else
+    echo "The configured cluster is not reachable; starting the embedded dev cluster instead."
+    unset KUBECONFIG; USE_DEV=1
+  fi
+else
+  USE_DEV=1
+fi
+if [ "${USE_DEV:-0}" = 1 ]; then
+  .venv/bin/autoglm-dev-cluster up
+  export KUBECONFIG="$(.venv/bin/autoglm-dev-cluster kubeconfig)"
+fi
+
+.venv/bin/autoglm-operator install-crds
+"$KUBECTL" wait --for=condition=Established crd/autoglmdeployments.serving.autoglm.io --timeout=60s >/dev/null
+mkdir -p out
+.venv/bin/autoglm-operator run --metrics-port 8080 --health-port 8081 > out/operator.log 2>&1 &
+OPERATOR_PID=$!
+trap 'kill $OPERATOR_PID 2>/dev/null || true' EXIT INT TERM
+
+"$KUBECTL" apply -f examples/model-store.yaml -f examples/single-gpu.yaml
+"$KUBECTL" wait --for=condition=Ready agd/autoglm-phone --timeout=120s
+"$KUBECTL" get agd,deploy,pods -o wide
+cat <<MSG
+
+The operator is running (log: out/operator.log, metrics: http://127.0.0.1:8080/metrics).
+Try, in another shell:
+  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$KUBECTL"):\$PATH
+  kubectl get agd                                  # stable/canary versions, weight, ready, phase
+  kubectl describe agd autoglm-phone              # conditions and the operator's Events
+  kubectl patch agd autoglm-phone --type=merge -p '{"spec":{"runtime":{"replicas":3}}}'
+  kubectl get nodes -L nvidia.com/gpu.product      # the GPU and edge fleet
+Stop with Ctrl-C; remove the local cluster with: .venv/bin/autoglm-dev-cluster down
+MSG
+wait $OPERATOR_PID

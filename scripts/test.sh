@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: policy unit tests with the real OPA, then pytest (unit tests and
+# end-to-end tests on the embedded cluster with real Triton servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/bootstrap.sh
+OPA="$(.venv/bin/python -c 'from autoglm_devcluster import toolchain as t; print(t.OPA.path())')"
+if [ -d policies ]; then "$OPA" test policies/ -v | tail -n 3; fi
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

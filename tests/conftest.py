@@ -1,0 +1,126 @@
+"""Shared fixtures: one embedded cluster per test session (real etcd, kube-apiserver,
+controller-manager, scheduler and KWOK), the operator running in-process, and a fresh
+namespace per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+E2E_NAMESPACE_PREFIX = "e2e-"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    from autoglm_devcluster.cli import default_crds
+    from autoglm_devcluster.cluster import DevCluster
+
+    dev = DevCluster(os.environ.get("AUTOGLM_TEST_CLUSTER", "test"))
+    dev.up(crds=default_crds())
+    os.environ["KUBECONFIG"] = str(dev.kubeconfig)
+    yield dev
+    if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
+        dev.down()
+
+
+class Kubectl:
+    """The kubectl built from the same Kubernetes release as the server, on the test cluster."""
+
+    def __init__(self, dev):
+        self.dev = dev
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return self.dev.kubectl(*args, input=input, check=check)
+
+    def apply(self, obj: dict[str, Any] | str, check: bool = True) -> subprocess.CompletedProcess:
+        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+        return self("apply", "-f", "-", input=text, check=check)
+
+    def get_json(self, *args: str) -> Any:
+        import json
+        return json.loads(self("get", *args, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster) -> Kubectl:
+    return Kubectl(cluster)
+
+
+@pytest.fixture(scope="session")
+def kube(cluster):
+    from autoglm_operator.kube.client import KubeClient, load_configuration
+    return KubeClient(load_configuration(str(cluster.kubeconfig)))
+
+
+@pytest.fixture(scope="session")
+def operator(cluster):
+    """The operator, in-process through Kopf's test runner, watching the e2e-* namespaces."""
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", f"{E2E_NAMESPACE_PREFIX}*", "-m", "autoglm_operator.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        time.sleep(2)
+        yield runner
+    assert runner.exception is None, runner.exception
+
+
+@pytest.fixture
+def namespace(kubectl, request) -> Iterator[str]:
+    name = f"{E2E_NAMESPACE_PREFIX}{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
+    kubectl("create", "namespace", name)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(name)))
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kubectl("delete", "pv", f"model-store-{name}", "--wait=false", check=False)
+
+
+def model_store(namespace: str) -> list[dict[str, Any]]:
+    """A PersistentVolume and the claim ``model-store`` bound to it: what pvc://model-store/... mounts."""
+    pv = f"model-store-{namespace}"
+    return [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "autoglm-models",
+                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(REPO / "model_repository")},
+                  "claimRef": {"namespace": namespace, "name": "model-store"}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "model-store", "namespace": namespace},
+         "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "autoglm-models",
+                  "resources": {"requests": {"storage": "1Gi"}}, "volumeName": pv}},
+    ]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # keep polling through transient errors
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}: last={last!r}")
+
+
+def agd(name: str, *, engines=(("9.0", "model.sm90.plan"),), replicas: int = 1, gpus: int = 1,
+        fmt: str = "tensorrt_plan", **spec_overrides: Any) -> dict[str, Any]:
+    """A minimal valid AutoGLMDeployment for tests."""
+    spec: dict[str, Any] = {
+        "model": {"name": "autoglm-phone-9b", "repository": {"uri": "pvc://model-store/triton"},
+                  "version": 1, "format": fmt,
+                  **({"engines": [{"computeCapability": cc, "file": f} for cc, f in engines]} if engines else {})},
+        "runtime": {"replicas": replicas, "resources": {"gpus": gpus, "cpu": "2", "memory": "8Gi"}},
+    }
+    for key, value in spec_overrides.items():
+        spec[key] = value
+    return {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
+            "metadata": {"name": name}, "spec": spec}

@@ -1,0 +1,130 @@
+"""The core reconcile, end to end on the real API server: children, placement, status, no-op reconciles."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO, agd, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def operator_writes() -> float:
+    """Writes the in-process operator made to the API server, from its own Prometheus counter."""
+    from autoglm_operator.kube.client import API_WRITES
+    return sum(s.value for m in API_WRITES.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def operator_reconciles() -> float:
+    from autoglm_operator.reconciler import RECONCILES
+    return sum(s.value for m in RECONCILES.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def status(kubectl, namespace, name):
+    return kubectl.get_json("agd", "-n", namespace, name).get("status") or {}
+
+
+def condition(st, type_):
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), None)
+
+
+def children_versions(kubectl, namespace):
+    out = {}
+    for kind in ("deployments", "services", "configmaps"):
+        for item in kubectl.get_json(kind, "-n", namespace, "-l", "app.kubernetes.io/managed-by=autoglm-operator")["items"]:
+            out[(kind, item["metadata"]["name"])] = item["metadata"]["resourceVersion"]
+    return out
+
+
+def test_example_reaches_ready_and_delete_leaves_nothing(operator, kubectl, namespace):
+    example = yaml.safe_load((REPO / "examples" / "single-gpu.yaml").read_text())
+    example["metadata"]["namespace"] = namespace
+    kubectl.apply(example)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/autoglm-phone", "--timeout=60s")
+    st = status(kubectl, namespace, "autoglm-phone")
+    assert st["observedGeneration"] == 1 and st["phase"] == "Ready"
+    assert condition(st, "Progressing")["status"] == "False"
+    assert st["tracks"]["stable"]["readyReplicas"] == 2
+    assert set(children_versions(kubectl, namespace)) == {
+        ("deployments", "autoglm-phone-stable"), ("services", "autoglm-phone-stable"),
+        ("services", "autoglm-phone"), ("configmaps", "autoglm-phone-stable-config")}
+    printed = kubectl("get", "agd", "-n", namespace).stdout
+    assert "STABLE" in printed and "Ready" in printed and "2/2" in printed
+
+    kubectl("delete", "agd", "-n", namespace, "autoglm-phone", "--wait=true", "--timeout=30s")
+    wait_for(lambda: not children_versions(kubectl, namespace), 30, what="garbage collection of children")
+    wait_for(lambda: not kubectl.get_json("pods", "-n", namespace)["items"], 30, what="pods gone")
+
+
+def test_engine_for_9_0_lands_only_on_h100(operator, kubectl, namespace):
+    kubectl.apply({**agd("h100-only", replicas=3), "metadata": {"name": "h100-only", "namespace": namespace}})
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/h100-only", "--timeout=60s")
+    pods = kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/deployment=h100-only")["items"]
+    assert len(pods) == 3
+    assert {p["spec"]["nodeName"].rsplit("-", 1)[0] for p in pods} == {"gpu-h100"}
+    st = status(kubectl, namespace, "h100-only")
+    assert st["tracks"]["stable"]["gpuProducts"] == ["NVIDIA-H100-80GB-HBM3"]
+    assert st["tracks"]["stable"]["engines"] == [{"file": "model.sm90.plan", "computeCapability": "9.0",
+                                                  "gpuProduct": "NVIDIA-H100-80GB-HBM3", "pods": 3}]
+
+
+def test_mixed_engines_spread_over_l4_and_h100_each_with_its_file(operator, kubectl, namespace):
+    body = agd("mixed", replicas=4, engines=(("9.0", "model.sm90.plan"), ("8.9", "model.sm89.plan")))
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/mixed", "--timeout=60s")
+    nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in kubectl.get_json("nodes")["items"]}
+    pods = kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/deployment=mixed")["items"]
+    products = {nodes[p["spec"]["nodeName"]]["nvidia.com/gpu.product"] for p in pods}
+    assert products == {"NVIDIA-L4", "NVIDIA-H100-80GB-HBM3"}
+    engines = {e["gpuProduct"]: e["file"] for e in status(kubectl, namespace, "mixed")["tracks"]["stable"]["engines"]}
+    assert engines == {"NVIDIA-L4": "model.sm89.plan", "NVIDIA-H100-80GB-HBM3": "model.sm90.plan"}
+    config = kubectl.get_json("configmap", "-n", namespace, "mixed-stable-config")["data"]["config.pbtxt"]
+    assert 'cc_model_filenames { key: "8.9" value: "model.sm89.plan" }' in config
+    assert 'cc_model_filenames { key: "9.0" value: "model.sm90.plan" }' in config
+
+
+def test_engine_no_node_can_run_gives_condition_reason(operator, kubectl, namespace):
+    body = agd("turing", engines=(("7.5", "model.sm75.plan"),))
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+
+    def degraded():
+        c = condition(status(kubectl, namespace, "turing"), "Degraded")
+        return c if c and c["status"] == "True" else None
+    c = wait_for(degraded, 30, what="Degraded condition")
+    assert c["reason"] == "Unschedulable"
+    assert "7.5" in c["message"] and "9.0" in c["message"], c["message"]
+    assert status(kubectl, namespace, "turing")["phase"] == "Degraded"
+    ready = condition(status(kubectl, namespace, "turing"), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "Unschedulable"
+
+
+def test_second_reconcile_writes_nothing_and_replica_edit_keeps_pods(operator, kubectl, namespace):
+    body = agd("steady", replicas=2)
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/steady", "--timeout=60s")
+    time.sleep(2)
+    before = children_versions(kubectl, namespace)
+    writes_before = operator_writes()
+    reconciles_before = operator_reconciles()
+    # An edit that changes nothing the operator renders (a label) triggers a reconcile.
+    kubectl("label", "agd", "-n", namespace, "steady", "team=ml")
+    wait_for(lambda: operator_reconciles() > reconciles_before, 10, what="a reconcile after the label edit")
+    time.sleep(2)
+    assert children_versions(kubectl, namespace) == before
+    assert operator_writes() == writes_before, "a reconcile with nothing to change made an API write"
+    assert kubectl.get_json("agd", "-n", namespace, "steady")["status"]["observedGeneration"] == 1
+
+    pods_before = {p["metadata"]["name"] for p in kubectl.get_json("pods", "-n", namespace)["items"]}
+    kubectl("patch", "agd", "-n", namespace, "steady", "--type=merge", "-p", '{"spec":{"runtime":{"replicas":3}}}')
+    wait_for(lambda: status(kubectl, namespace, "steady").get("readyReplicasSummary") == "3/3"
+             and status(kubectl, namespace, "steady").get("observedGeneration") == 2, 30, what="3 ready replicas")
+    pods_after = {p["metadata"]["name"] for p in kubectl.get_json("pods", "-n", namespace)["items"]}
+    assert pods_before < pods_after, "a replica edit must not restart existing Triton pods"
+    changed = {k for k, v in children_versions(kubectl, namespace).items() if before.get(k) != v}
+    assert changed == {("deployments", "steady-stable")}
