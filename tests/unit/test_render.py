@@ -1,0 +1,85 @@
+from autoglm_operator.api.spec import parse_spec
+from autoglm_operator.render import Owner, desired_children
+from autoglm_operator.render.triton_config import desired_config_pbtxt
+from autoglm_operator.render.workload import content_hash
+
+OWNER = Owner("phone", "ml", "uid-1")
+
+
+def spec(**over):
+    s = {"model": {"name": "autoglm-phone-9b", "repository": {"uri": "pvc://store/triton"}, "version": 3,
+                   "engines": [{"computeCapability": "9.0", "file": "model.sm90.plan"},
+                               {"computeCapability": "8.9", "file": "model.sm89.plan"}],
+                   "inputs": [{"name": "input_ids", "dataType": "TYPE_INT32", "dims": [-1]}]},
+         "runtime": {"replicas": 2, "resources": {"gpus": 1, "cpu": "4", "memory": "32Gi"},
+                     "batching": {"maxBatchSize": 8, "dynamic": {"maxQueueDelayMicroseconds": 100}}}}
+    s.update(over)
+    return parse_spec(s)
+
+
+def test_config_pbtxt_maps_each_capability_to_its_engine():
+    s = spec()
+    text = desired_config_pbtxt(s, s.tracks()[0])
+    assert 'platform: "tensorrt_plan"' in text
+    assert "max_batch_size: 8" in text
+    assert "version_policy: { specific: { versions: [ 3 ] } }" in text
+    assert 'cc_model_filenames { key: "8.9" value: "model.sm89.plan" }' in text
+    assert 'cc_model_filenames { key: "9.0" value: "model.sm90.plan" }' in text
+    assert "instance_group [ { count: 1 kind: KIND_GPU } ]" in text
+    assert "dynamic_batching { max_queue_delay_microseconds: 100 }" in text
+    assert 'input [\n  { name: "input_ids" data_type: TYPE_INT32 dims: [ -1 ] }\n]' in text
+
+
+def test_children_for_stable_and_canary_are_owned_and_labelled():
+    children = desired_children(OWNER, spec(canary={"version": 4, "weight": 10}))
+    kinds = [(c["kind"], c["metadata"]["name"]) for c in children]
+    assert ("Deployment", "phone-stable") in kinds and ("Deployment", "phone-canary") in kinds
+    assert ("Service", "phone") in kinds
+    for c in children:
+        ref = c["metadata"]["ownerReferences"][0]
+        assert ref["uid"] == "uid-1" and ref["controller"] is True
+
+
+def test_deployment_runs_triton_with_probes_gpus_and_model_source():
+    s = spec()
+    dep = next(c for c in desired_children(OWNER, s) if c["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert "--model-control-mode=explicit" in triton["args"] and "--load-model=autoglm-phone-9b" in triton["args"]
+    assert "--strict-readiness=true" in triton["args"]
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert triton["startupProbe"]["failureThreshold"] * triton["startupProbe"]["periodSeconds"] >= 600
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert [p["containerPort"] for p in triton["ports"]] == [8000, 8001, 8002]
+    init = pod["initContainers"][0]
+    assert "/model-source/triton/autoglm-phone-9b/3" in init["command"][-1]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_replica_change_leaves_pod_template_unchanged():
+    a = next(c for c in desired_children(OWNER, spec()) if c["kind"] == "Deployment")
+    b = next(c for c in desired_children(OWNER, spec(runtime={"replicas": 5, "resources": {"gpus": 1, "cpu": "4",
+              "memory": "32Gi"}, "batching": {"maxBatchSize": 8, "dynamic": {"maxQueueDelayMicroseconds": 100}}}))
+              if c["kind"] == "Deployment")
+    assert content_hash(a["spec"]["template"]) == content_hash(b["spec"]["template"])
+    assert a["spec"]["replicas"] == 2 and b["spec"]["replicas"] == 5
+
+
+def test_s3_source_copies_with_credentials():
+    s = spec(model={"name": "m", "repository": {"uri": "s3://bucket/repo", "secretRef": {"name": "aws"}},
+                    "version": 1, "engines": [{"computeCapability": "9.0", "file": "a.plan"}]})
+    dep = next(c for c in desired_children(OWNER, s) if c["kind"] == "Deployment")
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    assert "aws s3 cp --recursive s3://bucket/repo/m/1 /models/m/1" in init["command"][-1]
+    assert any(e["name"] == "AWS_ACCESS_KEY_ID" for e in init["env"])
+
+
+def test_cpu_python_model_has_no_gpu():
+    s = spec(model={"name": "m", "repository": {"uri": "pvc://s"}, "version": 1, "format": "python"},
+             runtime={"resources": {"gpus": 0}})
+    dep = next(c for c in desired_children(OWNER, s) if c["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert 'backend: "python"' in desired_config_pbtxt(s, s.tracks()[0])

@@ -1,0 +1,40 @@
+import asyncio
+
+from autoglm_operator.conditions import Condition, merge_conditions
+from autoglm_operator.reconciler import merge_patch
+from autoglm_operator.workqueue import WorkQueue
+
+
+def test_transition_time_kept_while_status_unchanged():
+    first = merge_conditions(None, [Condition("Ready", False, "RollingOut", "m")], 1, now="T1")
+    again = merge_conditions(first, [Condition("Ready", False, "RollingOut", "m2")], 2, now="T2")
+    assert again[0]["lastTransitionTime"] == "T1"
+    flipped = merge_conditions(again, [Condition("Ready", True, "Available", "ok")], 2, now="T3")
+    assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["status"] == "True"
+
+
+def test_merge_patch_nulls_removed_keys_and_is_empty_when_equal():
+    cur = {"a": 1, "tracks": {"stable": {"r": 1}, "canary": {"r": 1}}}
+    assert merge_patch(cur, cur) == {}
+    assert merge_patch(cur, {"a": 1, "tracks": {"stable": {"r": 2}}}) == {"tracks": {"stable": {"r": 2}, "canary": None}}
+
+
+def test_workqueue_dedups_and_requeues_changes_during_work():
+    async def main():
+        q = WorkQueue()
+        seen = []
+        gate = asyncio.Event()
+
+        async def handler(key):
+            seen.append(key)
+            if len(seen) == 1:
+                q.add("a")  # changed while being reconciled -> once more afterwards
+                await gate.wait()
+        q.add("a"); q.add("a")
+        q.start(2, handler)
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.sleep(0.05)
+        await q.stop()
+        return seen
+    assert asyncio.run(main()) == ["a", "a"]
