@@ -1,0 +1,69 @@
+"""The API server itself refuses bad AutoGLMDeployments (schema and CEL), naming the field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from conftest import agd
+
+pytestmark = pytest.mark.e2e
+
+
+def _with(path: str, value):
+    body = agd("bad")
+    node = body["spec"]
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    if value is _DELETE:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+    return body
+
+
+_DELETE = object()
+
+BAD = [
+    ("canary", {"version": 1, "weight": 10}, "spec.canary.version"),
+    ("canary", {"version": 2, "weight": 101}, "spec.canary.weight"),
+    ("canary", {"version": 2, "weight": -1}, "spec.canary.weight"),
+    ("model.engines", [{"computeCapability": "9.0", "file": "a"}, {"computeCapability": "9.0", "file": "b"}],
+     "spec.model.engines[1]"),
+    ("model.engines", _DELETE, "spec.model.engines"),
+    ("model.engines", [{"computeCapability": "nine", "file": "a"}], "spec.model.engines[0].computeCapability"),
+    ("model.repository", {"uri": "http://example/models"}, "spec.model.repository.uri"),
+    ("model.format", "pytorch", "spec.model.format"),
+    ("runtime.resources", {"gpus": 0}, "spec.runtime.resources.gpus"),
+    ("placement", {"target": "edge"}, "spec.placement.target"),
+    ("placement", {"target": "moon"}, "spec.placement.target"),
+    ("runtime.extraArgs", ["--model-repository=/elsewhere"], "spec.runtime.extraArgs"),
+    ("model.repository", {"uri": "pvc://claim/x", "secretRef": {"name": "s"}}, "spec.model.repository.secretRef"),
+]
+
+
+@pytest.mark.parametrize("path, value, field", BAD, ids=[b[2] + "-" + str(i) for i, b in enumerate(BAD)])
+def test_invalid_resource_is_refused_naming_the_field(kubectl, namespace, path, value, field):
+    body = _with(path, value if value is _DELETE else copy.deepcopy(value))
+    body["metadata"]["namespace"] = namespace
+    result = kubectl.apply(body, check=False)
+    assert result.returncode != 0, f"accepted: {body['spec']}"
+    assert "is invalid" in result.stderr and field in result.stderr, result.stderr
+    assert not kubectl.get_json("agd", "-n", namespace)["items"]
+
+
+def test_valid_edge_resource_with_jetson_engine_is_admitted(kubectl, namespace):
+    body = agd("edge-ok", engines=(("8.7", "model.sm87.plan"),))
+    body["spec"]["placement"] = {"target": "edge", "edge": {"nodeGroups": ["edge-group-a"]}}
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+    got = kubectl.get_json("agd", "-n", namespace, "edge-ok")
+    assert got["spec"]["runtime"]["image"].startswith("nvcr.io/nvidia/tritonserver")  # defaults applied
+    assert got["spec"]["rollback"]["analysisIntervalSeconds"] == 10
+
+
+def test_explain_reads_well(kubectl):
+    out = kubectl("explain", "agd.spec.model.engines").stdout
+    assert "compute capability" in out.lower() and "computeCapability" in out
