@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from .api import resource as r
 from .kube.client import KubeClient
@@ -16,6 +16,7 @@ from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
+RECONCILE_CRASHES = Counter("autoglm_operator_reconcile_crashes_total", "Reconciles that raised an unexpected error")
 QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change being observed to its reconcile ending")
 
 
@@ -50,6 +51,7 @@ class Controller:
             requeue = await self.reconciler.reconcile(namespace, name)
         except Exception:  # a bug must not kill the worker: log it and retry later
             log.exception("reconcile of %s/%s crashed; retrying in 10 s", namespace, name)
+            RECONCILE_CRASHES.inc()
             requeue = 10.0
         QUEUE_LATENCY.observe(time.monotonic() - added)
         if requeue:

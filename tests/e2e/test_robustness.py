@@ -1,0 +1,171 @@
+"""Robust to its own death and to arbitrary input: a SIGKILLed operator converges after restart,
+and random specs are either refused with a message or reconciled to a consistent state."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, agd, model_store, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _expected_children(name: str, spec: dict) -> set[tuple[str, str]]:
+    tracks = ["stable"] + (["canary"] if spec.get("canary") else [])
+    out = {("Service", name)}
+    for t in tracks:
+        out |= {("Deployment", f"{name}-{t}"), ("Service", f"{name}-{t}"), ("ConfigMap", f"{name}-{t}-config")}
+    return out
+
+
+def _children(kubectl, namespace: str) -> dict[tuple[str, str], dict]:
+    out = {}
+    for kind, res in (("Deployment", "deployments"), ("Service", "services"), ("ConfigMap", "configmaps")):
+        for item in kubectl.get_json(res, "-n", namespace, "-l", "app.kubernetes.io/managed-by=autoglm-operator")["items"]:
+            out[(kind, item["metadata"]["name"])] = item
+    return out
+
+
+def _converged(kubectl, namespace: str) -> bool:
+    items = kubectl.get_json("agd", "-n", namespace)["items"]
+    children = _children(kubectl, namespace)
+    expected = set()
+    for item in items:
+        name, spec = item["metadata"]["name"], item["spec"]
+        st_ = item.get("status") or {}
+        if st_.get("observedGeneration") != item["metadata"]["generation"] or st_.get("phase") != "Ready":
+            return False
+        expected |= _expected_children(name, spec)
+        dep = children.get(("Deployment", f"{name}-stable"))
+        if not dep or dep["spec"]["replicas"] != spec["runtime"]["replicas"]:
+            return False
+        owners = [ref["name"] for ref in dep["metadata"]["ownerReferences"]]
+        if owners != [name]:
+            return False
+    return set(children) == expected
+
+
+def _start_operator(namespace: str, log) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace,
+                             "--metrics-port", "0", "--health-port", "0"],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, cwd=REPO)
+
+
+def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp_path):
+    namespace = f"chaos-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
+    rng = random.Random(1234)
+    log = open(tmp_path / "operator.log", "ab")
+    try:
+        proc = _start_operator(namespace, log)
+        names = [f"svc-{i}" for i in range(6)]
+        for round_ in range(8):
+            # A burst of user changes, then a kill at a random point of the operator's work.
+            for name in rng.sample(names, 3):
+                body = agd(name, replicas=rng.randint(1, 3))
+                if rng.random() < 0.5:
+                    body["spec"]["canary"] = {"version": 2, "weight": rng.choice([0, 10, 50]), "replicas": 1}
+                body["metadata"]["namespace"] = namespace
+                kubectl.apply(body)
+            if round_ == 5:
+                kubectl("delete", "agd", "-n", namespace, names[0], "--ignore-not-found", "--wait=false")
+            time.sleep(rng.uniform(0.05, 1.2))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc = _start_operator(namespace, log)
+        wait_for(lambda: _converged(kubectl, namespace), 90, interval=1, what="convergence after kills")
+        # And it stays converged: no write loop.
+        before = {k: v["metadata"]["resourceVersion"] for k, v in _children(kubectl, namespace).items()}
+        time.sleep(3)
+        assert before == {k: v["metadata"]["resourceVersion"] for k, v in _children(kubectl, namespace).items()}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        kubectl("delete", "pv", f"model-store-{namespace}", "--wait=false", check=False)
+
+
+# -- property-based: random specs against the real API server --------------------------------------
+
+engines = st.lists(st.fixed_dictionaries({
+    "computeCapability": st.sampled_from(["9.0", "8.9", "8.6", "8.7", "7.5", "x.y", "10.0"]),
+    "file": st.sampled_from(["model.plan", "m.sm90.plan", "bad file", ""]),
+}), max_size=3)
+
+specs = st.fixed_dictionaries({
+    "model": st.fixed_dictionaries({
+        "name": st.sampled_from(["autoglm-phone-9b", "echo", "", "Bad Name"]),
+        "repository": st.fixed_dictionaries({"uri": st.sampled_from(
+            ["pvc://model-store/triton", "s3://bucket/models", "gs://b/m", "oci://r/m:1", "ftp://nope", ""])}),
+        "version": st.integers(-1, 4),
+        "format": st.sampled_from(["tensorrt_plan", "onnx", "python", "caffe"]),
+    }, optional={"engines": engines}),
+}, optional={
+    "runtime": st.fixed_dictionaries({}, optional={
+        "replicas": st.integers(-1, 3),
+        "resources": st.fixed_dictionaries({}, optional={"gpus": st.integers(-1, 2),
+                                                         "memory": st.sampled_from(["8Gi", "lots"])}),
+        "batching": st.fixed_dictionaries({}, optional={"maxBatchSize": st.integers(-1, 16)}),
+    }),
+    "placement": st.fixed_dictionaries({}, optional={
+        "target": st.sampled_from(["cloud", "edge", "mars"]),
+        "allowedGpuProducts": st.lists(st.sampled_from(["NVIDIA-L4", "NVIDIA-H100-80GB-HBM3"]), max_size=2)}),
+    "canary": st.fixed_dictionaries({"version": st.integers(0, 4)}, optional={
+        "weight": st.integers(-5, 105), "replicas": st.integers(0, 2)}),
+})
+
+
+@pytest.fixture(scope="module")
+def fuzz_namespace(kubectl, operator):
+    name = f"e2e-fuzz-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(name)))
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@settings(max_examples=int(os.environ.get("AUTOGLM_FUZZ_EXAMPLES", "200")), deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(spec=specs)
+def test_random_specs_are_refused_with_a_message_or_reconciled(kubectl, fuzz_namespace, spec):
+    from autoglm_operator.controller import RECONCILE_CRASHES
+
+    crashes = RECONCILE_CRASHES._value.get()
+    body = {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
+            "metadata": {"name": "fuzzed", "namespace": fuzz_namespace}, "spec": spec}
+    result = kubectl.apply(body, check=False)
+    if result.returncode != 0:
+        assert "spec." in result.stderr or "spec:" in result.stderr or "spec " in result.stderr, result.stderr
+        return
+    current = kubectl.get_json("agd", "-n", fuzz_namespace, "fuzzed")
+    generation = current["metadata"]["generation"]
+
+    def reconciled():
+        got = kubectl.get_json("agd", "-n", fuzz_namespace, "fuzzed")
+        s = got.get("status") or {}
+        return s if s.get("observedGeneration", 0) >= generation else None
+    status = wait_for(reconciled, 30, interval=0.1, what="status for the accepted spec")
+    assert status["phase"] in {"Ready", "Progressing", "Degraded", "Failed"}
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["message"]
+    if status["phase"] != "Failed":
+        want = _expected_children("fuzzed", current["spec"])
+        wait_for(lambda: set(_children(kubectl, fuzz_namespace)) == want, 15, interval=0.1,
+                 what=f"children {sorted(want)}")
+    assert RECONCILE_CRASHES._value.get() == crashes, "a reconcile crashed"
