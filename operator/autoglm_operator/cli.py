@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         import os
         os.environ["KUBECONFIG"] = args.kubeconfig
     handlers.settings_from_cli.update(kubeconfig=args.kubeconfig, context=args.context, workers=args.workers,
-                                      standalone=args.peering is None, peering_name=args.peering or "autoglm-operator")
+                                      standalone=args.peering is None, peering_name=args.peering or "autoglm-operator",
+                                      namespaces=args.namespace or [])
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.configure(verbose=args.verbose, log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-format", choices=("plain", "full", "json"), default="plain")
     run.add_argument("--peering", metavar="NAME", help="enable Kopf peering under this name (for HA replicas); "
                      "needs the peering CRDs; default: standalone")
-    run.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
+    run.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
     run.add_argument("-v", "--verbose", action="store_true")
     sub.add_parser("install-crds", help="apply the CRDs (server-side) to the cluster")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ from prometheus_client import Counter, Histogram
 
 from .api import resource as r
 from .kube.client import KubeClient
+from .kube.informer import Informer
 from .kube.store import ObservedStore
 from .reconciler import Reconciler
 from .workqueue import WorkQueue
@@ -27,21 +28,38 @@ class Controller:
         self.reconciler = Reconciler(client, self.store, workers)
         self.workers = workers
 
-    async def start(self) -> None:
-        """Fill the store with what exists before reconciling, so a restart re-applies nothing."""
+    async def start(self, namespaces: list[str] | None = None) -> None:
+        """Watch the children and nodes; reconcile only once their first listing is in the store,
+        so a restarted operator finds its children and re-applies nothing.
+
+        Literal namespaces get one watch each (works with namespaced RBAC); globs or none watch
+        cluster-wide, and only children of AutoGLMDeployments Kopf delivers are reconciled.
+        """
         import asyncio
 
+        loop = asyncio.get_running_loop()
         client = self.reconciler.client
         selector = f"{r.LABEL_MANAGED_BY}={r.FIELD_MANAGER}"
-        for kind in ("ConfigMap", "Service", "Deployment", "Pod"):
-            for obj in await asyncio.to_thread(client.list, kind, None, selector):
-                obj.setdefault("kind", kind)
-                self.store.observe(kind, None, obj)
-        for node in await asyncio.to_thread(client.list, "Node"):
-            self.store.observe("Node", None, node)
+        literal = bool(namespaces) and not any(set(n) & set("*?[!") for n in namespaces)
+        scopes: list[str | None] = list(namespaces) if literal else [None]
+        self.informers = [Informer(client, kind, ns, selector, self._on_informer_event, loop)
+                          for kind in ("ConfigMap", "Service", "Deployment", "Pod") for ns in scopes]
+        self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop))
+        for informer in self.informers:
+            informer.start()
+        for informer in self.informers:
+            await asyncio.to_thread(informer.synced.wait)
         self.queue.start(self.workers, self._process)
 
+    def _on_informer_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        if kind == "Node":
+            self.on_node_event(event_type, body)
+        else:
+            self.on_child_event(kind, event_type, body)
+
     async def stop(self) -> None:
+        for informer in getattr(self, "informers", []):
+            informer.stop()
         await self.queue.stop()
 
     async def _process(self, key: Any) -> None:

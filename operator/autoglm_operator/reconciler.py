@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +60,23 @@ def merge_patch(current: Any, desired: Any) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, client: KubeClient, store: ObservedStore, workers: int = 4):
+    def __init__(self, client: KubeClient, store: ObservedStore, workers: int = 8):
         self.client = client
         self.store = store
-        self._io = asyncio.Semaphore(workers * 2)
+        # The official client blocks; run its calls on a pool sized for concurrent reconciles
+        # (asyncio's default pool has only cores+4 threads).
+        self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
+        self._background: set[asyncio.Task] = set()
 
     async def _io_call(self, fn, *args):
-        async with self._io:
-            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _post_events(self, body: dict[str, Any], events: list[tuple[str, str, str]]) -> None:
+        """Events are best effort: post them beside the reconcile, never in its way."""
+        for type_, reason, message in events:
+            task = asyncio.create_task(self._io_call(self.client.event, body, type_, reason, message))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.store.get(r.KIND, namespace, name)
@@ -109,7 +119,8 @@ class Reconciler:
         return self._summarise(body, spec, generation, observations, events)
 
     async def _apply_changed(self, desired: list[dict[str, Any]]) -> list[str]:
-        applied = []
+        """Apply, concurrently, each child whose desired content differs from what was last applied."""
+        changed = []
         for obj in desired:
             digest = content_hash(obj)
             obj["metadata"].setdefault("annotations", {})[r.ANNOTATION_DESIRED_HASH] = digest
@@ -117,9 +128,12 @@ class Reconciler:
             live = self.store.get(obj["kind"], meta["namespace"], meta["name"])
             if live and ((live["metadata"].get("annotations") or {}).get(r.ANNOTATION_DESIRED_HASH) == digest):
                 continue
-            await self._io_call(self.client.apply, obj)
-            applied.append(f"{obj['kind']} {meta['name']}")
-        return applied
+            changed.append(obj)
+        results = await asyncio.gather(*(self._io_call(self.client.apply, o) for o in changed))
+        for obj in results:  # our own writes are in the store at once, before their watch events
+            if obj and obj.get("kind"):
+                self.store.observe(obj["kind"], "MODIFIED", obj)
+        return [f"{o['kind']} {o['metadata']['name']}" for o in changed]
 
     async def _prune(self, owner: Owner, desired: list[dict[str, Any]]) -> list[str]:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
@@ -198,6 +212,7 @@ class Reconciler:
             kind = "Normal" if new in ("Ready", "Progressing") else "Warning"
             outcome.events.append((kind, f"Phase{new}", ready["message"] if ready else new))
         if patch:
-            await self._io_call(self.client.patch_status, meta["namespace"], meta["name"], patch)
-        for type_, reason, message in outcome.events:
-            await self._io_call(self.client.event, body, type_, reason, message)
+            updated = await self._io_call(self.client.patch_status, meta["namespace"], meta["name"], patch)
+            if updated:
+                self.store.observe(r.KIND, "MODIFIED", updated)
+        self._post_events(body, outcome.events)

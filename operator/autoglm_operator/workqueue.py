@@ -7,6 +7,10 @@ import asyncio
 import time
 from typing import Awaitable, Callable, Hashable
 
+from prometheus_client import Histogram
+
+QUEUE_WAIT = Histogram("autoglm_operator_queue_wait_seconds", "Time a key waited in the queue for a worker")
+
 
 class WorkQueue:
     def __init__(self) -> None:
@@ -51,6 +55,7 @@ class WorkQueue:
         async def worker() -> None:
             while True:
                 key = await self._queue.get()
+                QUEUE_WAIT.observe(time.monotonic() - self.added_at.get(key, time.monotonic()))
                 self._queued.discard(key)
                 self._active.add(key)
                 try:

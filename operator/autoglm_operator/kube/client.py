@@ -9,16 +9,18 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from typing import Any
 
 import kubernetes
 from kubernetes.client.rest import ApiException
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
 
 log = logging.getLogger(__name__)
 
+API_CALL_SECONDS = Histogram("autoglm_operator_api_call_seconds", "Latency of the operator's API calls", ["verb"])
 API_WRITES = Counter("autoglm_operator_api_writes_total", "Writes the operator made to the API server",
                      ["verb", "kind"])
 
@@ -61,8 +63,10 @@ class KubeClient:
             method, path, query_params=query or [], body=body,
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             auth_settings=["BearerToken"])
+        started = time.monotonic()
         response = self.api.call_api(method, url, header_params=headers, body=serialized, _request_timeout=timeout)
         data = response.read()
+        API_CALL_SECONDS.labels(method).observe(time.monotonic() - started)
         status = getattr(response, "status", None) or response.resp.status
         if not 200 <= status < 300:
             raise ApiException(status=status, reason=getattr(response, "reason", ""), body=data.decode(errors="replace"))

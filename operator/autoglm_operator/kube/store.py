@@ -14,6 +14,14 @@ from ..api import resource as r
 Key = tuple[str, str | None, str]  # kind, namespace, name
 
 
+def _older(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    a, b = new["metadata"].get("resourceVersion"), old["metadata"].get("resourceVersion")
+    try:
+        return int(a) < int(b)
+    except (TypeError, ValueError):
+        return False  # resourceVersions are opaque in general; only etcd's integers are compared
+
+
 class ObservedStore:
     def __init__(self) -> None:
         self._objects: dict[Key, dict[str, Any]] = {}
@@ -29,6 +37,8 @@ class ObservedStore:
         meta = obj.get("metadata") or {}
         key = (kind, meta.get("namespace"), meta["name"])
         old = self._objects.get(key)
+        if old is not None and event_type != "DELETED" and _older(obj, old):
+            return  # a late watch event for a state we already hold a newer copy of (our own write)
         if old is not None and (owner := self._owner_of(old)):
             self._by_owner[owner].discard(key)
         if event_type == "DELETED":
