@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.0/24"
+# Fake pods get loopback-range addresses: nothing the operator or a test sends to a pod IP
+# can leave the machine. (The data plane puts real servers at addresses of its own.)
+POD_CIDR = "127.244.0.0/16"
 
 
 @dataclass
@@ -197,7 +199,7 @@ class DevCluster:
             str(toolchain.KWOK.path()), f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
             f"--config={stages}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--cidr={POD_CIDR}", "--node-ip=10.244.0.1",
+            f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1",
             f"--server-address=127.0.0.1:{ports.kwok}",
         ])
 

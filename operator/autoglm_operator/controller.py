@@ -45,6 +45,11 @@ class Controller:
         self.informers = [Informer(client, kind, ns, selector, self._on_informer_event, loop)
                           for kind in ("ConfigMap", "Service", "Deployment", "Pod") for ns in scopes]
         self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop))
+        if await asyncio.to_thread(_gateway_api_installed, client):
+            self.informers += [Informer(client, kind, ns, selector, self._on_informer_event, loop)
+                               for kind in ("HTTPRoute", "GRPCRoute") for ns in scopes]
+        else:
+            log.warning("Gateway API CRDs not found: spec.traffic.gateway cannot be honoured until they are installed")
         for informer in self.informers:
             informer.start()
         for informer in self.informers:
@@ -99,6 +104,14 @@ class Controller:
             return  # a heartbeat: nothing a deployment's status depends on changed
         for owner in self.store.all(r.KIND):
             self.queue.add((owner["metadata"]["namespace"], owner["metadata"]["name"]))
+
+
+def _gateway_api_installed(client: KubeClient) -> bool:
+    try:
+        resources = client._call("GET", "/apis/gateway.networking.k8s.io/v1") or {}
+    except Exception:
+        return False
+    return {"httproutes", "grpcroutes"} <= {r_["name"] for r_ in resources.get("resources", [])}
 
 
 def _node_facts(node: dict[str, Any]) -> tuple:

@@ -33,6 +33,20 @@ def node_is_ready(node: Mapping[str, Any] | None) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class PodObservation:
+    """What the kubelet reports of one pod, as the analysis needs it."""
+
+    name: str
+    ip: str | None
+    node_ready: bool
+    ready: bool
+    started: bool  # the startup probe passed: Triton loaded its engines
+    not_ready_since: str | None  # Ready condition's lastTransitionTime when Ready is False
+    restarts: int
+    crash_looping: bool
+
+
 @dataclass
 class TrackObservation:
     track: Track
@@ -46,6 +60,7 @@ class TrackObservation:
     crash_looping: list[str] = field(default_factory=list)
     engines: list[dict[str, Any]] = field(default_factory=list)
     gpu_products: list[str] = field(default_factory=list)
+    pods: list[PodObservation] = field(default_factory=list)
 
     @property
     def available(self) -> bool:
@@ -88,6 +103,16 @@ def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping
         node = nodes.get(node_name) if node_name else None
         if node_name and not node_is_ready(node):
             obs.pods_on_unready_nodes += 1
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        ready_cond = pod_condition(pod, "Ready") or {}
+        obs.pods.append(PodObservation(
+            name=pod["metadata"]["name"], ip=(pod.get("status") or {}).get("podIP"),
+            node_ready=bool(node_name) and node_is_ready(node), ready=pod_is_ready(pod),
+            started=bool(statuses) and all(s.get("started") for s in statuses),
+            not_ready_since=ready_cond.get("lastTransitionTime") if ready_cond.get("status") == "False" else None,
+            restarts=pod_restarts(pod),
+            crash_looping=any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+                              for s in statuses)))
         labels = ((node or {}).get("metadata") or {}).get("labels") or {}
         if labels.get(placement.GPU_PRODUCT):
             products[labels[placement.GPU_PRODUCT]] += 1

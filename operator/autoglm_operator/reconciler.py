@@ -17,6 +17,11 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
 
 from . import placement, render
+from .analysis.sources import PodScraper, prometheus_sample
+from .analysis.verdicts import Finding, kubelet_verdict, metric_findings
+from .canary import canary_revision, decide_traffic, rollback_state
+from .conditions import now_rfc3339
+from .traffic import Weights, provider_for
 from .api import resource as r
 from .api.spec import AutoGLMDeploymentSpec, SpecError, parse_spec
 from .conditions import DEGRADED, PROGRESSING, READY, Condition, merge_conditions
@@ -29,6 +34,8 @@ from .render.workload import Owner, content_hash
 log = logging.getLogger(__name__)
 
 RECONCILES = Counter("autoglm_operator_reconciles_total", "Reconciles by outcome", ["outcome"])
+ROLLBACKS = Counter("autoglm_operator_rollbacks_total", "Automatic and manual canary rollbacks",
+                    ["namespace", "name", "signal"])
 RECONCILE_SECONDS = Histogram("autoglm_operator_reconcile_seconds", "Time of one reconcile")
 
 #: Kinds of children, in apply order; also what is pruned when no longer desired.
@@ -59,6 +66,21 @@ def merge_patch(current: Any, desired: Any) -> dict[str, Any]:
     return patch
 
 
+@dataclass
+class AnalysisState:
+    """Per-canary metric analysis kept in memory between reconciles."""
+
+    revision: str | None = None
+    failures: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    last_run: float = 0.0
+    scraper: PodScraper = field(default_factory=PodScraper)
+
+    def reset(self, revision: str | None) -> None:
+        self.revision, self.failures, self.findings, self.last_run = revision, 0, [], 0.0
+        self.scraper = PodScraper()
+
+
 class Reconciler:
     def __init__(self, client: KubeClient, store: ObservedStore, workers: int = 8):
         self.client = client
@@ -67,6 +89,10 @@ class Reconciler:
         # (asyncio's default pool has only cores+4 threads).
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
         self._background: set[asyncio.Task] = set()
+        self._analysis: dict[tuple[str, str], AnalysisState] = {}
+        self._drain_started: dict[tuple[str, str], float] = {}
+        #: Seconds a removed canary keeps serving after routes stopped naming it.
+        self.drain_seconds = 3.0
 
     async def _io_call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -107,16 +133,116 @@ class Reconciler:
                 Condition(DEGRADED, True, "InvalidSpec", str(e))], phase="Failed"),
                 events=[("Warning", "InvalidSpec", str(e))])
         owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-        desired = render.desired_children(owner, spec)
+        key = (owner.namespace, owner.name)
         events: list[tuple[str, str, str]] = []
+        observations = self._observe(owner, spec)
+        canary_obs = next((o for o in observations if o.track.name == "canary"), None)
+
+        rollback, requeue = await self._judge_canary(key, body, spec, canary_obs, events)
+        traffic = decide_traffic(spec, canary_obs, rollback)
+        desired = render.desired_children(owner, spec)
+        provider = provider_for(spec)
+        if provider is not None:
+            desired += provider.desired_routes(owner, spec, Weights(100 - traffic.effective, traffic.effective))
         applied = await self._apply_changed(desired)
         if applied:
             events.append(("Normal", "Applied", "Applied " + ", ".join(applied)))
-        pruned = await self._prune(owner, desired)
+        pruned, drain_wait = await self._prune(owner, spec, desired, routed=provider is not None)
         if pruned:
             events.append(("Normal", "Removed", "Removed " + ", ".join(pruned) + " (no longer in spec)"))
-        observations = self._observe(owner, spec)
-        return self._summarise(body, spec, generation, observations, events)
+        if drain_wait:
+            requeue = min(requeue or drain_wait, drain_wait)
+        previous_traffic = (body.get("status") or {}).get("traffic") or {}
+        if previous_traffic.get("effectiveCanaryWeight", 0) != traffic.effective and spec.canary is not None:
+            events.append(("Normal", "TrafficShifted", f"canary weight {traffic.effective}% "
+                           f"(configured {traffic.configured}%): {traffic.message}"))
+        judged = [o for o in observations if not (rollback and o.track.name == "canary")]
+        outcome = self._summarise(body, spec, generation, judged, events)
+        outcome.status["tracks"] = {o.track.name: o.as_status() for o in observations}
+        outcome.status["traffic"] = traffic.as_status()
+        if rollback:
+            outcome.status["rollback"] = rollback
+            self._mark_rolled_back(outcome, rollback)
+        analysis = self._analysis.get(key)
+        if analysis and analysis.failures:
+            outcome.status["analysis"] = {"consecutiveMetricFailures": analysis.failures,
+                                          "lastFindings": [f.evidence() for f in analysis.findings]}
+        outcome.requeue_after = requeue
+        return outcome
+
+    async def _judge_canary(self, key, body, spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
+                            events: list) -> tuple[dict[str, Any] | None, float | None]:
+        """Rollback state to record, and when to look again (the next metric analysis)."""
+        previous = (body.get("status") or {}).get("rollback")
+        annotations = body["metadata"].get("annotations") or {}
+        revision = canary_revision(spec)
+        if revision is None:
+            self._analysis.pop(key, None)
+            return None, None
+        analysis = self._analysis.setdefault(key, AnalysisState())
+        if analysis.revision != revision:
+            analysis.reset(revision)
+        finding = None
+        requeue = None
+        held = (previous and previous.get("canaryRevision") == revision
+                and previous.get("retryToken") == annotations.get(r.ANNOTATION_RETRY))
+        if spec.rollback.enabled and canary is not None and not held:
+            kubelet = kubelet_verdict(canary, spec.rollback)
+            finding = kubelet.finding
+            requeue = kubelet.recheck_after
+            if finding is None and canary.available:
+                finding, next_in = await self._analyse_metrics(key, body, spec, canary, analysis)
+                requeue = min(requeue or next_in, next_in)
+        state, rb_events = rollback_state(previous=previous, revision=revision,
+                                          retry_token=annotations.get(r.ANNOTATION_RETRY),
+                                          abort_token=annotations.get(r.ANNOTATION_ABORT), finding=finding,
+                                          now=now_rfc3339())
+        events.extend(rb_events)
+        if state and state is not previous:
+            ROLLBACKS.labels(body["metadata"]["namespace"], body["metadata"]["name"], state["reason"]).inc()
+            analysis.reset(revision)
+        return state, requeue
+
+    async def _analyse_metrics(self, key, body, spec: AutoGLMDeploymentSpec, canary: TrackObservation,
+                               analysis: "AnalysisState") -> tuple[Finding | None, float]:
+        interval = spec.rollback.analysis_interval_seconds
+        now = time.monotonic()
+        if analysis.last_run and now - analysis.last_run < interval:
+            return None, interval - (now - analysis.last_run)
+        analysis.last_run = now
+        meta = body["metadata"]
+        try:
+            if spec.rollback.prometheus is not None:
+                sample = await self._io_call(lambda: prometheus_sample(
+                    spec.rollback.prometheus, namespace=meta["namespace"],
+                    service=names.track_workload(meta["name"], "canary"), model=spec.model.name, track="canary",
+                    interval_seconds=interval))
+            else:
+                pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
+                sample = await self._io_call(analysis.scraper.scrape, pods, spec.model.name)
+        except Exception as e:  # an unreachable metrics source is not a verdict on the model
+            log.warning("metric analysis of %s/%s failed: %s", meta["namespace"], meta["name"], e)
+            return None, interval
+        findings = metric_findings(sample, spec.rollback)
+        if findings:
+            analysis.failures += 1
+            analysis.findings = findings
+        elif sample is not None and sample.requests > 0:
+            analysis.failures, analysis.findings = 0, []
+        if analysis.failures >= spec.rollback.failure_threshold:
+            return findings[0], interval
+        return None, interval
+
+    @staticmethod
+    def _mark_rolled_back(outcome: Outcome, rollback: dict[str, Any]) -> None:
+        message = f"canary rolled back on {rollback['reason']}: {rollback['message']}"
+        conditions = outcome.status["conditions"]
+        for c in conditions:
+            if c["type"] == DEGRADED and c["status"] != "True":
+                c.update(status="True", reason="CanaryRolledBack", message=message,
+                         lastTransitionTime=rollback["time"])
+        if outcome.status["phase"] == "Ready":
+            outcome.status["phase"] = "Degraded"
 
     async def _apply_changed(self, desired: list[dict[str, Any]]) -> list[str]:
         """Apply, concurrently, each child whose desired content differs from what was last applied."""
@@ -135,9 +261,22 @@ class Reconciler:
                 self.store.observe(obj["kind"], "MODIFIED", obj)
         return [f"{o['kind']} {o['metadata']['name']}" for o in changed]
 
-    async def _prune(self, owner: Owner, desired: list[dict[str, Any]]) -> list[str]:
+    async def _prune(self, owner: Owner, spec: AutoGLMDeploymentSpec, desired: list[dict[str, Any]],
+                     routed: bool) -> tuple[list[str], float | None]:
+        """Delete children no longer desired. A canary track that routes still pointed at is
+        kept for a drain period after the routes stopped naming it (promotion loses no request)."""
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-        removed = []
+        removed: list[str] = []
+        key = (owner.namespace, owner.name)
+        drain_wait = None
+        canary_leftovers = [o for o in self.store.owned(owner.namespace, owner.name, "Deployment")
+                            if (o["metadata"].get("labels") or {}).get(r.LABEL_TRACK) == "canary"]
+        if spec.canary is None and canary_leftovers and routed:
+            started = self._drain_started.setdefault(key, time.monotonic())
+            remaining = self.drain_seconds - (time.monotonic() - started)
+            if remaining > 0:
+                return removed, remaining
+        self._drain_started.pop(key, None)
         for kind in CHILD_KINDS:
             for obj in self.store.owned(owner.namespace, owner.name, kind):
                 meta = obj["metadata"]
@@ -147,7 +286,7 @@ class Reconciler:
                     continue
                 await self._io_call(self.client.delete, kind, owner.namespace, meta["name"])
                 removed.append(f"{kind} {meta['name']}")
-        return removed
+        return removed, drain_wait
 
     def _observe(self, owner: Owner, spec: AutoGLMDeploymentSpec) -> list[TrackObservation]:
         nodes = {n["metadata"]["name"]: n for n in self.store.all("Node")}

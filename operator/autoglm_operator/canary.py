@@ -1,0 +1,83 @@
+"""Pure decisions about the canary: the weight it effectively gets, and its rollback state.
+
+What the operator decides lives in status (never in spec), so a GitOps tool that owns the
+spec never sees drift it did not cause. A rollback holds until the canary's identity
+(version, engines) changes or the user sets a new ``serving.autoglm.io/retry`` value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .api.spec import AutoGLMDeploymentSpec
+from .analysis.verdicts import Finding
+from .observed import TrackObservation
+
+
+@dataclass(frozen=True)
+class TrafficDecision:
+    configured: int
+    effective: int
+    reason: str
+    message: str
+
+    def as_status(self) -> dict[str, Any]:
+        return {"configuredCanaryWeight": self.configured, "effectiveCanaryWeight": self.effective,
+                "stableWeight": 100 - self.effective, "reason": self.reason, "message": self.message}
+
+
+def canary_revision(spec: AutoGLMDeploymentSpec) -> str | None:
+    """Identity of the canary being judged: a new version or new engines is a new canary."""
+    if spec.canary is None:
+        return None
+    track = spec.tracks()[1]
+    ident = {"version": track.version, "engines": [(e.compute_capability, e.file) for e in track.engines]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def decide_traffic(spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
+                   rollback: dict[str, Any] | None) -> TrafficDecision:
+    if spec.canary is None:
+        return TrafficDecision(0, 0, "NoCanary", "all traffic to stable")
+    configured = spec.canary.weight
+    if rollback:
+        return TrafficDecision(configured, 0, "RolledBack",
+                               f"canary rolled back ({rollback.get('reason')}); all traffic to stable")
+    if canary is None or canary.desired_replicas == 0 or not canary.available:
+        ready = canary.ready_replicas if canary else 0
+        desired = canary.desired_replicas if canary else spec.canary.replicas
+        return TrafficDecision(configured, 0, "CanaryNotReady",
+                               f"canary v{spec.canary.version} not Ready ({ready}/{desired}); it gets no traffic")
+    return TrafficDecision(configured, configured, "Serving",
+                           f"canary v{spec.canary.version} gets {configured}% of traffic")
+
+
+def abort_requested(abort_token: str | None, retry_token: str | None) -> bool:
+    """``kubectl autoglm abort`` and ``retry`` stamp RFC 3339 times; the later one wins."""
+    return bool(abort_token) and (not retry_token or abort_token > retry_token)
+
+
+def rollback_state(*, previous: dict[str, Any] | None, revision: str | None, retry_token: str | None,
+                   abort_token: str | None, finding: Finding | None,
+                   now: str) -> tuple[dict[str, Any] | None, list[tuple[str, str, str]]]:
+    """The rollback to record in status (or None) and the Events that explain the change."""
+    events: list[tuple[str, str, str]] = []
+    if revision is None:
+        return None, events
+    if previous:
+        if previous.get("canaryRevision") == revision and previous.get("retryToken") == retry_token:
+            return previous, events
+        why = "a retry was requested" if previous.get("canaryRevision") == revision else "the canary changed"
+        events.append(("Normal", "RollbackCleared", f"canary analysis resumes: {why}"))
+    if abort_requested(abort_token, retry_token):
+        finding = Finding("manual", 1, 0, f"rollback requested by the user at {abort_token}", source="user")
+    if finding is None:
+        return None, events
+    state = {"state": "RolledBack", "reason": finding.signal, "message": finding.message, "time": now,
+             "evidence": finding.evidence(), "canaryRevision": revision, "retryToken": retry_token}
+    events.append(("Warning", "CanaryRolledBack", f"canary rolled back on {finding.signal}: {finding.message}; "
+                   "canary weight set to 0"))
+    return state, events

@@ -1,0 +1,144 @@
+"""Canary traffic through Gateway API routes, gray release by weight edits, promotion, and
+automatic rollback on kubelet signals (KWOK-injected readiness failure and crash loop)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import agd, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def canary_agd(name: str, namespace: str, weight: int = 10, **rollback) -> dict:
+    body = agd(name, replicas=2)
+    body["metadata"]["namespace"] = namespace
+    body["spec"]["canary"] = {"version": 2, "weight": weight, "replicas": 1}
+    body["spec"]["traffic"] = {"gateway": {"name": "autoglm-gateway", "namespace": namespace}}
+    body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, **rollback}
+    return body
+
+
+def route_weights(kubectl, namespace: str, name: str, kind: str = "httproute") -> dict[str, int]:
+    route = kubectl.get_json(kind, "-n", namespace, name)
+    return {ref["name"].rsplit("-", 1)[1]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
+
+
+def traffic(kubectl, namespace, name) -> dict:
+    return (kubectl.get_json("agd", "-n", namespace, name).get("status") or {}).get("traffic") or {}
+
+
+def canary_pods(kubectl, namespace, name) -> list[str]:
+    pods = kubectl.get_json("pods", "-n", namespace, "-l",
+                            f"serving.autoglm.io/deployment={name},serving.autoglm.io/track=canary")["items"]
+    return [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, namespace):
+    kubectl.apply(canary_agd("gray", namespace, weight=10))
+    wait_for(lambda: route_weights(kubectl, namespace, "gray") == {"stable": 90, "canary": 10}, 60,
+             what="HTTPRoute 90/10")
+    assert route_weights(kubectl, namespace, "gray", "grpcroute") == {"stable": 90, "canary": 10}
+    t = traffic(kubectl, namespace, "gray")
+    assert (t["configuredCanaryWeight"], t["effectiveCanaryWeight"]) == (10, 10)
+    route = kubectl.get_json("httproute", "-n", namespace, "gray")
+    assert route["spec"]["parentRefs"][0]["name"] == "autoglm-gateway"
+    assert route["spec"]["rules"][0]["matches"][0]["path"]["value"] == "/v2/models/autoglm-phone-9b"
+    generation_before = kubectl.get_json("agd", "-n", namespace, "gray")["metadata"]["generation"]
+
+    for weight in (50, 100):
+        started = time.monotonic()
+        kubectl("patch", "agd", "-n", namespace, "gray", "--type=merge", "-p",
+                f'{{"spec":{{"canary":{{"weight":{weight}}}}}}}')
+        wait_for(lambda: route_weights(kubectl, namespace, "gray") == {"stable": 100 - weight, "canary": weight},
+                 10, interval=0.05, what=f"weight {weight}")
+        assert time.monotonic() - started < 5
+    # The operator never writes spec: only the user's two patches bumped the generation.
+    assert kubectl.get_json("agd", "-n", namespace, "gray")["metadata"]["generation"] == generation_before + 2
+
+    # Promotion: the canary version becomes the stable one, the canary track goes away.
+    kubectl("patch", "agd", "-n", namespace, "gray", "--type=json", "-p",
+            '[{"op":"replace","path":"/spec/model/version","value":2},{"op":"remove","path":"/spec/canary"}]')
+    wait_for(lambda: route_weights(kubectl, namespace, "gray") == {"stable": 100}, 15, what="route to stable only")
+    wait_for(lambda: not canary_pods(kubectl, namespace, "gray")
+             and not kubectl("get", "deploy", "-n", namespace, "gray-canary", check=False).returncode == 0,
+             30, what="canary track removed")
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/gray", "--timeout=60s")
+    st = kubectl.get_json("agd", "-n", namespace, "gray")["status"]
+    assert st["tracks"]["stable"]["version"] == 2 and "canary" not in st["tracks"]
+
+
+def test_canary_not_ready_gets_no_traffic_whatever_its_weight(operator, kubectl, namespace):
+    body = canary_agd("unready", namespace, weight=50)
+    body["spec"]["canary"]["engines"] = [{"computeCapability": "7.5", "file": "turing.plan"}]  # no node can run it
+    kubectl.apply(body)
+    wait_for(lambda: traffic(kubectl, namespace, "unready").get("reason") == "CanaryNotReady", 30,
+             what="CanaryNotReady")
+    assert route_weights(kubectl, namespace, "unready") == {"stable": 100, "canary": 0}
+    t = traffic(kubectl, namespace, "unready")
+    assert (t["configuredCanaryWeight"], t["effectiveCanaryWeight"]) == (50, 0)
+
+
+@pytest.mark.parametrize("fault", ["fault.autoglm.io/readiness=fail", "fault.autoglm.io/crash=loop"])
+def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, namespace, fault):
+    kubectl.apply(canary_agd("sick", namespace, weight=30))
+    wait_for(lambda: route_weights(kubectl, namespace, "sick") == {"stable": 70, "canary": 30}, 60, what="30%")
+    for pod in canary_pods(kubectl, namespace, "sick"):
+        kubectl("annotate", "-n", namespace, f"pod/{pod}", fault)
+    started = time.monotonic()
+    wait_for(lambda: route_weights(kubectl, namespace, "sick") == {"stable": 100, "canary": 0}, 20, interval=0.05,
+             what="rollback to stable")
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, elapsed
+    st = kubectl.get_json("agd", "-n", namespace, "sick")["status"]
+    assert st["rollback"]["state"] == "RolledBack"
+    assert st["rollback"]["reason"] in {"readiness", "crashLoop", "restarts"}
+    assert st["rollback"]["evidence"]["pods"]
+    assert st["traffic"]["effectiveCanaryWeight"] == 0 and st["traffic"]["configuredCanaryWeight"] == 30
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "CanaryRolledBack"
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=CanaryRolledBack").stdout
+    assert "canary rolled back" in events
+    from autoglm_operator.reconciler import ROLLBACKS
+    assert ROLLBACKS.labels(namespace, "sick", st["rollback"]["reason"])._value.get() == 1
+
+    # Healing the pods does not bring the canary back by itself...
+    for pod in canary_pods(kubectl, namespace, "sick"):
+        kubectl("annotate", "-n", namespace, f"pod/{pod}", fault.split("=")[0] + "-")
+    time.sleep(3)
+    assert route_weights(kubectl, namespace, "sick")["canary"] == 0
+    # ...a retry does (crash-looped pods keep their restart count: allow them more for the retry).
+    if "crash" in fault:
+        kubectl("patch", "agd", "-n", namespace, "sick", "--type=merge", "-p",
+                '{"spec":{"rollback":{"maxRestarts":1000}}}')
+    kubectl("annotate", "-n", namespace, "agd/sick", "--overwrite", "serving.autoglm.io/retry=2026-01-01T00:00:00Z")
+    wait_for(lambda: route_weights(kubectl, namespace, "sick") == {"stable": 70, "canary": 30}, 30,
+             what="traffic back after retry")
+
+
+def test_offline_edge_node_is_not_a_model_failure(operator, kubectl, namespace, cluster):
+    body = canary_agd("edge", namespace, weight=20)
+    body["spec"]["model"]["engines"] = [{"computeCapability": "8.7", "file": "model.sm87.plan"}]
+    body["spec"]["placement"] = {"target": "edge", "edge": {"nodeGroups": ["edge-group-a"]}}
+    body["spec"]["runtime"]["replicas"] = 1
+    kubectl.apply(body)
+    wait_for(lambda: route_weights(kubectl, namespace, "edge") == {"stable": 80, "canary": 20}, 60, what="20%")
+    pod = kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/track=canary")["items"][0]
+    node = pod["spec"]["nodeName"]
+    assert node.startswith("edge-orin-")
+    try:
+        kubectl("annotate", f"node/{node}", "fault.autoglm.io/node=offline")
+        kubectl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=30s")
+        # The node controller marks its pods not ready; that must not roll the canary back.
+        def pod_marked_not_ready():
+            p = kubectl.get_json("pods", "-n", namespace, pod["metadata"]["name"])
+            return any(c["type"] == "Ready" and c["status"] == "False" for c in p["status"]["conditions"])
+        wait_for(pod_marked_not_ready, 30, what="node controller marking the canary pod not ready")
+        time.sleep(5)
+        st = kubectl.get_json("agd", "-n", namespace, "edge")["status"]
+        assert "rollback" not in st, st.get("rollback")
+    finally:
+        kubectl("annotate", f"node/{node}", "fault.autoglm.io/node-")
+        kubectl("wait", f"node/{node}", "--for=condition=Ready", "--timeout=60s", check=False)
