@@ -181,7 +181,7 @@ class DevCluster:
             f"--cluster-signing-cert-file={p.ca_cert}", f"--cluster-signing-key-file={p.ca_key}",
             "--use-service-account-credentials=true", "--leader-elect=false",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--node-monitor-grace-period=40s", "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
+            "--node-monitor-grace-period=20s", "--node-monitor-period=2s", "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
             "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
         ])
 

@@ -130,7 +130,7 @@ def test_offline_edge_node_is_not_a_model_failure(operator, kubectl, namespace, 
     assert node.startswith("edge-orin-")
     try:
         kubectl("annotate", f"node/{node}", "fault.autoglm.io/node=offline")
-        kubectl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=30s")
+        kubectl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=60s")
         # The node controller marks its pods not ready; that must not roll the canary back.
         def pod_marked_not_ready():
             p = kubectl.get_json("pods", "-n", namespace, pod["metadata"]["name"])
