@@ -1,8 +1,139 @@
-"""``kubectl autoglm``: placeholder entry point replaced by the canary issue's plugin."""
+"""``kubectl autoglm``: the first thing an operator of AutoGLM reaches for.
 
+    kubectl autoglm status NAME [-n NS] [--watch]   tracks, versions, weights, health, rollback
+    kubectl autoglm set-weight NAME WEIGHT           edit spec.canary.weight, as a user would
+    kubectl autoglm promote NAME                     canary version becomes stable, canary removed
+    kubectl autoglm abort NAME                       roll the canary back now
+    kubectl autoglm retry NAME                       lift a rollback and analyse the canary again
+
+Edits are the ones a user (or a GitOps commit) would make; decisions stay in status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
 import sys
+import time
+from typing import Any
+
+from .api import resource as r
 
 
-def main() -> int:
-    sys.stderr.write("kubectl autoglm: not implemented yet\n")
-    return 2
+def _client(args):
+    from .kube.client import KubeClient, load_configuration
+    return KubeClient(load_configuration(args.kubeconfig, args.context))
+
+
+def _namespace(args) -> str:
+    if args.namespace:
+        return args.namespace
+    try:
+        import kubernetes
+        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
+        return active["context"].get("namespace") or "default"
+    except Exception:
+        return "default"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def render_status(obj: dict[str, Any]) -> str:
+    """A human summary of one AutoGLMDeployment (pure, so it is tested without a cluster)."""
+    meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    lines = [f"Name:        {meta['namespace']}/{meta['name']}",
+             f"Phase:       {st.get('phase', 'Pending')}   (generation {meta.get('generation')}, "
+             f"observed {st.get('observedGeneration', '-')})"]
+    for c in st.get("conditions") or []:
+        lines.append(f"  {c['type']:<12} {c['status']:<6} {c.get('reason', ''):<18} {c.get('message', '')}")
+    traffic = st.get("traffic") or {}
+    lines.append("Traffic:     canary weight configured "
+                 f"{traffic.get('configuredCanaryWeight', (spec.get('canary') or {}).get('weight', 0))}%, "
+                 f"effective {traffic.get('effectiveCanaryWeight', 0)}%  ({traffic.get('message', 'no canary')})")
+    lines.append("Tracks:")
+    for name, t in (st.get("tracks") or {}).items():
+        engines = ", ".join(f"{e['file']}@{e.get('gpuProduct') or e['computeCapability']}x{e['pods']}"
+                            for e in t.get("engines") or []) or "-"
+        lines.append(f"  {name:<7} v{t.get('version')}  ready {t.get('readyReplicas', 0)}/{t.get('desiredReplicas', 0)}"
+                     f"  restarts {t.get('restarts', 0)}  GPUs {', '.join(t.get('gpuProducts') or []) or '-'}"
+                     f"  engines {engines}")
+        if t.get("unschedulable"):
+            lines.append(f"          unschedulable: {t['unschedulable']}")
+    analysis = st.get("analysis")
+    if analysis:
+        lines.append(f"Analysis:    {analysis['consecutiveMetricFailures']} consecutive failed metric checks")
+        for f in analysis.get("lastFindings") or []:
+            lines.append(f"  {f['signal']}: {f['message']}")
+    rollback = st.get("rollback")
+    if rollback:
+        ev = rollback.get("evidence") or {}
+        lines.append(f"Rollback:    {rollback['state']} at {rollback['time']} on {rollback['reason']}: {rollback['message']}")
+        lines.append(f"  evidence: {ev.get('signal')}={ev.get('value')} (threshold {ev.get('threshold')}, "
+                     f"source {ev.get('source')})")
+        lines.append("  lift it with: kubectl autoglm retry " + meta["name"])
+    return "\n".join(lines)
+
+
+def _get(client, ns: str, name: str) -> dict[str, Any]:
+    obj = client.get(r.KIND, ns, name)
+    if obj is None:
+        sys.exit(f"kubectl autoglm: autoglmdeployment {ns}/{name} not found")
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubectl autoglm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--namespace")
+    parser.add_argument("--kubeconfig")
+    parser.add_argument("--context")
+    sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("status", help="tracks, versions, weights, health signals, rollback")
+    st.add_argument("name")
+    st.add_argument("-w", "--watch", action="store_true")
+    sw = sub.add_parser("set-weight", help="set spec.canary.weight (0-100)")
+    sw.add_argument("name")
+    sw.add_argument("weight", type=int)
+    for cmd, text in (("promote", "make the canary version the stable one and remove the canary"),
+                      ("abort", "roll the canary back now"), ("retry", "lift a rollback and analyse again")):
+        p = sub.add_parser(cmd, help=text)
+        p.add_argument("name")
+    args = parser.parse_args(argv)
+    client, ns = _client(args), _namespace(args)
+    obj = _get(client, ns, args.name)
+    if args.command == "status":
+        while True:
+            text = render_status(obj)
+            if not args.watch:
+                print(text)
+                return 0
+            print("\033[2J\033[H" + text + f"\n\n(every 1 s; Ctrl-C to stop) {_now()}", flush=True)
+            time.sleep(1)
+            obj = _get(client, ns, args.name)
+    if args.command == "set-weight":
+        if not 0 <= args.weight <= 100:
+            sys.exit("kubectl autoglm: weight must be between 0 and 100")
+        if not (obj.get("spec") or {}).get("canary"):
+            sys.exit(f"kubectl autoglm: {args.name} has no spec.canary; add one with the canary version first")
+        client.patch(r.KIND, ns, args.name, {"spec": {"canary": {"weight": args.weight}}})
+        print(f"{args.name}: canary weight set to {args.weight}%")
+    elif args.command == "promote":
+        canary = (obj.get("spec") or {}).get("canary")
+        if not canary:
+            sys.exit(f"kubectl autoglm: {args.name} has no canary to promote")
+        model: dict[str, Any] = {"version": canary["version"]}
+        if canary.get("engines"):
+            model["engines"] = canary["engines"]  # the promoted version's own engines
+        client.patch(r.KIND, ns, args.name, {"spec": {"model": model, "canary": None}})
+        print(f"{args.name}: v{canary['version']} promoted to stable; the canary track will be removed")
+    elif args.command in ("abort", "retry"):
+        key = r.ANNOTATION_ABORT if args.command == "abort" else r.ANNOTATION_RETRY
+        client.patch(r.KIND, ns, args.name, {"metadata": {"annotations": {key: _now()}}})
+        print(f"{args.name}: {'rollback requested' if args.command == 'abort' else 'retry requested'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+import datetime
+
+from autoglm_operator.analysis.triton_metrics import Counters, parse_counters
+from autoglm_operator.analysis.verdicts import MetricSample, kubelet_verdict, metric_findings
+from autoglm_operator.api.spec import RollbackPolicy, parse_spec
+from autoglm_operator.canary import canary_revision, decide_traffic, rollback_state
+from autoglm_operator.kubectl_plugin import render_status
+from autoglm_operator.observed import PodObservation, TrackObservation
+
+SPEC = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1,
+                             "engines": [{"computeCapability": "9.0", "file": "a"}]},
+                   "canary": {"version": 2, "weight": 25}})
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def track(pods=(), ready=1, desired=1):
+    t = TrackObservation(SPEC.tracks()[1], desired, ready_replicas=ready, updated_replicas=ready,
+                         deployment_current=True)
+    t.pods = list(pods)
+    return t
+
+
+def pod(name="p", ready=True, started=True, node_ready=True, since=None, restarts=0, crash=False):
+    return PodObservation(name, "127.244.0.9", node_ready, ready, started, since, restarts, crash)
+
+
+def test_effective_weight_is_zero_unless_canary_available_and_not_rolled_back():
+    assert decide_traffic(SPEC, track(), None).effective == 25
+    assert decide_traffic(SPEC, track(ready=0), None).reason == "CanaryNotReady"
+    rolled = decide_traffic(SPEC, track(), {"reason": "readiness"})
+    assert (rolled.configured, rolled.effective, rolled.reason) == (25, 0, "RolledBack")
+
+
+def test_kubelet_verdicts():
+    policy = RollbackPolicy()
+    assert kubelet_verdict(track([pod()]), policy).finding is None
+    assert kubelet_verdict(track([pod(ready=False, started=False)]), policy).finding is None  # still loading
+    f = kubelet_verdict(track([pod(ready=False, since="2025-12-31T23:59:59Z")]), policy, NOW).finding
+    assert f.signal == "readiness" and f.pods == ("p",)
+    assert kubelet_verdict(track([pod(crash=True)]), policy).finding.signal == "crashLoop"
+    assert kubelet_verdict(track([pod(restarts=3)]), policy).finding.signal == "restarts"
+    # a pod on a node that is not Ready is not judged: an offline edge node is not a model failure
+    v = kubelet_verdict(track([pod(ready=False, node_ready=False, since="2025-12-31T23:59:59Z")]), policy, NOW)
+    assert v.finding is None and v.excluded_pods == ["p"]
+    slow = RollbackPolicy(not_ready_seconds=30)
+    v = kubelet_verdict(track([pod(ready=False, since="2025-12-31T23:59:50Z")]), slow, NOW)
+    assert v.finding is None and 19 <= v.recheck_after <= 21
+
+
+def test_metric_findings_and_counters():
+    policy = RollbackPolicy(max_error_ratio=0.05, max_latency_ms=100)
+    assert metric_findings(MetricSample(0, 0, None, "scrape"), policy) == []
+    signals = [f.signal for f in metric_findings(MetricSample(100, 10, 250.0, "scrape"), policy)]
+    assert signals == ["errorRatio", "latency"]
+    text = ('nv_inference_request_success{model="m",version="2"} 90\n'
+            'nv_inference_request_failure{model="m",version="2"} 10\n'
+            'nv_inference_request_failure{model="other",version="1"} 5\n'
+            'nv_inference_request_duration_us{model="m",version="2"} 9000\n')
+    c = parse_counters(text, "m")
+    assert c == Counters(90, 10, 9000)
+    assert (c - Counters(40, 0, 4000)) == Counters(50, 10, 5000)
+    assert (Counters(1, 0, 1) - c) == Counters(1, 0, 1)  # counters reset by a restart
+
+
+def test_rollback_holds_until_retry_or_new_canary():
+    rev = canary_revision(SPEC)
+    from autoglm_operator.analysis.verdicts import Finding
+    state, events = rollback_state(previous=None, revision=rev, retry_token=None, abort_token=None,
+                                   finding=Finding("errorRatio", 0.5, 0.05, "bad"), now="T")
+    assert state["state"] == "RolledBack" and events[0][1] == "CanaryRolledBack"
+    same, ev = rollback_state(previous=state, revision=rev, retry_token=None, abort_token=None, finding=None, now="T2")
+    assert same is state and ev == []
+    cleared, ev = rollback_state(previous=state, revision=rev, retry_token="R1", abort_token=None, finding=None,
+                                 now="T3")
+    assert cleared is None and ev[0][1] == "RollbackCleared"
+    manual, _ = rollback_state(previous=None, revision=rev, retry_token="2026-01-01", abort_token="2026-02-01",
+                               finding=None, now="T4")
+    assert manual["reason"] == "manual"
+    none, _ = rollback_state(previous=None, revision=rev, retry_token="2026-03-01", abort_token="2026-02-01",
+                             finding=None, now="T5")
+    assert none is None
+
+
+def test_render_status_reads_well():
+    obj = {"metadata": {"name": "x", "namespace": "ns", "generation": 2},
+           "spec": {"canary": {"weight": 10}},
+           "status": {"phase": "Degraded", "observedGeneration": 2,
+                      "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "ok"}],
+                      "traffic": {"configuredCanaryWeight": 10, "effectiveCanaryWeight": 0, "message": "rolled back"},
+                      "tracks": {"stable": {"version": 1, "readyReplicas": 2, "desiredReplicas": 2,
+                                            "gpuProducts": ["NVIDIA-L4"], "engines": []}},
+                      "rollback": {"state": "RolledBack", "time": "T", "reason": "errorRatio", "message": "bad",
+                                   "evidence": {"signal": "errorRatio", "value": 0.5, "threshold": 0.05,
+                                                "source": "prometheus"}}}}
+    text = render_status(obj)
+    assert "configured 10%, effective 0%" in text and "RolledBack" in text and "retry x" in text
