@@ -54,7 +54,7 @@ def collection_path(kind: str, namespace: str | None) -> str:
 
 class KubeClient:
     def __init__(self, configuration: kubernetes.client.Configuration):
-        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 4, 32)
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 4, 64)
         self.api = kubernetes.client.ApiClient(configuration)
 
     def _call(self, method: str, path: str, body: Any = None, query: list | None = None,
