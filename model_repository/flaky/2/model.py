@@ -1,0 +1,45 @@
+"""flaky: echo that fails a fraction of requests (counted by Triton as request failures).
+
+The error rate comes from, in order: the file named by AUTOGLM_FAULT_FILE (read on every
+request, so a test can make a running model start failing), the environment variable
+AUTOGLM_FAULT_ERROR_RATE, the config parameter error_rate.
+"""
+
+import json
+import os
+import random
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.version = int(args["model_version"])
+        params = json.loads(args["model_config"]).get("parameters", {})
+        self.default_rate = float(os.environ.get("AUTOGLM_FAULT_ERROR_RATE",
+                                                 params.get("error_rate", {}).get("string_value", "0")))
+        self.fault_file = os.environ.get("AUTOGLM_FAULT_FILE")
+
+    def error_rate(self):
+        if self.fault_file:
+            try:
+                with open(self.fault_file) as f:
+                    return float(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pass
+        return self.default_rate
+
+    def execute(self, requests):
+        rate = self.error_rate()
+        if any(random.random() < rate for _ in requests):
+            # Raising (rather than an error response) makes Triton count the request in
+            # nv_inference_request_failure, as a crashing backend would.
+            raise pb_utils.TritonModelException(f"injected failure (error rate {rate})")
+        responses = []
+        for request in requests:
+            data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("OUTPUT0", (data * 2).astype(np.float32)),
+                pb_utils.Tensor("VERSION", np.array([self.version], dtype=np.int32))]))
+        return responses
