@@ -48,7 +48,8 @@ def _instant(url: str, query: str, timeout: float = 2.0) -> float | None:
 def prometheus_sample(source: PrometheusSource, *, namespace: str, service: str, model: str, track: str,
                       interval_seconds: int) -> MetricSample | None:
     values = {"namespace": namespace, "service": service, "model": model, "track": track,
-              "interval": f"{max(interval_seconds, 2)}s"}
+              # a rate needs several scrapes inside its window: at least 10 s, two intervals by default
+              "interval": f"{max(2 * interval_seconds, 10)}s"}
     requests = _instant(source.url, render_query(DEFAULT_REQUESTS_QUERY, **values))
     if not requests:
         return None

@@ -1,0 +1,85 @@
+"""A real Prometheus (Debian's package) scraping Triton metrics ports with the labels a
+Prometheus Operator ServiceMonitor would give them (namespace, service, pod, endpoint)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .processes import free_port
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    address: str  # host:port of a Triton metrics endpoint
+    namespace: str
+    service: str
+    pod: str
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus")
+    if not found:
+        raise RuntimeError("prometheus not found: install Debian's package (apt-get install prometheus)")
+    return found
+
+
+@dataclass
+class PrometheusProcess:
+    workdir: Path
+    targets: list[ScrapeTarget]
+    scrape_interval: str = "1s"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config(self) -> dict:
+        return {"global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+                "scrape_configs": [{
+                    "job_name": "triton",
+                    "static_configs": [{"targets": [t.address],
+                                        "labels": {"namespace": t.namespace, "service": t.service, "pod": t.pod,
+                                                   "endpoint": "metrics"}} for t in self.targets]}]}
+
+    def start(self, timeout: float = 30) -> "PrometheusProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(self.config()))
+        log = open(self.workdir / "prometheus.log", "ab")
+        self.process = subprocess.Popen(
+            [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except Exception:
+                time.sleep(0.2)
+        raise TimeoutError("prometheus did not become ready")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def __enter__(self) -> "PrometheusProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

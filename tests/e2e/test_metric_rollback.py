@@ -1,0 +1,107 @@
+"""Metric-driven rollback with real parts: real Triton servers for the stable and canary
+versions, real Prometheus scraping them with ServiceMonitor labels, and the operator's
+analysis reading Prometheus. A healthy canary under the same load is not rolled back."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
+from autoglm_devcluster.triton import TritonProcess
+from conftest import REPO, agd, wait_for
+from test_canary import route_weights
+
+pytestmark = [pytest.mark.e2e, pytest.mark.triton]
+
+
+class Load:
+    """Steady requests split between the stable and canary servers by the route's weights."""
+
+    def __init__(self, stable: TritonProcess, canary: TritonProcess, model: str, rate: float = 40):
+        self.clients = {"stable": (httpclient.InferenceServerClient(f"127.0.0.1:{stable.http_port}"), "1"),
+                        "canary": (httpclient.InferenceServerClient(f"127.0.0.1:{canary.http_port}"), "2")}
+        self.model, self.rate, self.canary_share = model, rate, 0.5
+        self.errors = {"stable": 0, "canary": 0}
+        self.sent = {"stable": 0, "canary": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        data = np.array([1.0], dtype=np.float32)
+        deadline_total = time.monotonic() + 300  # bounded, whatever happens
+        while not self._stop.is_set() and time.monotonic() < deadline_total:
+            track = "canary" if random.random() < self.canary_share else "stable"
+            client, version = self.clients[track]
+            inp = httpclient.InferInput("INPUT0", [1], "FP32")
+            inp.set_data_from_numpy(data)
+            self.sent[track] += 1
+            try:
+                client.infer(self.model, [inp], model_version=version)
+            except Exception:
+                self.errors[track] += 1
+            time.sleep(1 / self.rate)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def servers(tmp_path):
+    fault = tmp_path / "canary-error-rate"
+    fault.write_text("0")
+    stable = TritonProcess(REPO / "model_repository", ["flaky"], log_file=tmp_path / "stable.log").start()
+    canary = TritonProcess(REPO / "model_repository", ["flaky"], log_file=tmp_path / "canary.log",
+                           env={"AUTOGLM_FAULT_FILE": str(fault)}).start()
+    yield stable, canary, fault
+    stable.stop()
+    canary.stop()
+
+
+def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operator, kubectl, namespace, servers,
+                                                                          tmp_path):
+    stable, canary, fault = servers
+    targets = [ScrapeTarget(f"127.0.0.1:{stable.metrics_port}", namespace, "metrics-stable", "metrics-stable-0"),
+               ScrapeTarget(f"127.0.0.1:{canary.metrics_port}", namespace, "metrics-canary", "metrics-canary-0")]
+    with PrometheusProcess(tmp_path / "prometheus", targets) as prometheus:
+        body = agd("metrics", replicas=1)
+        body["metadata"]["namespace"] = namespace
+        body["spec"]["model"]["name"] = "flaky"
+        body["spec"]["canary"] = {"version": 2, "weight": 50, "replicas": 1}
+        body["spec"]["traffic"] = {"gateway": {"name": "gw", "namespace": namespace}}
+        body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, "failureThreshold": 2, "maxErrorRatio": 0.05,
+                                    "prometheus": {"url": prometheus.url}}
+        kubectl.apply(body)
+        wait_for(lambda: route_weights(kubectl, namespace, "metrics") == {"stable": 50, "canary": 50}, 60, what="50/50")
+        with Load(stable, canary, "flaky") as load:
+            # The negative: a healthy canary under steady load for 8 analysis intervals.
+            time.sleep(16)
+            st = kubectl.get_json("agd", "-n", namespace, "metrics")["status"]
+            assert "rollback" not in st and "analysis" not in st, st
+            assert load.sent["canary"] > 100 and load.errors["canary"] == 0
+            # Now the canary model starts failing half of its requests.
+            fault.write_text("0.5")
+            started = time.monotonic()
+            wait_for(lambda: route_weights(kubectl, namespace, "metrics")["canary"] == 0, 40, interval=0.1,
+                     what="metric rollback")
+            elapsed = time.monotonic() - started
+            load.canary_share = 0.0  # clients follow the route: all traffic to stable
+            errors_after = dict(load.errors)
+            time.sleep(3)
+            assert load.errors["stable"] == errors_after["stable"] == 0
+        st = kubectl.get_json("agd", "-n", namespace, "metrics")["status"]
+        assert st["rollback"]["reason"] == "errorRatio", st["rollback"]
+        evidence = st["rollback"]["evidence"]
+        assert evidence["source"] == "prometheus" and evidence["value"] > 0.05 and evidence["threshold"] == 0.05
+        # detection bound: failureThreshold intervals plus the rate window filling up
+        assert elapsed < 30, elapsed
