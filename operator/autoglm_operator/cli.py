@@ -30,6 +30,21 @@ def _check_cluster(kubeconfig: str | None, context: str | None) -> str:
     return f"{configuration.host} (Kubernetes {version.git_version})"
 
 
+def _webhook_settings(args: argparse.Namespace) -> dict | None:
+    if not args.webhook:
+        return None
+    service = tuple(args.webhook_service.split("/", 1)) if args.webhook_service else None
+    hosts = [f"{service[1]}.{service[0]}.svc", f"{service[1]}.{service[0]}.svc.cluster.local"] if service \
+        else [args.webhook_host]
+    selector = dict(kv.split("=", 1) for kv in args.webhook_namespace_selector or [])
+    return {"name": args.webhook_name, "port": args.webhook_port, "listen_address": args.webhook_listen_address,
+            "hosts": hosts, "service": service,
+            "url": None if service else f"https://{args.webhook_host}:{args.webhook_port}",
+            "cert_dir": args.webhook_cert_dir, "failure_policy": args.webhook_failure_policy,
+            "timeout": args.webhook_timeout, "namespace_selector": selector,
+            "opa_url": args.opa_url, "opa_timeout": args.opa_timeout, "opa_fail_open": args.opa_failure == "allow"}
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
@@ -43,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     handlers.settings_from_cli.update(kubeconfig=args.kubeconfig, context=args.context, workers=args.workers,
                                       standalone=args.peering is None, peering_name=args.peering or "autoglm-operator",
-                                      namespaces=args.namespace or [])
+                                      namespaces=args.namespace or [], webhook=_webhook_settings(args))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.configure(verbose=args.verbose, log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
@@ -96,6 +111,26 @@ def main(argv: list[str] | None = None) -> int:
                      "needs the peering CRDs; default: standalone")
     run.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
     run.add_argument("-v", "--verbose", action="store_true")
+    hook = run.add_argument_group("admission webhook (OPA policies)")
+    hook.add_argument("--webhook", action="store_true", help="serve the validating webhook and manage its configuration")
+    hook.add_argument("--webhook-name", default="autoglm-operator", help="ValidatingWebhookConfiguration name")
+    hook.add_argument("--webhook-port", type=int, default=9443)
+    hook.add_argument("--webhook-listen-address", default="0.0.0.0")
+    hook.add_argument("--webhook-host", default="127.0.0.1",
+                      help="address the API server calls when running outside the cluster (default 127.0.0.1)")
+    hook.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
+                      help="in a cluster: the Service in front of the webhook (the API server calls it)")
+    hook.add_argument("--webhook-cert-dir", default="/tmp/autoglm-webhook-certs",
+                      help="where the self-signed CA and serving certificate are kept")
+    hook.add_argument("--webhook-failure-policy", choices=("Fail", "Ignore"), default="Fail",
+                      help="what the API server does when the webhook cannot answer (default Fail: refuse)")
+    hook.add_argument("--webhook-timeout", type=int, default=5, help="seconds the API server waits (1-30)")
+    hook.add_argument("--webhook-namespace-selector", action="append", metavar="KEY=VALUE",
+                      help="only namespaces with this label (repeatable); default: all namespaces")
+    hook.add_argument("--opa-url", default="http://127.0.0.1:8181", help="OPA server (the chart runs it as a sidecar)")
+    hook.add_argument("--opa-timeout", type=float, default=2.0)
+    hook.add_argument("--opa-failure", choices=("deny", "allow"), default="deny",
+                      help="when OPA cannot answer: deny with a message saying so (default), or admit with a warning")
     sub.add_parser("install-crds", help="apply the CRDs (server-side) to the cluster")
     args = parser.parse_args(argv)
     if args.command == "run":

@@ -41,7 +41,60 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     settings.peering.standalone = settings_from_cli.get("standalone", True)
     client = KubeClient(load_configuration(settings_from_cli.get("kubeconfig"), settings_from_cli.get("context")))
     memo.controller = Controller(client, workers=settings_from_cli.get("workers", 8))
+    webhook = settings_from_cli.get("webhook")
+    if webhook:
+        await _serve_admission(settings, memo, client, webhook)
     await memo.controller.start(settings_from_cli.get("namespaces"))
+
+
+@kopf.on.login()
+def authenticate(**_: Any) -> kopf.ConnectionInfo:
+    """The same credentials as the operator's own client: in-cluster, --kubeconfig, or KUBECONFIG
+    (read now, not when a library was imported), with exec plugins and tokens as the client supports."""
+    from .kube.client import load_configuration
+
+    cfg = load_configuration(settings_from_cli.get("kubeconfig"), settings_from_cli.get("context"))
+    header = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    scheme, _, token = (header or "").partition(" ") if header and " " in header else ("Bearer", "", header)
+    return kopf.ConnectionInfo(server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+                               certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
+                               scheme=scheme if token else None, token=token or None)
+
+
+async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, client: Any,
+                           webhook: dict[str, Any]) -> None:
+    """Serve the validating webhook (TLS from `cryptography`) and keep its configuration current."""
+    import asyncio
+    from pathlib import Path
+
+    from .admission.certificates import ensure_webhook_certificate
+    from .admission.opa import OpaDecider
+    from .admission.reviewer import AdmissionReviewer
+    from .admission.webhook_configuration import (HANDLER_ID, WEBHOOK_PATH, WebhookSettings,
+                                                  desired_webhook_configuration)
+
+    cert = ensure_webhook_certificate(Path(webhook["cert_dir"]), webhook["hosts"])
+    settings.admission.server = kopf.WebhookServer(
+        addr=webhook["listen_address"], port=webhook["port"], path=WEBHOOK_PATH, host=webhook["hosts"][0],
+        certfile=str(cert.certfile), pkeyfile=str(cert.keyfile))
+    memo.reviewer = AdmissionReviewer(client, OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
+                                                         webhook["opa_fail_open"]))
+    kopf.on.validate(r.GROUP, r.VERSION, r.PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])(admit)
+    configuration = desired_webhook_configuration(WebhookSettings(
+        name=webhook["name"], failure_policy=webhook["failure_policy"], timeout_seconds=webhook["timeout"],
+        url=webhook.get("url"), service=webhook.get("service"),
+        namespace_selector=webhook.get("namespace_selector") or {}), cert.ca_bundle)
+    await asyncio.to_thread(client.apply, configuration)
+
+
+async def admit(body: kopf.Body, old: kopf.Body | None, operation: str | None, userinfo: Any,
+                warnings: list[str], memo: kopf.Memo, **_: Any) -> None:
+    """The OPA decision: denials refuse the request, warnings reach the user through kubectl."""
+    decision = await memo.reviewer.review(operation=operation or "CREATE", body=dict(body),
+                                          old=dict(old) if old else None, userinfo=dict(userinfo or {}))
+    warnings.extend(decision.warnings)
+    if not decision.allowed:
+        raise kopf.AdmissionError("; ".join(decision.denials), code=403)
 
 
 @kopf.on.cleanup()

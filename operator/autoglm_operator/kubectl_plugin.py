@@ -30,7 +30,8 @@ def _namespace(args) -> str:
         return args.namespace
     try:
         import kubernetes
-        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
+        import os
+        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig or os.environ.get("KUBECONFIG"))
         return active["context"].get("namespace") or "default"
     except Exception:
         return "default"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -29,7 +30,9 @@ _PLURALS = {"Deployment": ("apis/apps/v1", "deployments"), "Service": ("api/v1",
             "HTTPRoute": ("apis/gateway.networking.k8s.io/v1", "httproutes"),
             "GRPCRoute": ("apis/gateway.networking.k8s.io/v1", "grpcroutes"),
             r.KIND: (f"apis/{r.API_VERSION}", r.PLURAL),
-            "Event": ("api/v1", "events")}
+            "Event": ("api/v1", "events"), "Namespace": ("api/v1", "namespaces"),
+            "ValidatingWebhookConfiguration": ("apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations")}
+_CLUSTER_SCOPED = {"Node", "Namespace", "ValidatingWebhookConfiguration"}
 
 
 def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
@@ -40,14 +43,15 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
             raise kubernetes.config.ConfigException("explicit kubeconfig")
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context,
+        # Read KUBECONFIG now: the client library reads it once, at import time.
+        kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context,
                                            client_configuration=configuration)
     return configuration
 
 
 def collection_path(kind: str, namespace: str | None) -> str:
     prefix, plural = _PLURALS[kind]
-    if namespace and kind != "Node":
+    if namespace and kind not in _CLUSTER_SCOPED:
         return f"/{prefix}/namespaces/{namespace}/{plural}"
     return f"/{prefix}/{plural}"
 

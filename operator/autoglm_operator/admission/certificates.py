@@ -1,0 +1,78 @@
+"""The webhook's TLS: a self-signed CA and a serving certificate, made with ``cryptography``
+(kopf[dev]'s builder fails on OpenSSL 3). Existing files are reused until near expiry."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class WebhookCertificate:
+    certfile: Path
+    keyfile: Path
+    ca_pem: bytes
+
+    @property
+    def ca_bundle(self) -> str:
+        """Base64 of the CA, for ``clientConfig.caBundle``."""
+        return base64.b64encode(self.ca_pem).decode()
+
+
+def _valid(cert_path: Path, hosts: list[str], min_days: int = 30) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    names = {str(n) for n in sans.get_values_for_type(x509.DNSName)}
+    names |= {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return remaining.days >= min_days and set(hosts) <= names
+
+
+def ensure_webhook_certificate(directory: Path, hosts: list[str], days: int = 365) -> WebhookCertificate:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file, cert_file, key_file = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    if ca_file.exists() and key_file.exists() and _valid(cert_file, hosts):
+        return WebhookCertificate(cert_file, key_file, ca_file.read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "autoglm-operator-webhook-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=days * 5))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    ca_file.write_bytes(ca_pem)
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_pem)
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    return WebhookCertificate(cert_file, key_file, ca_pem)

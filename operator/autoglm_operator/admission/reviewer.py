@@ -1,0 +1,56 @@
+"""Turns an admission request into an OPA input, asks OPA, and counts what it decided."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Mapping
+
+from prometheus_client import Counter
+
+from ..api import resource as r
+from ..kube.client import KubeClient
+from .opa import Decision, OpaDecider
+from .policy_input import build_policy_input, namespace_gpu_usage
+
+log = logging.getLogger(__name__)
+
+ADMISSIONS = Counter("autoglm_operator_admissions_total", "Admission decisions", ["operation", "result"])
+POLICY_FINDINGS = Counter("autoglm_operator_policy_findings_total",
+                          "Policy violations found, by policy and enforcement mode", ["policy", "mode"])
+
+
+def _policy_id(message: str) -> str:
+    return message[1:message.index("]")] if message.startswith("[") and "]" in message else "opa"
+
+
+class AdmissionReviewer:
+    def __init__(self, client: KubeClient, decider: OpaDecider):
+        self.client = client
+        self.decider = decider
+
+    async def _namespace_facts(self, namespace: str, name: str) -> tuple[Mapping[str, str], int]:
+        ns, others = await asyncio.gather(asyncio.to_thread(self.client.get, "Namespace", None, namespace),
+                                          asyncio.to_thread(self.client.list, r.KIND, namespace))
+        labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
+        return labels, namespace_gpu_usage(others, name)
+
+    async def review(self, *, operation: str, body: Mapping[str, Any], old: Mapping[str, Any] | None,
+                     userinfo: Mapping[str, Any] | None) -> Decision:
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        try:
+            labels, gpus = await self._namespace_facts(namespace, meta.get("name", ""))
+        except Exception as e:  # the API server is our caller; a failed read must not admit unchecked
+            return Decision(False, denials=[f"could not read namespace {namespace} for policy input: {e}"])
+        decision = await self.decider.decide(build_policy_input(
+            operation=operation, body=body, old=old, userinfo=userinfo, namespace=namespace,
+            namespace_labels=labels, namespace_gpus=gpus))
+        result = "denied" if not decision.allowed else ("warned" if decision.warnings else "allowed")
+        ADMISSIONS.labels(operation, "opa-error" if decision.opa_error else result).inc()
+        for mode, messages in (("deny", decision.denials), ("warn", decision.warnings), ("dryrun", decision.dryrun)):
+            for message in messages:
+                POLICY_FINDINGS.labels(_policy_id(message), mode).inc()
+        if decision.dryrun:
+            log.warning("dry-run policy findings for %s/%s: %s", namespace, meta.get("name"), "; ".join(decision.dryrun))
+        return decision

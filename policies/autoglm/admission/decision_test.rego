@@ -1,0 +1,132 @@
+package autoglm.admission_test
+
+import data.autoglm.admission
+
+good := {
+	"operation": "CREATE",
+	"namespace": {"name": "ml", "labels": {}},
+	"namespace_usage": {"gpus": 0},
+	"object": {"spec": {
+		"model": {
+			"name": "m", "repository": {"uri": "pvc://store/triton"}, "version": 1, "format": "tensorrt_plan",
+			"engines": [{"computeCapability": "9.0", "file": "a.plan", "tensorrtVersion": "10.3"}],
+		},
+		"runtime": {"image": "nvcr.io/nvidia/tritonserver:24.08-py3", "replicas": 2,
+			"resources": {"gpus": 1, "cpu": "4", "memory": "32Gi"}},
+		"placement": {"target": "cloud"},
+	}},
+}
+
+with_spec(path, value) := json.patch(good, [{"op": "add", "path": concat("/", array.concat(["", "object", "spec"], path)), "value": value}])
+
+denied_by(inp, id) if {
+	d := admission.decision with input as inp
+	not d.allowed
+	some m in d.denials
+	startswith(m, sprintf("[%s]", [id]))
+}
+
+test_good_is_allowed_without_warnings if {
+	d := admission.decision with input as good
+	d.allowed
+	d.denials == []
+	d.warnings == []
+}
+
+test_registry_and_latest if {
+	denied_by(with_spec(["runtime", "image"], "docker.io/evil/triton:1"), "allowed-registries")
+	denied_by(with_spec(["runtime", "image"], "nvcr.io/nvidia/tritonserver:latest"), "allowed-registries")
+	denied_by(with_spec(["runtime", "image"], "nvcr.io/nvidia/tritonserver"), "allowed-registries")
+	d := admission.decision with input as with_spec(["runtime", "image"], "nvcr.io/nvidia/tritonserver@sha256:abc")
+	d.allowed
+}
+
+test_registry_port_is_not_a_tag if {
+	inp := with_spec(["runtime", "image"], "registry.autoglm.internal:5000/triton")
+	d := admission.decision with input as inp
+	some m in d.denials
+	contains(m, "has no tag")
+}
+
+test_gpu_quota_per_resource_and_namespace if {
+	denied_by(with_spec(["runtime", "replicas"], 20), "gpu-quota")
+	inp := json.patch(good, [{"op": "replace", "path": "/namespace_usage/gpus", "value": 31}])
+	denied_by(inp, "gpu-quota")
+	d := admission.decision with input as json.patch(good, [{"op": "replace", "path": "/namespace_usage/gpus", "value": 30}])
+	d.allowed
+}
+
+test_gpu_products if {
+	denied_by(with_spec(["placement", "allowedGpuProducts"], ["NVIDIA-GeForce-RTX-4090"]), "allowed-gpu-products")
+	inp := with_spec(["model", "engines"], [{"computeCapability": "9.0", "file": "a", "tensorrtVersion": "10", "gpuProducts": ["Tesla-K80"]}])
+	denied_by(inp, "allowed-gpu-products")
+}
+
+test_resource_limits if {
+	denied_by(with_spec(["runtime", "resources"], {"gpus": 1, "cpu": "4"}), "resource-limits")
+	denied_by(with_spec(["runtime", "resources"], {"gpus": 1, "cpu": "4", "memory": "2Ti"}), "resource-limits")
+	denied_by(with_spec(["runtime", "resources"], {"gpus": 1, "cpu": "65000m", "memory": "1Gi"}), "resource-limits")
+	d := admission.decision with input as with_spec(["runtime", "resources"], {"gpus": 1, "cpu": "500m", "memory": "512Mi"})
+	d.allowed
+}
+
+test_repository_schemes_per_namespace if {
+	inp := with_spec(["model", "repository", "uri"], "s3://bucket/m")
+	d := admission.decision with input as inp with data.autoglm.config.allowed_uri_schemes as {"*": ["pvc"], "other": ["s3"]}
+	not d.allowed
+	d2 := admission.decision with input as json.patch(inp, [{"op": "replace", "path": "/namespace/name", "value": "other"}])
+		with data.autoglm.config.allowed_uri_schemes as {"*": ["pvc"], "other": ["s3"]}
+	d2.allowed
+}
+
+production(inp) := json.patch(inp, [{"op": "replace", "path": "/namespace/labels", "value": {"serving.autoglm.io/environment": "production"}}])
+
+test_canary_weight_step_only_in_production if {
+	new := json.patch(with_spec(["canary"], {"version": 2, "weight": 50}), [{"op": "replace", "path": "/operation", "value": "UPDATE"}])
+	upd := json.patch(new, [{"op": "add", "path": "/old_object", "value": {"spec": {"canary": {"version": 2, "weight": 10}}}}])
+	denied_by(production(upd), "canary-weight-step")
+	d := admission.decision with input as upd
+	d.allowed
+	small := json.patch(upd, [{"op": "replace", "path": "/old_object/spec/canary/weight", "value": 30}])
+	d2 := admission.decision with input as production(small)
+	d2.allowed
+}
+
+test_production_rollback if {
+	inp := json.patch(with_spec(["canary"], {"version": 2, "weight": 10}), [{"op": "add", "path": "/object/spec/rollback", "value": {"enabled": false}}])
+	denied_by(production(inp), "production-rollback")
+	d := admission.decision with input as inp
+	d.allowed
+}
+
+test_edge_fit if {
+	edge := with_spec(["placement"], {"target": "edge"})
+	denied_by(edge, "edge-fit") # 32Gi and an engine for 9.0 only
+	ok := json.patch(edge, [
+		{"op": "replace", "path": "/object/spec/model/engines", "value": [{"computeCapability": "8.7", "file": "o.plan", "tensorrtVersion": "10"}]},
+		{"op": "replace", "path": "/object/spec/runtime/resources/memory", "value": "4Gi"},
+	])
+	d := admission.decision with input as ok
+	d.allowed
+}
+
+test_warn_and_dryrun_modes if {
+	inp := with_spec(["model", "engines"], [{"computeCapability": "9.0", "file": "a.plan"}])
+	d := admission.decision with input as inp
+	d.allowed
+	count(d.warnings) == 1
+	startswith(d.warnings[0], "[engine-provenance] spec.model.engines[0].tensorrtVersion")
+	bad := with_spec(["runtime", "image"], "nvcr.io/nvidia/tritonserver:latest")
+	d2 := admission.decision with input as bad with data.autoglm.config.enforcement as {"allowed-registries": "dryrun"}
+	d2.allowed
+	count(d2.dryrun) == 1
+	d3 := admission.decision with input as bad with data.autoglm.config.enforcement as {"allowed-registries": "warn"}
+	d3.allowed
+	count(d3.warnings) == 1
+}
+
+test_quantities if {
+	data.autoglm.admission.lib.quantity("8Gi") == 8589934592
+	abs(data.autoglm.admission.lib.quantity("500m") - 0.5) < 0.000001
+	data.autoglm.admission.lib.quantity(4) == 4
+}

@@ -1,0 +1,139 @@
+"""OPA admission end to end: the real kube-apiserver calls the operator's webhook over TLS, the
+webhook asks a real OPA server loaded from policies/, and kubectl shows the outcome."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoglm_devcluster.opa import OpaProcess
+from autoglm_devcluster.processes import free_port
+from conftest import REPO, model_store, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SELECTOR = "serving.autoglm.io/admission-test"
+EXAMPLES = REPO / "examples" / "admission"
+
+
+@pytest.fixture(scope="module")
+def opa(tmp_path_factory):
+    with OpaProcess(REPO / "policies", log_file=tmp_path_factory.mktemp("opa") / "opa.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def admission(cluster, kubectl, opa, tmp_path_factory):
+    """A webhook-serving operator for namespaces labelled for this test, and such a namespace."""
+    run_id = uuid.uuid4().hex[:6]
+    namespace, webhook_name, port = f"adm-{run_id}", f"autoglm-test-{run_id}", free_port()
+    kubectl("create", "namespace", namespace)
+    kubectl("label", "namespace", namespace, f"{SELECTOR}={run_id}")
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
+    workdir = tmp_path_factory.mktemp("webhook")
+    log = open(workdir / "operator.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace, "--metrics-port", "0",
+         "--health-port", "0", "--webhook", "--webhook-name", webhook_name, "--webhook-port", str(port),
+         "--webhook-cert-dir", str(workdir / "certs"), "--webhook-namespace-selector", f"{SELECTOR}={run_id}",
+         "--opa-url", opa.url],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ})
+    wait_for(lambda: kubectl("get", "validatingwebhookconfiguration", webhook_name, check=False).returncode == 0,
+             30, what="webhook configuration")
+    good = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+    good["metadata"]["name"] = "probe"
+    good["metadata"]["namespace"] = namespace
+    wait_for(lambda: kubectl.apply(good, check=False).returncode == 0, 30, what="webhook answering")
+    kubectl("delete", "agd", "-n", namespace, "probe")
+    yield {"namespace": namespace, "webhook": webhook_name, "process": proc, "workdir": workdir}
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+    log.close()
+    kubectl("delete", "validatingwebhookconfiguration", webhook_name, "--ignore-not-found")
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    kubectl("delete", "pv", f"model-store-{namespace}", "--wait=false", check=False)
+
+
+def apply_file(kubectl, namespace: str, path: Path) -> subprocess.CompletedProcess:
+    return kubectl("apply", "-n", namespace, "-f", str(path), check=False)
+
+
+BAD = {
+    "bad-registry.yaml": ("allowed-registries", "spec.runtime.image", "not from an allowed registry"),
+    "bad-latest.yaml": ("allowed-registries", "spec.runtime.image", ":latest"),
+    "bad-gpu-quota.yaml": ("gpu-quota", "spec.runtime.resources.gpus", "20 GPUs"),
+    "bad-gpu-product.yaml": ("allowed-gpu-products", "spec.model.engines[0].gpuProducts", "NVIDIA-GeForce-RTX-4090"),
+    "bad-resource-limits.yaml": ("resource-limits", "spec.runtime.resources.memory", "exceeds the maximum"),
+    "bad-edge-fit.yaml": ("edge-fit", "spec.runtime.resources.memory", "does not fit an edge node"),
+}
+
+
+def test_every_bad_example_is_refused_with_its_policy_message(admission, kubectl):
+    assert {p.name for p in EXAMPLES.glob("bad-*.yaml")} == set(BAD)
+    for name, (policy, field, text) in BAD.items():
+        result = apply_file(kubectl, admission["namespace"], EXAMPLES / name)
+        assert result.returncode != 0, f"{name} was admitted"
+        assert "denied the request" in result.stderr, result.stderr
+        assert f"[{policy}] {field}" in result.stderr and text in result.stderr, (name, result.stderr)
+    assert kubectl.get_json("agd", "-n", admission["namespace"])["items"] == []
+
+
+def test_good_is_admitted_and_warn_prints_a_warning(admission, kubectl):
+    good = apply_file(kubectl, admission["namespace"], EXAMPLES / "good-cloud.yaml")
+    assert good.returncode == 0 and "Warning" not in good.stderr, good.stderr
+    warned = apply_file(kubectl, admission["namespace"], EXAMPLES / "warn-engine-provenance.yaml")
+    assert warned.returncode == 0, warned.stderr
+    assert "Warning: [engine-provenance] spec.model.engines[0].tensorrtVersion" in warned.stderr, warned.stderr
+
+
+def test_namespace_scoped_policies(admission, kubectl):
+    ns = admission["namespace"]
+    kubectl("label", "namespace", ns, "serving.autoglm.io/environment=production", "--overwrite")
+    try:
+        body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+        body["metadata"].update(name="prod-canary", namespace=ns)
+        body["spec"]["canary"] = {"version": 2, "weight": 10, "replicas": 1}
+        body["spec"]["rollback"] = {"enabled": False}
+        refused = kubectl.apply(body, check=False)
+        assert refused.returncode != 0 and "[production-rollback] spec.rollback.enabled" in refused.stderr
+        body["spec"]["rollback"] = {"enabled": True}
+        kubectl.apply(body)
+        jump = kubectl("patch", "agd", "-n", ns, "prod-canary", "--type=merge", "-p",
+                       '{"spec":{"canary":{"weight":60}}}', check=False)
+        assert jump.returncode != 0 and "[canary-weight-step] spec.canary.weight" in jump.stderr, jump.stderr
+        assert "from 10 to 60" in jump.stderr
+        kubectl("patch", "agd", "-n", ns, "prod-canary", "--type=merge", "-p", '{"spec":{"canary":{"weight":35}}}')
+    finally:
+        kubectl("label", "namespace", ns, "serving.autoglm.io/environment-")
+
+
+def test_opa_down_denies_with_a_message_and_webhook_down_fails_closed(admission, kubectl, opa):
+    ns = admission["namespace"]
+    body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+    body["metadata"].update(name="while-opa-down", namespace=ns)
+    opa.stop()
+    try:
+        refused = kubectl.apply(body, check=False)
+        assert refused.returncode != 0
+        assert "OPA at http://127.0.0.1" in refused.stderr and "unreachable" in refused.stderr, refused.stderr
+    finally:
+        opa.start()
+    assert kubectl.apply(body, check=False).returncode == 0
+    # With the webhook itself gone, failurePolicy Fail refuses rather than admitting unchecked.
+    admission["process"].terminate()
+    admission["process"].wait(10)
+    body["metadata"]["name"] = "while-webhook-down"
+    refused = kubectl.apply(body, check=False)
+    assert refused.returncode != 0 and "failed calling webhook" in refused.stderr, refused.stderr
+    config = kubectl.get_json("validatingwebhookconfiguration", admission["webhook"])
+    hook = config["webhooks"][0]
+    assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 5
+    assert hook["clientConfig"]["url"].startswith("https://127.0.0.1:") and hook["clientConfig"]["caBundle"]
