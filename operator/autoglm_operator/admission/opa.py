@@ -37,10 +37,14 @@ class OpaDecider:
         self.fail_open = fail_open
         self._client = AsyncOpaClient(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8181,
                                       ssl=parsed.scheme == "https", timeout=timeout, retries=0)
+        self._session_open = False
 
     async def decide(self, policy_input: dict[str, Any]) -> Decision:
         started = time.perf_counter()
         try:
+            if not self._session_open:  # the client opens its aiohttp session on entry
+                await self._client.__aenter__()
+                self._session_open = True
             answer = await self._client.query_rule(policy_input, PACKAGE, RULE)
             result = answer.get("result")
             if not isinstance(result, dict) or "allowed" not in result:
