@@ -42,7 +42,8 @@ def _webhook_settings(args: argparse.Namespace) -> dict | None:
             "url": None if service else f"https://{args.webhook_host}:{args.webhook_port}",
             "cert_dir": args.webhook_cert_dir, "failure_policy": args.webhook_failure_policy,
             "timeout": args.webhook_timeout, "namespace_selector": selector,
-            "opa_url": args.opa_url, "opa_timeout": args.opa_timeout, "opa_fail_open": args.opa_failure == "allow"}
+            "opa_url": args.opa_url, "opa_timeout": args.opa_timeout, "opa_fail_open": args.opa_failure == "allow",
+            "audit_interval": args.audit_interval}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     hook.add_argument("--opa-timeout", type=float, default=2.0)
     hook.add_argument("--opa-failure", choices=("deny", "allow"), default="deny",
                       help="when OPA cannot answer: deny with a message saying so (default), or admit with a warning")
+    hook.add_argument("--audit-interval", type=float, default=300,
+                      help="seconds between audits of admitted resources against current policies; 0 disables")
     sub.add_parser("install-crds", help="apply the CRDs (server-side) to the cluster")
     args = parser.parse_args(argv)
     if args.command == "run":

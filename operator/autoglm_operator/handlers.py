@@ -80,6 +80,10 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
     memo.reviewer = AdmissionReviewer(client, OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
                                                          webhook["opa_fail_open"]))
     kopf.on.validate(r.GROUP, r.VERSION, r.PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])(admit)
+    if webhook.get("audit_interval"):
+        from .admission.audit import PolicyAudit
+        audit = PolicyAudit(client, memo.reviewer.decider, webhook["audit_interval"])
+        memo.audit_task = asyncio.create_task(audit.loop(lambda: list(memo.controller.store.all(r.KIND))))
     configuration = desired_webhook_configuration(WebhookSettings(
         name=webhook["name"], failure_policy=webhook["failure_policy"], timeout_seconds=webhook["timeout"],
         url=webhook.get("url"), service=webhook.get("service"),
@@ -99,6 +103,8 @@ async def admit(body: kopf.Body, old: kopf.Body | None, operation: str | None, u
 
 @kopf.on.cleanup()
 async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
+    if getattr(memo, "audit_task", None):
+        memo.audit_task.cancel()
     await memo.controller.stop()
 
 

@@ -43,7 +43,7 @@ def admission(cluster, kubectl, opa, tmp_path_factory):
         [sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace, "--metrics-port", "0",
          "--health-port", "0", "--webhook", "--webhook-name", webhook_name, "--webhook-port", str(port),
          "--webhook-cert-dir", str(workdir / "certs"), "--webhook-namespace-selector", f"{SELECTOR}={run_id}",
-         "--opa-url", opa.url],
+         "--opa-url", opa.url, "--audit-interval", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ})
     wait_for(lambda: kubectl("get", "validatingwebhookconfiguration", webhook_name, check=False).returncode == 0,
              30, what="webhook configuration")
@@ -113,6 +113,32 @@ def test_namespace_scoped_policies(admission, kubectl):
         kubectl("patch", "agd", "-n", ns, "prod-canary", "--type=merge", "-p", '{"spec":{"canary":{"weight":35}}}')
     finally:
         kubectl("label", "namespace", ns, "serving.autoglm.io/environment-")
+
+
+def test_audit_reports_resources_that_a_changed_policy_now_refuses(admission, kubectl, opa):
+    ns = admission["namespace"]
+    body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+    body["metadata"].update(name="audited", namespace=ns)
+    kubectl.apply(body)
+    # The platform team tightens the data: 2 GPUs per resource from now on (OPA's data API, as a
+    # ConfigMap-synced sidecar would do).
+    import json
+    import urllib.request
+    request = urllib.request.Request(f"{opa.url}/v1/data/autoglm/config/max_gpus_per_resource",
+                                     data=json.dumps(1).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request).read()
+    try:
+        def event():
+            out = kubectl("get", "events", "-n", ns, "--field-selector",
+                          "reason=PolicyViolation,involvedObject.name=audited", "-o", "json").stdout
+            items = json.loads(out)["items"]
+            return items[0]["message"] if items else None
+        message = wait_for(event, 20, what="PolicyViolation event")
+        assert "[gpu-quota] spec.runtime.resources.gpus" in message
+    finally:
+        opa.stop()
+        opa.start()  # back to the repository's data
 
 
 def test_opa_down_denies_with_a_message_and_webhook_down_fails_closed(admission, kubectl, opa):
