@@ -47,10 +47,11 @@ def test_certificate_is_made_once_and_names_its_hosts(tmp_path):
     sans = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "autoglm-webhook.ops.svc" in sans.get_values_for_type(x509.DNSName)
     assert parsed.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc) > datetime.timedelta(days=300)
+    first = cert.certfile.read_bytes()
     again = ensure_webhook_certificate(tmp_path, ["127.0.0.1"])
-    assert again.certfile.read_bytes() == cert.certfile.read_bytes()  # reused, not regenerated
+    assert again.certfile.read_bytes() == first  # reused, not regenerated
     other = ensure_webhook_certificate(tmp_path, ["127.0.0.1", "new.host"])
-    assert other.certfile.read_bytes() != cert.certfile.read_bytes()
+    assert other.certfile.read_bytes() != first
 
 
 def test_unreachable_opa_denies_with_a_message_or_warns_when_fail_open():
