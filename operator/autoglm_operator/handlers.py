@@ -79,6 +79,7 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
         certfile=str(cert.certfile), pkeyfile=str(cert.keyfile))
     memo.reviewer = AdmissionReviewer(client, OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
                                                          webhook["opa_fail_open"]))
+    memo.reviewer.start()
     kopf.on.validate(r.GROUP, r.VERSION, r.PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])(admit)
     if webhook.get("audit_interval"):
         from .admission.audit import PolicyAudit
@@ -105,6 +106,8 @@ async def admit(body: kopf.Body, old: kopf.Body | None, operation: str | None, u
 async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "audit_task", None):
         memo.audit_task.cancel()
+    if getattr(memo, "reviewer", None):
+        memo.reviewer.stop()
     await memo.controller.stop()
 
 

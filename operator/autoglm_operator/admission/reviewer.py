@@ -10,6 +10,8 @@ from prometheus_client import Counter
 
 from ..api import resource as r
 from ..kube.client import KubeClient
+from ..kube.informer import Informer
+from ..kube.store import ObservedStore
 from .opa import Decision, OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage
 
@@ -25,13 +27,40 @@ def _policy_id(message: str) -> str:
 
 
 class AdmissionReviewer:
+    """Namespace labels and the namespace's other deployments come from watch-fed caches
+    (the request path makes no API call); until the caches have synced, from the API."""
+
     def __init__(self, client: KubeClient, decider: OpaDecider):
         self.client = client
         self.decider = decider
+        self.store = ObservedStore()
+        self.informers: list[Informer] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.informers = [Informer(self.client, kind, None, None, self._observe, loop)
+                          for kind in ("Namespace", r.KIND)]
+        for informer in self.informers:
+            informer.start()
+
+    def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
+
+    def _observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        self.store.observe(kind, event_type, obj)
+
+    @property
+    def synced(self) -> bool:
+        return bool(self.informers) and all(i.synced.is_set() for i in self.informers)
 
     async def _namespace_facts(self, namespace: str, name: str) -> tuple[Mapping[str, str], int]:
-        ns, others = await asyncio.gather(asyncio.to_thread(self.client.get, "Namespace", None, namespace),
-                                          asyncio.to_thread(self.client.list, r.KIND, namespace))
+        if self.synced:
+            ns = self.store.get("Namespace", None, namespace)
+            others = [o for o in self.store.all(r.KIND) if o["metadata"].get("namespace") == namespace]
+        else:
+            ns, others = await asyncio.gather(asyncio.to_thread(self.client.get, "Namespace", None, namespace),
+                                              asyncio.to_thread(self.client.list, r.KIND, namespace))
         labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
         return labels, namespace_gpu_usage(others, name)
 

@@ -26,6 +26,7 @@ class ObservedStore:
     def __init__(self) -> None:
         self._objects: dict[Key, dict[str, Any]] = {}
         self._by_owner: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._by_kind: dict[str, dict[Key, dict[str, Any]]] = defaultdict(dict)
 
     @staticmethod
     def _owner_of(obj: dict[str, Any]) -> tuple[str, str] | None:
@@ -43,8 +44,10 @@ class ObservedStore:
             self._by_owner[owner].discard(key)
         if event_type == "DELETED":
             self._objects.pop(key, None)
+            self._by_kind[kind].pop(key, None)
             return
         self._objects[key] = obj
+        self._by_kind[kind][key] = obj
         if owner := self._owner_of(obj):
             self._by_owner[owner].add(key)
 
@@ -56,7 +59,7 @@ class ObservedStore:
                 if (kind is None or k[0] == kind) and k in self._objects]
 
     def all(self, kind: str) -> Iterator[dict[str, Any]]:
-        return (obj for (k, _, _), obj in list(self._objects.items()) if k == kind)
+        return iter(list(self._by_kind.get(kind, {}).values()))
 
     def __len__(self) -> int:
         return len(self._objects)
