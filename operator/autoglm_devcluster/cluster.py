@@ -165,6 +165,9 @@ class DevCluster:
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota,"
             "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
             "--allow-privileged=true", "--profiling=false", "--v=1",
+            # Webhooks and aggregated APIs behind a Service are dialled at the Service's endpoint
+            # (pod) addresses, never at a ClusterIP or a DNS name: nothing leaves this machine.
+            "--enable-aggregator-routing=true",
         ])
         self._wait("kube-apiserver", lambda: self._get("/readyz") == "ok", 60)
 

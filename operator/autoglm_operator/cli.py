@@ -43,7 +43,7 @@ def _webhook_settings(args: argparse.Namespace) -> dict | None:
             "cert_dir": args.webhook_cert_dir, "failure_policy": args.webhook_failure_policy,
             "timeout": args.webhook_timeout, "namespace_selector": selector,
             "opa_url": args.opa_url, "opa_timeout": args.opa_timeout, "opa_fail_open": args.opa_failure == "allow",
-            "audit_interval": args.audit_interval}
+            "audit_interval": args.audit_interval, "manage_configuration": not args.no_webhook_configuration}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     hook.add_argument("--opa-timeout", type=float, default=2.0)
     hook.add_argument("--opa-failure", choices=("deny", "allow"), default="deny",
                       help="when OPA cannot answer: deny with a message saying so (default), or admit with a warning")
+    hook.add_argument("--no-webhook-configuration", action="store_true",
+                      help="do not create the ValidatingWebhookConfiguration (the Helm chart renders it)")
     hook.add_argument("--audit-interval", type=float, default=300,
                       help="seconds between audits of admitted resources against current policies; 0 disables")
     sub.add_parser("install-crds", help="apply the CRDs (server-side) to the cluster")

@@ -85,6 +85,8 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
         from .admission.audit import PolicyAudit
         audit = PolicyAudit(client, memo.reviewer.decider, webhook["audit_interval"])
         memo.audit_task = asyncio.create_task(audit.loop(lambda: list(memo.controller.store.all(r.KIND))))
+    if not webhook.get("manage_configuration", True):
+        return
     configuration = desired_webhook_configuration(WebhookSettings(
         name=webhook["name"], failure_policy=webhook["failure_policy"], timeout_seconds=webhook["timeout"],
         url=webhook.get("url"), service=webhook.get("service"),

@@ -1,0 +1,14 @@
+# In production namespaces an edit may move the canary weight by at most max_weight_step points.
+package autoglm.admission.canary_weight_step
+
+import data.autoglm.admission.lib
+
+violation contains {"field": "spec.canary.weight", "message": msg} if {
+	input.operation == "UPDATE"
+	lib.is_production
+	old := object.get(input, ["old_object", "spec", "canary", "weight"], 0)
+	new := object.get(lib.spec, ["canary", "weight"], 0)
+	step := abs(new - old)
+	step > data.autoglm.config.max_weight_step
+	msg := sprintf("moves the canary weight from %d to %d (%d points) in a production namespace; change it by at most %d points per edit", [old, new, step, data.autoglm.config.max_weight_step])
+}

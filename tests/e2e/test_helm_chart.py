@@ -1,0 +1,203 @@
+"""The Helm chart against the real API server: lint, template, install, least-privilege RBAC
+proven both minimal (the exact rules) and sufficient (the operator runs a full create ->
+canary -> rollback -> delete cycle as the chart's ServiceAccount), upgrade and uninstall."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoglm_devcluster import toolchain
+from conftest import REPO, model_store, wait_for
+
+pytestmark = pytest.mark.e2e
+CHART = REPO / "charts" / "autoglm-operator"
+
+
+@pytest.fixture(scope="module")
+def helm(cluster):
+    binary = toolchain.ensure(toolchain.HELM).path()
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(binary), "--kubeconfig", str(cluster.kubeconfig), *args],
+                                capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args[:2])} failed: {result.stderr}")
+        return result
+    return run
+
+
+def test_chart_copies_match_the_repository():
+    assert filecmp.cmp(REPO / "crds" / "serving.autoglm.io_autoglmdeployments.yaml",
+                       CHART / "crds" / "serving.autoglm.io_autoglmdeployments.yaml", shallow=False)
+    for source in (REPO / "policies").rglob("*"):
+        if source.is_file() and not source.name.endswith("_test.rego"):
+            copy = CHART / "files" / "policies" / source.relative_to(REPO / "policies")
+            assert copy.exists() and filecmp.cmp(source, copy, shallow=False), f"run charts/autoglm-operator/sync.sh ({copy})"
+
+
+def test_lint_template_and_schema(helm):
+    assert "0 chart(s) failed" in helm("lint", str(CHART), "--kube-version", "1.36.3").stdout
+    default = list(yaml.safe_load_all(helm("template", "t", str(CHART), "--kube-version", "1.36.3").stdout))
+    kinds = sorted(d["kind"] for d in default if d)
+    assert kinds.count("ValidatingWebhookConfiguration") == 1 and "PodDisruptionBudget" in kinds
+    namespaced = list(yaml.safe_load_all(helm(
+        "template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "webhook.certificates.source=cert-manager",
+        "--set", "watchNamespaces={ml,prod}").stdout))
+    assert sum(1 for d in namespaced if d and d["kind"] == "Role") == 2
+    assert any(d and d["kind"] == "Certificate" for d in namespaced)
+    bad = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "replicas=0", check=False)
+    assert bad.returncode != 0 and "/replicas" in bad.stderr and "minimum" in bad.stderr
+    bad = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "webhook.failurePolicy=Maybe",
+               check=False)
+    assert bad.returncode != 0 and "/webhook/failurePolicy" in bad.stderr
+
+
+EXPECTED_CLUSTER_RULES = {
+    ("serving.autoglm.io", "autoglmdeployments"): {"get", "list", "watch", "patch"},
+    ("serving.autoglm.io", "autoglmdeployments/status"): {"get", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("gateway.networking.k8s.io", "grpcroutes"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "nodes"): {"get", "list", "watch"},
+    ("", "namespaces"): {"get", "list", "watch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+}
+
+
+@pytest.fixture(scope="module")
+def release(helm, kubectl):
+    namespace = f"autoglm-system-{uuid.uuid4().hex[:5]}"
+    name = "agd"
+    # The chart's webhook sits behind a Service whose pods KWOK only pretends to run: scope it to a
+    # namespace label nothing carries, so it never stands between the other tests and the API.
+    helm("install", name, str(CHART), "-n", namespace, "--create-namespace", "--wait=false",
+         "--set", f"webhook.namespaceSelector.autoglm-chart-test={namespace}")
+    yield name, namespace
+    helm("uninstall", name, "-n", namespace, check=False)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_install_creates_everything_and_rbac_is_minimal(release, kubectl):
+    name, namespace = release
+    full = f"{name}-autoglm-operator"
+    kubectl("rollout", "status", "-n", namespace, f"deploy/{full}", "--timeout=90s")
+    dep = kubectl.get_json("deploy", "-n", namespace, full)
+    pod = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 2 and pod["securityContext"]["runAsNonRoot"] is True
+    operator = pod["containers"][0]
+    assert operator["securityContext"]["readOnlyRootFilesystem"] is True
+    assert operator["securityContext"]["allowPrivilegeEscalation"] is False
+    assert f"--peering={full}" in operator["args"]
+    assert [c["name"] for c in pod["containers"]] == ["operator", "opa"]
+    assert kubectl.get_json("clusterkopfpeering", full)
+    hook = kubectl.get_json("validatingwebhookconfiguration", full)["webhooks"][0]
+    assert hook["clientConfig"]["service"]["name"] == f"{full}-webhook" and hook["clientConfig"]["caBundle"]
+    policies = kubectl.get_json("configmap", "-n", namespace, f"{full}-policies")["data"]
+    assert "autoglm.admission.decision.rego" in policies and "autoglm.config.data.json" in policies
+    role = kubectl.get_json("clusterrole", full)
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted == EXPECTED_CLUSTER_RULES
+
+
+def _service_account_kubeconfig(cluster, kubectl, namespace: str, account: str, path: Path) -> Path:
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    admin["users"] = [{"name": account, "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = account
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+def test_chart_rbac_is_sufficient_for_a_full_cycle(release, cluster, kubectl, tmp_path):
+    name, namespace = release
+    account = f"{name}-autoglm-operator"
+    kubeconfig = _service_account_kubeconfig(cluster, kubectl, namespace, account, tmp_path / "sa.kubeconfig")
+    denied = kubectl("--kubeconfig", str(kubeconfig), "get", "secrets", "-n", namespace, check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()  # least privilege, really
+    work = f"rbac-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", work)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(work)))
+    log = open(tmp_path / "operator.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(kubeconfig), "run",
+                             "-n", work, "--metrics-port", "0", "--health-port", "0"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    try:
+        body = {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
+                "metadata": {"name": "cycle", "namespace": work},
+                "spec": {"model": {"name": "m", "repository": {"uri": "pvc://model-store/triton"}, "version": 1,
+                                   "engines": [{"computeCapability": "9.0", "file": "a.plan"}]},
+                         "runtime": {"replicas": 1},
+                         "canary": {"version": 2, "weight": 20, "replicas": 1},
+                         "traffic": {"gateway": {"name": "gw"}}}}
+        kubectl.apply(body)
+
+        def canary_weight():
+            route = kubectl.get_json("httproute", "-n", work, "cycle")
+            return {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}["cycle-canary"]
+        wait_for(lambda: canary_weight() == 20, 60, what="canary at 20% under the chart's RBAC")
+        pod = kubectl.get_json("pods", "-n", work, "-l", "serving.autoglm.io/track=canary")["items"][0]
+        kubectl("annotate", "-n", work, f"pod/{pod['metadata']['name']}", "fault.autoglm.io/readiness=fail")
+        wait_for(lambda: canary_weight() == 0, 30, what="rollback under the chart's RBAC")
+        events = kubectl("get", "events", "-n", work, "--field-selector", "reason=CanaryRolledBack").stdout
+        assert "canary rolled back" in events
+        kubectl("delete", "agd", "-n", work, "cycle", "--wait=true", "--timeout=30s")
+        wait_for(lambda: not kubectl.get_json("deploy", "-n", work)["items"], 30, what="children removed")
+        log.flush()
+        assert "forbidden" not in (tmp_path / "operator.log").read_text().lower()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+        kubectl("delete", "namespace", work, "--wait=false", check=False)
+        kubectl("delete", "pv", f"model-store-{work}", "--wait=false", check=False)
+
+
+def test_upgrade_and_uninstall_leave_only_crds(helm, kubectl):
+    namespace = f"autoglm-up-{uuid.uuid4().hex[:5]}"
+    helm("install", "up", str(CHART), "-n", namespace, "--create-namespace", "--set", "webhook.enabled=false")
+    helm("upgrade", "up", str(CHART), "-n", namespace, "--set", "webhook.enabled=true", "--set", "replicas=1",
+         "--set", f"webhook.namespaceSelector.autoglm-chart-test={namespace}")
+    assert kubectl.get_json("deploy", "-n", namespace, "up-autoglm-operator")["spec"]["replicas"] == 1
+    helm("uninstall", "up", "-n", namespace, "--wait")
+    leftovers = kubectl("get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings,pdb", "-n", namespace,
+                        "-l", "app.kubernetes.io/instance=up", "-o", "name").stdout.split()
+    assert leftovers == []
+    for kind in ("clusterrole", "clusterrolebinding", "validatingwebhookconfiguration"):
+        assert kubectl("get", kind, "up-autoglm-operator", check=False).returncode != 0
+    assert kubectl.get_json("crd", "autoglmdeployments.serving.autoglm.io")  # as Helm documents for crds/
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_examples_and_gitops_overlays_are_valid(kubectl):
+    for example in ("single-gpu.yaml", "canary-10.yaml", "mixed-fleet.yaml", "edge-group.yaml"):
+        out = kubectl("apply", "--dry-run=server", "-f", str(REPO / "examples" / example), check=False)
+        assert out.returncode == 0, (example, out.stderr)
+    for overlay in ("canary-10", "canary-50", "promote"):
+        out = kubectl("apply", "--dry-run=server", "-k", str(REPO / "examples" / "gitops" / "overlays" / overlay),
+                      check=False)
+        assert out.returncode == 0, (overlay, out.stderr)
+    rendered = yaml.safe_load(kubectl("kustomize", str(REPO / "examples" / "gitops" / "overlays" / "canary-50")).stdout)
+    assert rendered["spec"]["canary"]["weight"] == 50
+    promoted = yaml.safe_load(kubectl("kustomize", str(REPO / "examples" / "gitops" / "overlays" / "promote")).stdout)
+    assert promoted["spec"]["model"]["version"] == 2 and "canary" not in promoted["spec"]
