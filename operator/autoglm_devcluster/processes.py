@@ -89,4 +89,8 @@ class ManagedProcess:
                 time.sleep(0.05)
             if not self.is_running():
                 break
+        try:  # reap it if it is our child, so no zombie keeps its pid
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
         self.pid_file.unlink(missing_ok=True)
