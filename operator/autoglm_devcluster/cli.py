@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build (first time only) and start the cluster, nodes and CRDs")
     up.add_argument("--no-crds", action="store_true", help="do not install the operator's and upstream CRDs")
+    up.add_argument("--data-plane", action="store_true",
+                    help="also run a real data plane: a pod network namespace, real Triton processes behind "
+                         "Triton pods, and Envoy Gateway with a default Gateway (needs root for `ip netns`)")
     sub.add_parser("down", help="stop every process of the cluster and free its ports")
     sub.add_parser("status", help="which components run")
     sub.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
@@ -32,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     cluster = DevCluster(args.name)
     if args.command == "up":
         started = time.monotonic()
-        cluster.up(crds=() if args.no_crds else default_crds())
+        cluster.up(crds=() if args.no_crds else default_crds(), data_plane=args.data_plane)
         print(f"dev cluster {args.name!r} is up ({time.monotonic() - started:.1f} s)")
         print(f"  export KUBECONFIG={cluster.kubeconfig}")
         print(f"  kubectl: {cluster.kubectl_path()}")
+        if cluster.has_data_plane:
+            print(f"  gateway: {cluster.gateway_url} (Gateway autoglm-system/autoglm-gateway)")
     elif args.command == "down":
         cluster.down()
     elif args.command == "status":

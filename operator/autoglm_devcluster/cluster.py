@@ -21,6 +21,9 @@ from .processes import ManagedProcess, free_port, port_is_open
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+#: With the data plane on: real Triton processes behind Triton pods, and Envoy Gateway.
+DATA_PLANE_COMPONENTS = ("pod-runtime", "envoy-gateway")
+TRITON_POD_SELECTOR = "    - {key: '.spec.containers.[0].name', operator: NotIn, values: [triton]}\n"
 SERVICE_CIDR = "10.96.0.0/16"
 # Fake pods get loopback-range addresses: nothing the operator or a test sends to a pod IP
 # can leave the machine. (The data plane puts real servers at addresses of its own.)
@@ -81,15 +84,37 @@ class DevCluster:
         return proc
 
     # -- lifecycle -----------------------------------------------------------------------
-    def up(self, *, nodes: tuple[fleet.NodeSpec, ...] = fleet.DEFAULT_FLEET, crds: tuple[Path, ...] = ()) -> None:
+    @property
+    def data_plane_marker(self) -> Path:
+        return self.state_dir / "data-plane"
+
+    @property
+    def has_data_plane(self) -> bool:
+        return self.data_plane_marker.exists()
+
+    def components(self) -> tuple[str, ...]:
+        return COMPONENTS + (DATA_PLANE_COMPONENTS if self.has_data_plane else ())
+
+    @property
+    def gateway_url(self) -> str:
+        from .gateway import EnvoyGatewayDataPlane
+        return f"http://127.0.0.1:{EnvoyGatewayDataPlane(self).listener_port}"
+
+    def up(self, *, nodes: tuple[fleet.NodeSpec, ...] = fleet.DEFAULT_FLEET, crds: tuple[Path, ...] = (),
+           data_plane: bool = False) -> None:
         started = time.monotonic()
-        toolchain.ensure_all((toolchain.KUBERNETES, toolchain.ETCD, toolchain.KWOK))
-        if self.is_healthy():
+        toolchain.ensure_all((toolchain.KUBERNETES, toolchain.ETCD, toolchain.KWOK)
+                             + ((toolchain.ENVOY_GATEWAY,) if data_plane else ()))
+        if self.is_healthy() and self.has_data_plane == data_plane:
             log.warning("dev cluster %r is already up at %s", self.name, self.server)
             self.install_crds(crds)
             return
         self.down(quiet=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if data_plane:
+            from .podnet import PodNetwork
+            PodNetwork(self.name).up()
+            self.data_plane_marker.write_text("on")
         pki.ensure_pki(self.pki.directory)
         ports = Ports.allocate()
         self._ports_file.write_text(json.dumps(asdict(ports)))
@@ -105,12 +130,18 @@ class DevCluster:
         self.apply_nodes(nodes)
         self.install_crds(crds)
         self.wait_nodes_ready([n.name for n in nodes])
+        if data_plane:
+            self._start_data_plane()
         log.warning("dev cluster %r up in %.1f s: %s (KUBECONFIG=%s)", self.name, time.monotonic() - started,
                     self.server, self.kubeconfig)
 
     def down(self, *, quiet: bool = False) -> None:
-        for component in reversed(COMPONENTS):
+        for component in reversed(COMPONENTS + DATA_PLANE_COMPONENTS):
             self.process(component).stop()
+        if self.has_data_plane:
+            from .podnet import PodNetwork
+            PodNetwork(self.name).down()
+            self.data_plane_marker.unlink(missing_ok=True)
         ports = self.ports()
         if ports:
             for port in asdict(ports).values():
@@ -124,7 +155,7 @@ class DevCluster:
             log.warning("dev cluster %r is down", self.name)
 
     def status(self) -> dict[str, bool]:
-        return {c: self.process(c).is_running() for c in COMPONENTS}
+        return {c: self.process(c).is_running() for c in self.components()}
 
     def is_healthy(self) -> bool:
         if not all(self.status().values()) or not self.ports():
@@ -198,13 +229,37 @@ class DevCluster:
 
     def _start_kwok(self, ports: Ports) -> None:
         stages = paths.PACKAGE_DIR / "kwok" / "stages.yaml"
+        cidr = POD_CIDR
+        if self.has_data_plane:
+            from .podnet import POD_CIDR as network_cidr
+            cidr = network_cidr
+            # Triton pods' status comes from the real servers the pod runtime starts, not from KWOK.
+            text = stages.read_text()
+            for stage in ("pod-ready", "pod-fault-recovered"):
+                head = text.index(f"name: {stage}\n")
+                anchor = text.index("    matchExpressions:\n", head) + len("    matchExpressions:\n")
+                text = text[:anchor] + TRITON_POD_SELECTOR + text[anchor:]
+            stages = self.state_dir / "stages.yaml"
+            stages.write_text(text)
         self.process("kwok").start([
             str(toolchain.KWOK.path()), f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
             f"--config={stages}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1",
+            f"--cidr={cidr}", "--node-ip=127.0.0.1",
             f"--server-address=127.0.0.1:{ports.kwok}",
         ])
+
+    def _start_data_plane(self) -> None:
+        import sys
+        from .gateway import EnvoyGatewayDataPlane
+
+        gateway = EnvoyGatewayDataPlane(self)
+        gateway.prepare(listener_port=free_port())
+        self.process("envoy-gateway").start(gateway.argv(), env=gateway.env())
+        self.process("pod-runtime").start([sys.executable, "-m", "autoglm_devcluster.pod_runtime",
+                                           "--cluster", self.name], cwd=paths.PACKAGE_DIR.parent)
+        gateway.apply_gateway()
+        gateway.wait_programmed()
 
     # -- cluster content -----------------------------------------------------------------
     def apply_nodes(self, nodes: tuple[fleet.NodeSpec, ...]) -> None:
@@ -267,7 +322,7 @@ class DevCluster:
                     return
             except Exception:
                 pass
-            for component in COMPONENTS:
+            for component in self.components():
                 proc = self.process(component)
                 if proc.pid is not None and not proc.is_running():
                     raise RuntimeError(f"{component} exited while waiting for {what}:\n{proc.log_tail()}")

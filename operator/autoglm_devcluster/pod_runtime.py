@@ -53,20 +53,31 @@ def fault_file(state_dir: Path, namespace: str, deployment: str, track: str) -> 
 
 
 class Api:
-    """The few API calls the runtime makes, with the cluster's admin kubeconfig."""
+    """The few API calls the runtime makes, as the cluster's admin (client certificate)."""
 
-    def __init__(self, kubeconfig: Path):
-        sys.path.insert(0, str(paths.PACKAGE_DIR.parent))
-        from autoglm_operator.kube.client import KubeClient, load_configuration  # the operator's thin I/O layer
+    def __init__(self, state_dir: Path):
+        import ssl
 
-        self.client = KubeClient(load_configuration(str(kubeconfig)))
+        from .pki import ClusterPKI
+
+        pki = ClusterPKI(state_dir / "pki")
+        self.server = yaml.safe_load((state_dir / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
+        self.context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        self.context.load_cert_chain(str(pki.client_cert("admin")), str(pki.client_key("admin")))
+
+    def _request(self, method: str, path: str, body: dict | None = None, content_type: str = "application/json"):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.server + path, data=data, method=method,
+                                         headers={"Content-Type": content_type, "Accept": "application/json"})
+        with urllib.request.urlopen(request, context=self.context, timeout=10) as response:
+            return json.loads(response.read())
 
     def get(self, path: str):
-        return self.client._call("GET", path)
+        return self._request("GET", path)
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
-        self.client._call("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status",
-                          body={"status": status}, content_type="application/strategic-merge-patch+json")
+        self._request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status},
+                      "application/strategic-merge-patch+json")
 
 
 @dataclass
@@ -82,6 +93,8 @@ class PodProcess:
     started: bool = False
     next_start: float = 0.0
     last_status: str = ""
+    pre_stop_seconds: float = 0.0
+    stop_at: float | None = None
 
 
 @dataclass
@@ -93,7 +106,7 @@ class Runtime:
     pods: dict[str, PodProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.api = Api(self.kubeconfig)
+        self.api = Api(self.state_dir)
 
     # -- pod setup ------------------------------------------------------------------------------
     def _volumes(self, pod: dict, workdir: Path) -> dict[str, Path]:
@@ -157,7 +170,9 @@ class Runtime:
         server = TritonProcess(Path(repository), models, host=ip, http_port=8000, grpc_port=8001, metrics_port=8002,
                                extra_args=extra, log_file=workdir / "triton.log", netns=self.network.netns,
                                env={"AUTOGLM_FAULT_FILE": str(fault)})
-        self.pods[key] = PodProcess(meta["namespace"], meta["name"], key, ip, models[0] if models else "", server)
+        pre_stop = float(((triton.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0))
+        self.pods[key] = PodProcess(meta["namespace"], meta["name"], key, ip, models[0] if models else "", server,
+                                    pre_stop_seconds=pre_stop)
         self._launch(self.pods[key])
 
     def _launch(self, proc: PodProcess) -> None:
@@ -240,7 +255,7 @@ class Runtime:
             if not containers or containers[0].get("name") != "triton" or not spec.get("nodeName"):
                 continue
             if meta.get("deletionTimestamp"):
-                continue
+                continue  # terminating: handled below (preStop, then stop)
             if not (pod.get("status") or {}).get("podIP"):
                 continue
             seen.add(meta["uid"])
@@ -252,7 +267,11 @@ class Runtime:
                     continue
             self._report(self.pods[meta["uid"]], pod)
         for gone in set(self.pods) - seen:
-            self._stop(gone)
+            proc = self.pods[gone]
+            if proc.stop_at is None:  # like a kubelet: run the preStop sleep, then stop the server
+                proc.stop_at = time.monotonic() + proc.pre_stop_seconds
+            if time.monotonic() >= proc.stop_at:
+                self._stop(gone)
 
     def run(self, interval: float = 0.3) -> None:
         try:

@@ -15,6 +15,7 @@ from .model_source import MODELS_DIR, ModelSourceImages, desired_model_source
 from .triton_config import desired_config_pbtxt
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+PRE_STOP_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
                               "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
             # Engines of a 9B model take minutes to deserialize: allow up to 20 minutes to start.
             "startupProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 120, "timeoutSeconds": 5},
+            # Keep serving while the endpoint removal reaches every proxy, then stop: a rollout or
+            # a promotion loses no in-flight request.
+            "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
             "volumeMounts": [{"name": "model-repository", "mountPath": MODELS_DIR},
                              {"name": "dshm", "mountPath": "/dev/shm"}],
             "securityContext": {"allowPrivilegeEscalation": False},
@@ -98,7 +102,7 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
             "maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway",
             "topologyKey": placement.GPU_PRODUCT if spec.uses_gpus else "kubernetes.io/hostname",
             "labelSelector": {"matchLabels": names.track_selector(owner.name, track.name)}}],
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": 30 + PRE_STOP_SECONDS,
     }
     if spec.placement.node_selector:
         pod_spec["nodeSelector"] = dict(spec.placement.node_selector)
