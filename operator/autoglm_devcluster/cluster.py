@@ -233,9 +233,10 @@ class DevCluster:
         if self.has_data_plane:
             from .podnet import POD_CIDR as network_cidr
             cidr = network_cidr
-            # Triton pods' status comes from the real servers the pod runtime starts, not from KWOK.
+            # Triton pods' status comes from the real servers the pod runtime starts, not from KWOK,
+            # and the runtime removes them once their server stopped (after the preStop hook).
             text = stages.read_text()
-            for stage in ("pod-ready", "pod-fault-recovered"):
+            for stage in ("pod-ready", "pod-fault-recovered", "pod-delete"):
                 head = text.index(f"name: {stage}\n")
                 anchor = text.index("    matchExpressions:\n", head) + len("    matchExpressions:\n")
                 text = text[:anchor] + TRITON_POD_SELECTOR + text[anchor:]

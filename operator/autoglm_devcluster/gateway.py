@@ -96,6 +96,10 @@ class EnvoyGatewayDataPlane:
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "envoy-oidc-hmac", "namespace": EG_NAMESPACE},
              "data": {"hmac-secret": base64.b64encode(hmac).decode()}},
+            # Envoy's xDS client certificate, as the Helm install would create it
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "envoy", "namespace": EG_NAMESPACE},
+             "data": {f: base64.b64encode((generated / "envoy" / f).read_bytes()).decode()
+                      for f in ("ca.crt", "tls.crt", "tls.key")}},
         ]))
 
     def argv(self) -> list[str]:
@@ -116,10 +120,19 @@ class EnvoyGatewayDataPlane:
                                         "name": "autoglm-host", "namespace": EG_NAMESPACE}}},
             {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
              "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
-             "spec": {"gatewayClassName": GATEWAY_CLASS, "listeners": [
+             "spec": {"gatewayClassName": GATEWAY_CLASS, "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}],
+                      "listeners": [
                  {"name": "http", "protocol": "HTTP", "port": port, "allowedRoutes": {"namespaces": {"from": "All"}}}]}},
         ]))
 
     def wait_programmed(self, timeout: float = 90) -> None:
+        """The Gateway is accepted and Envoy listens on its port."""
+        from .processes import port_is_open
+
         self.cluster.kubectl("wait", "-n", GATEWAY_NAMESPACE, f"gateway/{GATEWAY_NAME}",
-                             "--for=condition=Programmed", f"--timeout={int(timeout)}s")
+                             "--for=condition=Accepted", f"--timeout={int(timeout)}s")
+        deadline = time.monotonic() + timeout
+        while not port_is_open(self.listener_port):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Envoy is not listening on {self.listener_port}; see {self.home}")
+            time.sleep(0.2)

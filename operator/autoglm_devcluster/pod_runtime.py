@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,15 @@ class Api:
 
     def get(self, path: str):
         return self._request("GET", path)
+
+    def delete_now(self, namespace: str, name: str, uid: str) -> None:
+        """What a kubelet does once the containers stopped: remove the pod for good."""
+        try:
+            self._request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                          {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
+        except urllib.error.HTTPError as e:
+            if e.code not in (404, 409):
+                raise
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
         self._request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status", {"status": status},
@@ -255,7 +265,17 @@ class Runtime:
             if not containers or containers[0].get("name") != "triton" or not spec.get("nodeName"):
                 continue
             if meta.get("deletionTimestamp"):
-                continue  # terminating: handled below (preStop, then stop)
+                proc = self.pods.get(meta["uid"])
+                if proc is None:
+                    self.api.delete_now(meta["namespace"], meta["name"], meta["uid"])
+                    continue
+                seen.add(meta["uid"])
+                if proc.stop_at is None:  # like a kubelet: run the preStop sleep, then stop the server
+                    proc.stop_at = time.monotonic() + proc.pre_stop_seconds
+                if time.monotonic() >= proc.stop_at:
+                    self._stop(meta["uid"])
+                    self.api.delete_now(meta["namespace"], meta["name"], meta["uid"])
+                continue
             if not (pod.get("status") or {}).get("podIP"):
                 continue
             seen.add(meta["uid"])
@@ -266,12 +286,8 @@ class Runtime:
                     log.exception("could not start triton for %s/%s: %s", meta["namespace"], meta["name"], e)
                     continue
             self._report(self.pods[meta["uid"]], pod)
-        for gone in set(self.pods) - seen:
-            proc = self.pods[gone]
-            if proc.stop_at is None:  # like a kubelet: run the preStop sleep, then stop the server
-                proc.stop_at = time.monotonic() + proc.pre_stop_seconds
-            if time.monotonic() >= proc.stop_at:
-                self._stop(gone)
+        for gone in set(self.pods) - seen:  # removed behind our back (force delete): its IP may be reused
+            self._stop(gone)
 
     def run(self, interval: float = 0.3) -> None:
         try:

@@ -1,0 +1,223 @@
+"""Real traffic end to end: requests through Envoy Gateway (watching our API server) into real
+Triton servers at the pods' IPs, so the split, the rollback and the promotion are judged by
+what a client sees."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import yaml
+
+from conftest import REPO, model_store, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.triton]
+
+MODEL = "flaky"
+REQUEST = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode()
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    from autoglm_devcluster.cli import default_crds
+    from autoglm_devcluster.cluster import DevCluster
+
+    dev = DevCluster("dataplane")
+    dev.up(crds=default_crds(), data_plane=True)
+    namespace = f"traffic-{uuid.uuid4().hex[:5]}"
+    dev.kubectl("create", "namespace", namespace)
+    store = model_store(namespace)
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(store))
+    log = open(tmp_path_factory.mktemp("op") / "operator.log", "ab")
+    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
+                           "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
+                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)})
+    yield dev, namespace
+    op.terminate()
+    op.wait(10)
+    log.close()
+    if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
+        dev.down()
+
+
+def deployment(name: str, namespace: str, weight: int, canary_version: int = 2, **rollback) -> dict:
+    tensors = {"inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [-1]}],
+               "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [-1]},
+                           {"name": "VERSION", "dataType": "TYPE_INT32", "dims": [1]}]}
+    return {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"model": {"name": MODEL, "repository": {"uri": "pvc://model-store"}, "version": 1,
+                               "format": "python", **tensors},
+                     "runtime": {"replicas": 1, "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
+                                 "batching": {"maxBatchSize": 0}},
+                     "canary": {"version": canary_version, "weight": weight, "replicas": 1},
+                     "rollback": {"analysisIntervalSeconds": 1, "failureThreshold": 1, **rollback},
+                     # each deployment gets its own hostname: routes for one model name on one
+                     # listener would otherwise overlap
+                     "traffic": {"gateway": {"name": "autoglm-gateway", "namespace": "autoglm-system"},
+                                 "hostnames": [f"{name}.{namespace}.test"]}}}
+
+
+class Client:
+    """Keep-alive HTTP clients sending Triton inference requests through the Gateway."""
+
+    def __init__(self, port: int, host: str):
+        self.port = port
+        self.host = host
+
+    def versions(self, count: int, threads: int = 8) -> Counter:
+        counts: Counter = Counter()
+        lock = threading.Lock()
+        shares = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
+
+        def work(per: int):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            local: Counter = Counter()
+            for _ in range(per):
+                local[self.one(conn)] += 1
+            conn.close()
+            with lock:
+                counts.update(local)
+        pool = [threading.Thread(target=work, args=(per,)) for per in shares]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        return counts
+
+    def one(self, conn: http.client.HTTPConnection) -> str:
+        try:
+            conn.request("POST", f"/v2/models/{MODEL}/infer", body=REQUEST,
+                         headers={"Content-Type": "application/json", "Host": self.host})
+            response = conn.getresponse()
+            body = response.read()
+        except Exception as e:
+            conn.close()
+            return f"error:{type(e).__name__}"
+        if response.status != 200:
+            return f"http-{response.status}"
+        outputs = {o["name"]: o["data"] for o in json.loads(body)["outputs"]}
+        return f"v{outputs['VERSION'][0]}"
+
+
+def route_canary_weight(dev, namespace, name):
+    route = json.loads(dev.kubectl("get", "httproute", "-n", namespace, name, "-o", "json").stdout)
+    return {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}.get(f"{name}-canary")
+
+
+def test_split_follows_weight_edits_through_envoy_into_triton(plane):
+    dev, namespace = plane
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("split", namespace, 10)))
+    dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/split", "--timeout=120s")
+    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"split.{namespace}.test")
+    wait_for(lambda: client.versions(16, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering via Envoy")
+    counts = client.versions(10_000)
+    assert counts["v1"] + counts["v2"] == 10_000, counts
+    share = counts["v2"] / 10_000
+    assert 0.09 <= share <= 0.11, counts
+    for weight in (50, 100):
+        dev.kubectl("patch", "agd", "-n", namespace, "split", "--type=merge", "-p",
+                    json.dumps({"spec": {"canary": {"weight": weight}}}))
+        wait_for(lambda: route_canary_weight(dev, namespace, "split") == weight, 10, what="route")
+        time.sleep(1.0)  # Envoy Gateway translates and pushes the route
+        counts = client.versions(2000)
+        assert abs(counts["v2"] / 2000 - weight / 100) <= 0.04, (weight, counts)
+
+
+def test_failing_canary_is_rolled_back_and_clients_stop_seeing_errors(plane):
+    dev, namespace = plane
+    from autoglm_devcluster.pod_runtime import fault_file
+    fault = fault_file(dev.state_dir, namespace, "sick", "canary")
+    fault.parent.mkdir(parents=True, exist_ok=True)
+    fault.write_text("0")
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("sick", namespace, 50)))
+    dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/sick", "--timeout=120s")
+    wait_for(lambda: route_canary_weight(dev, namespace, "sick") == 50, 30, what="50%")
+    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"sick.{namespace}.test")
+    wait_for(lambda: client.versions(40, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering")
+    # A healthy canary under steady load is not rolled back.
+    healthy = client.versions(1500)
+    assert sum(v for k, v in healthy.items() if not k.startswith("v")) == 0, healthy
+    status = json.loads(dev.kubectl("get", "agd", "-n", namespace, "sick", "-o", "json").stdout)["status"]
+    assert "rollback" not in status
+    fault.write_text("1.0")  # the canary model starts failing every request
+    errors_seen = []
+    stop = time.monotonic() + 60
+    conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+    first_error = last_error = None
+    while time.monotonic() < stop:
+        result = client.one(conn)
+        t = time.monotonic()
+        if not result.startswith("v"):
+            errors_seen.append(result)
+            first_error = first_error or t
+            last_error = t
+        elif first_error and t - last_error > 3:
+            break  # three clean seconds after errors: rolled back
+        time.sleep(0.005)
+    assert first_error is not None, "the canary never failed"
+    window = last_error - first_error
+    print(f"client-observed error window of the rollback: {window:.2f} s ({len(errors_seen)} failed requests)")
+    assert window < 10, f"clients saw errors for {window:.1f} s"
+    status = json.loads(dev.kubectl("get", "agd", "-n", namespace, "sick", "-o", "json").stdout)["status"]
+    assert status["rollback"]["reason"] == "errorRatio" and status["rollback"]["evidence"]["source"] == "scrape"
+    after = client.versions(500)
+    assert after == Counter({"v1": 500}), after
+
+
+def test_promotion_under_steady_load_loses_no_request(plane):
+    dev, namespace = plane
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("promo", namespace, 50)))
+    dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/promo", "--timeout=120s")
+    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"promo.{namespace}.test")
+    wait_for(lambda: client.versions(40, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering")
+    results: Counter = Counter()
+    done = threading.Event()
+
+    def load():
+        conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            results[client.one(conn)] += 1
+            time.sleep(0.002)
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(1)
+        dev.kubectl("patch", "agd", "-n", namespace, "promo", "--type=json", "-p",
+                    '[{"op":"replace","path":"/spec/model/version","value":2},{"op":"remove","path":"/spec/canary"}]')
+        wait_for(lambda: json.loads(dev.kubectl("get", "agd", "-n", namespace, "promo", "-o", "json").stdout)
+                 .get("status", {}).get("tracks", {}).keys() == {"stable"}, 120, what="canary track gone")
+        dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/promo", "--timeout=120s")
+        wait_for(lambda: client.versions(50, threads=1) == Counter({"v2": 50}), 60, interval=0.5,
+                 what="only v2 answering")
+        time.sleep(1)
+    finally:
+        done.set()
+        worker.join()
+    failures = {k: v for k, v in results.items() if not k.startswith("v")}
+    assert not failures, (failures, results)
+    assert results["v1"] > 0 and results["v2"] > 0, results
+
+
+def test_canary_that_is_not_ready_gets_no_request(plane):
+    dev, namespace = plane
+    # Version 9 is not in the repository: the canary's Triton cannot load it and never gets Ready.
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("broken", namespace, 50, canary_version=9)))
+    wait_for(lambda: json.loads(dev.kubectl("get", "agd", "-n", namespace, "broken", "-o", "json").stdout)
+             .get("status", {}).get("traffic", {}).get("reason") == "CanaryNotReady", 60, what="CanaryNotReady")
+    dev.kubectl("wait", "-n", namespace, "--for=condition=Available", "deploy/broken-stable", "--timeout=60s")
+    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"broken.{namespace}.test")
+    wait_for(lambda: client.versions(20, threads=1)["v1"] == 20, 60, interval=0.5, what="stable answering")
+    counts = client.versions(1000)
+    assert counts == Counter({"v1": 1000}), counts
+    assert route_canary_weight(dev, namespace, "broken") == 0
