@@ -17,7 +17,8 @@ else
   USE_DEV=1
 fi
 if [ "${USE_DEV:-0}" = 1 ]; then
-  .venv/bin/autoglm-dev-cluster up
+  # The embedded cluster with its data plane: Envoy Gateway and real Triton processes behind Triton pods.
+  .venv/bin/autoglm-dev-cluster up --data-plane
   export KUBECONFIG="$(.venv/bin/autoglm-dev-cluster kubeconfig)"
 fi
 
@@ -28,9 +29,27 @@ mkdir -p out
 OPERATOR_PID=$!
 trap 'kill $OPERATOR_PID 2>/dev/null || true' EXIT INT TERM
 
-"$KUBECTL" apply -f examples/model-store.yaml -f examples/single-gpu.yaml
+if [ "${USE_DEV:-0}" = 1 ]; then
+  # On the embedded cluster the model store is this repository's model_repository/.
+  sed "s|/var/lib/autoglm/model_repository|$PWD/model_repository|" examples/model-store.yaml | "$KUBECTL" apply -f -
+else
+  "$KUBECTL" apply -f examples/model-store.yaml
+fi
+"$KUBECTL" apply -f examples/single-gpu.yaml
 "$KUBECTL" wait --for=condition=Ready agd/autoglm-phone --timeout=120s
 "$KUBECTL" get agd,deploy,pods -o wide
+if [ "${USE_DEV:-0}" = 1 ]; then
+  "$KUBECTL" apply -f examples/gateway-echo.yaml
+  "$KUBECTL" wait --for=condition=Ready agd/echo --timeout=120s
+  GATEWAY="$(.venv/bin/python -c 'from autoglm_devcluster.cluster import DevCluster; print(DevCluster().gateway_url)')"
+  echo
+  echo "A request through the Gateway, answered by Triton (VERSION says which track):"
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    curl -sf --retry 20 --retry-all-errors --retry-delay 1 -H "Host: echo.example" -X POST "$GATEWAY/v2/models/echo/infer" \
+      -d '{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"FP32","data":[1.5]}]}' && echo && break
+  done
+  SPLIT_HINT="  for i in \$(seq 100); do curl -s -H 'Host: echo.example' -X POST $GATEWAY/v2/models/echo/infer -d '{\"inputs\":[{\"name\":\"INPUT0\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}' | grep -o '\"VERSION\".*'; done | sort | uniq -c   # the 80/20 split"
+fi
 cat <<MSG
 
 The operator is running (log: out/operator.log, metrics: http://127.0.0.1:8080/metrics).
@@ -40,6 +59,8 @@ Try, in another shell:
   kubectl describe agd autoglm-phone              # conditions and the operator's Events
   kubectl patch agd autoglm-phone --type=merge -p '{"spec":{"runtime":{"replicas":3}}}'
   kubectl get nodes -L nvidia.com/gpu.product      # the GPU and edge fleet
+  kubectl autoglm status echo --watch              # (PATH=.venv/bin:\$PATH) tracks, weights, health
+${SPLIT_HINT:-}
 Stop with Ctrl-C; remove the local cluster with: .venv/bin/autoglm-dev-cluster down
 MSG
 wait $OPERATOR_PID

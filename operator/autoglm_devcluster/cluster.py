@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 #: With the data plane on: real Triton processes behind Triton pods, and Envoy Gateway.
 DATA_PLANE_COMPONENTS = ("pod-runtime", "envoy-gateway")
-TRITON_POD_SELECTOR = "    - {key: '.spec.containers.[0].name', operator: NotIn, values: [triton]}\n"
+#: Triton pods serving a Python-backend model run as real processes in the data plane (the CPU
+#: tritonserver here has the Python backend only); TensorRT pods stay KWOK-simulated.
+PROCESS_BACKED_FORMATS = ("python",)
+TRITON_POD_SELECTOR = ("    - {key: '.metadata.labels[\"serving.autoglm.io/model-format\"]', operator: NotIn, "
+                       "values: [python]}\n")
 SERVICE_CIDR = "10.96.0.0/16"
 # Fake pods get loopback-range addresses: nothing the operator or a test sends to a pod IP
 # can leave the machine. (The data plane puts real servers at addresses of its own.)

@@ -1,6 +1,7 @@
 """Process-backed Triton pods: the container runtime this machine lacks, for Triton pods only.
 
-For every pod bound to a node whose main container is `triton` (as the operator renders it),
+For every pod bound to a node whose main container is `triton` (as the operator renders it) and
+whose model is a Python-backend one (the CPU tritonserver here has only that backend),
 this runtime does what a kubelet and a container runtime would:
   * volumes: the pod's ConfigMap becomes /model-config, its PersistentVolumeClaim's hostPath
     volume becomes /model-source, an emptyDir becomes /models: paths in the pod's own init script
@@ -264,6 +265,8 @@ class Runtime:
             containers = spec.get("containers") or []
             if not containers or containers[0].get("name") != "triton" or not spec.get("nodeName"):
                 continue
+            if (meta.get("labels") or {}).get("serving.autoglm.io/model-format") not in ("python",):
+                continue  # TensorRT engines cannot run here: KWOK simulates those pods
             if meta.get("deletionTimestamp"):
                 proc = self.pods.get(meta["uid"])
                 if proc is None:

@@ -18,6 +18,7 @@ LABEL_DEPLOYMENT = f"{GROUP}/deployment"
 LABEL_TRACK = f"{GROUP}/track"
 LABEL_MODEL = f"{GROUP}/model"
 LABEL_MODEL_VERSION = f"{GROUP}/model-version"
+LABEL_MODEL_FORMAT = f"{GROUP}/model-format"
 
 #: Hash of the desired state last applied to a child; equal hash means no write is needed.
 ANNOTATION_DESIRED_HASH = f"{GROUP}/desired-hash"

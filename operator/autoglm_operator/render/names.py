@@ -41,8 +41,9 @@ def track_selector(owner: str, track: str) -> dict[str, str]:
     return {r.LABEL_DEPLOYMENT: owner, r.LABEL_TRACK: track}
 
 
-def track_labels(owner: str, track: str, model: str, version: int) -> dict[str, str]:
+def track_labels(owner: str, track: str, model: str, version: int, fmt: str = "tensorrt_plan") -> dict[str, str]:
     return {
+        r.LABEL_MODEL_FORMAT: fmt,
         **owner_labels(owner),
         r.LABEL_NAME: "triton",
         r.LABEL_INSTANCE: owner,

@@ -56,7 +56,7 @@ def triton_args(spec: AutoGLMDeploymentSpec) -> list[str]:
 
 
 def desired_config_map(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, Any]:
-    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version)
+    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version, spec.model.format)
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": _metadata(owner, names.track_config(owner.name, track.name), labels),
             "data": {"config.pbtxt": desired_config_pbtxt(spec, track)}}
@@ -64,7 +64,7 @@ def desired_config_map(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track) 
 
 def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
                        images: ModelSourceImages | None = None) -> dict[str, Any]:
-    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version)
+    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version, spec.model.format)
     config_map = names.track_config(owner.name, track.name)
     source = desired_model_source(spec, track, config_map, images)
     res = spec.runtime.resources
@@ -134,7 +134,7 @@ def _service(owner: Owner, name: str, labels: dict[str, str], selector: dict[str
 
 
 def desired_track_service(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, Any]:
-    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version)
+    labels = names.track_labels(owner.name, track.name, spec.model.name, track.version, spec.model.format)
     return _service(owner, names.track_workload(owner.name, track.name), labels,
                     names.track_selector(owner.name, track.name))
 
