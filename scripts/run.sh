@@ -25,7 +25,7 @@ fi
 .venv/bin/autoglm-operator install-crds
 "$KUBECTL" wait --for=condition=Established crd/autoglmdeployments.serving.autoglm.io --timeout=60s >/dev/null
 mkdir -p out
-.venv/bin/autoglm-operator run --metrics-port 8080 --health-port 8081 > out/operator.log 2>&1 &
+.venv/bin/autoglm-operator run --metrics-port 18080 --health-port 18081 > out/operator.log 2>&1 &
 OPERATOR_PID=$!
 trap 'kill $OPERATOR_PID 2>/dev/null || true' EXIT INT TERM
 
@@ -52,7 +52,7 @@ if [ "${USE_DEV:-0}" = 1 ]; then
 fi
 cat <<MSG
 
-The operator is running (log: out/operator.log, metrics: http://127.0.0.1:8080/metrics).
+The operator is running (log: out/operator.log, metrics: http://127.0.0.1:18080/metrics).
 Try, in another shell:
   export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$KUBECTL"):\$PATH
   kubectl get agd                                  # stable/canary versions, weight, ready, phase
