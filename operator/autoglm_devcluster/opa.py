@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import toolchain
-from .processes import free_port
+from .processes import free_port, terminate, wait_http_ok
 
 
 @dataclass
@@ -30,25 +28,11 @@ class OpaProcess:
                                          "--log-level", "error", str(self.policies)],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"opa exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health?bundles", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except Exception:
-                time.sleep(0.1)
-        raise TimeoutError("opa did not become healthy")
+        wait_http_ok(f"{self.url}/health?bundles", self.process, timeout, "opa")
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        terminate(self.process)
 
     def __enter__(self) -> "OpaProcess":
         return self.start()

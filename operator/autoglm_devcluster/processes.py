@@ -89,8 +89,39 @@ class ManagedProcess:
                 time.sleep(0.05)
             if not self.is_running():
                 break
-        try:  # reap it if it is our child, so no zombie keeps its pid
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        for _ in range(50):  # reap it if it is our child, so no zombie keeps its pid
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+
+
+def wait_http_ok(url: str, process: subprocess.Popen, timeout: float, what: str) -> None:
+    """Poll ``url`` until it answers 200, failing early if ``process`` exits."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise TimeoutError(f"{what} did not become ready in {timeout:.0f} s")
+
+
+def terminate(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

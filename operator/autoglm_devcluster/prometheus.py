@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .processes import free_port
+from .processes import free_port, terminate, wait_http_ok
 
 
 @dataclass(frozen=True)
@@ -60,23 +58,11 @@ class PrometheusProcess:
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except Exception:
-                time.sleep(0.2)
-        raise TimeoutError("prometheus did not become ready")
+        wait_http_ok(f"{self.url}/-/ready", self.process, timeout, "prometheus")
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        terminate(self.process)
 
     def __enter__(self) -> "PrometheusProcess":
         return self.start()

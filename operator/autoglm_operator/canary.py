@@ -7,6 +7,7 @@ spec never sees drift it did not cause. A rollback holds until the canary's iden
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from dataclasses import dataclass
@@ -38,11 +39,54 @@ def canary_revision(spec: AutoGLMDeploymentSpec) -> str | None:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Where an automatic gray release stands (kept in status.traffic.step)."""
+
+    weight: int
+    status: dict[str, Any] | None
+    recheck_after: float | None
+
+
+def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, revision: str | None,
+               healthy: bool, now: datetime.datetime) -> StepProgress:
+    """The weight the canary should have now when spec.canary.steps is set.
+
+    Each step lasts at least its bakeSeconds (counted from when it began) and advances only while
+    the canary is healthy (Ready, not rolled back); after the last one the canary gets
+    spec.canary.weight. A new canary (version or engines) starts the walk again.
+    """
+    canary = spec.canary
+    if canary is None or not canary.steps:
+        return StepProgress(canary.weight if canary else 0, None, None)
+    steps = list(canary.steps)
+    index, started = 0, now
+    if previous and previous.get("canaryRevision") == revision:
+        index = min(int(previous.get("index", 0)), len(steps))
+        started = datetime.datetime.fromisoformat(previous["startedAt"].replace("Z", "+00:00"))
+    recheck = None
+    while index < len(steps):
+        baked = (now - started).total_seconds()
+        if not healthy:  # hold: a step advances only while the canary is Ready and not rolled back
+            break
+        if baked < steps[index].bake_seconds:
+            recheck = steps[index].bake_seconds - baked
+            break
+        index, started = index + 1, now
+        if index < len(steps):
+            recheck = float(steps[index].bake_seconds)
+            break
+    weight = steps[index].weight if index < len(steps) else canary.weight
+    status = {"index": index, "of": len(steps), "weight": weight, "canaryRevision": revision,
+              "startedAt": started.replace(microsecond=0).isoformat().replace("+00:00", "Z")}
+    return StepProgress(weight, status, recheck)
+
+
 def decide_traffic(spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
-                   rollback: dict[str, Any] | None) -> TrafficDecision:
+                   rollback: dict[str, Any] | None, configured: int | None = None) -> TrafficDecision:
     if spec.canary is None:
         return TrafficDecision(0, 0, "NoCanary", "all traffic to stable")
-    configured = spec.canary.weight
+    configured = spec.canary.weight if configured is None else configured
     if rollback:
         return TrafficDecision(configured, 0, "RolledBack",
                                f"canary rolled back ({rollback.get('reason')}); all traffic to stable")

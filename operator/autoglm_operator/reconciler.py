@@ -7,6 +7,7 @@ a child's desired content changed (compared by hash) or the status summary chang
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from prometheus_client import Counter, Histogram
 from . import placement, render
 from .analysis.sources import PodScraper, prometheus_sample
 from .analysis.verdicts import Finding, kubelet_verdict, metric_findings
-from .canary import canary_revision, decide_traffic, rollback_state
+from .canary import canary_revision, decide_traffic, rollback_state, walk_steps
 from .conditions import now_rfc3339
 from .traffic import Weights, provider_for
 from .api import resource as r
@@ -139,7 +140,16 @@ class Reconciler:
         canary_obs = next((o for o in observations if o.track.name == "canary"), None)
 
         rollback, requeue = await self._judge_canary(key, body, spec, canary_obs, events)
-        traffic = decide_traffic(spec, canary_obs, rollback)
+        previous_step = ((body.get("status") or {}).get("traffic") or {}).get("step")
+        healthy = bool(canary_obs and canary_obs.available and not rollback)
+        steps = walk_steps(spec, previous_step, canary_revision(spec), healthy,
+                           datetime.datetime.now(datetime.timezone.utc))
+        if steps.recheck_after is not None:
+            requeue = min(requeue or steps.recheck_after, steps.recheck_after)
+        if steps.status and previous_step and steps.status["index"] != previous_step.get("index"):
+            events.append(("Normal", "StepAdvanced", f"gray release step {steps.status['index']}/{steps.status['of']}: "
+                           f"canary weight {steps.weight}%"))
+        traffic = decide_traffic(spec, canary_obs, rollback, configured=steps.weight if steps.status else None)
         desired = render.desired_children(owner, spec)
         provider = provider_for(spec)
         if provider is not None:
@@ -160,6 +170,8 @@ class Reconciler:
         outcome = self._summarise(body, spec, generation, judged, events)
         outcome.status["tracks"] = {o.track.name: o.as_status() for o in observations}
         outcome.status["traffic"] = traffic.as_status()
+        if steps.status:
+            outcome.status["traffic"]["step"] = steps.status
         if rollback:
             outcome.status["rollback"] = rollback
             self._mark_rolled_back(outcome, rollback)

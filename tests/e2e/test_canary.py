@@ -142,3 +142,22 @@ def test_offline_edge_node_is_not_a_model_failure(operator, kubectl, namespace, 
     finally:
         kubectl("annotate", f"node/{node}", "fault.autoglm.io/node-")
         kubectl("wait", f"node/{node}", "--for=condition=Ready", "--timeout=60s", check=False)
+
+
+def test_steps_walk_the_weight_by_themselves(operator, kubectl, namespace):
+    body = canary_agd("walk", namespace, weight=40)
+    body["spec"]["canary"]["steps"] = [{"weight": 10, "bakeSeconds": 2}, {"weight": 25, "bakeSeconds": 2}]
+    kubectl.apply(body)
+    seen = []
+
+    def reached_final():
+        w = route_weights(kubectl, namespace, "walk").get("canary")
+        if w is not None and (not seen or seen[-1] != w):
+            seen.append(w)
+        return w == 40
+    wait_for(reached_final, 60, interval=0.1, what="walk to 40%")
+    assert [w for w in seen if w] == [10, 25, 40], seen
+    step = traffic(kubectl, namespace, "walk")["step"]
+    assert (step["index"], step["of"]) == (2, 2)
+    # The operator never wrote spec: the walk lives in status.
+    assert kubectl.get_json("agd", "-n", namespace, "walk")["metadata"]["generation"] == 1

@@ -221,3 +221,31 @@ def test_canary_that_is_not_ready_gets_no_request(plane):
     counts = client.versions(1000)
     assert counts == Counter({"v1": 1000}), counts
     assert route_canary_weight(dev, namespace, "broken") == 0
+
+
+def test_grpc_goes_through_the_grpcroute_too(plane):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    dev, namespace = plane
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("grpc", namespace, 50)))
+    dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/grpc", "--timeout=120s")
+    port = int(dev.gateway_url.rsplit(":", 1)[1])
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}",
+                                              channel_args=[("grpc.default_authority", f"grpc.{namespace}.test")])
+    data = np.array([1.0], dtype=np.float32)
+
+    def versions(n: int) -> Counter:
+        out: Counter = Counter()
+        for _ in range(n):
+            inp = grpcclient.InferInput("INPUT0", [1], "FP32")
+            inp.set_data_from_numpy(data)
+            try:
+                out[f"v{client.infer(MODEL, [inp]).as_numpy('VERSION')[0]}"] += 1
+            except Exception as e:
+                out[type(e).__name__] += 1
+        return out
+    wait_for(lambda: versions(10)["v2"] > 0, 60, interval=0.5, what="gRPC canary answering via Envoy")
+    counts = versions(400)
+    assert counts["v1"] + counts["v2"] == 400, counts
+    assert 0.4 <= counts["v2"] / 400 <= 0.6, counts

@@ -94,3 +94,25 @@ def test_render_status_reads_well():
                                                 "source": "prometheus"}}}}
     text = render_status(obj)
     assert "configured 10%, effective 0%" in text and "RolledBack" in text and "retry x" in text
+
+
+def test_steps_walk_while_healthy_and_hold_when_not():
+    from autoglm_operator.canary import walk_steps
+    spec = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1,
+                                 "engines": [{"computeCapability": "9.0", "file": "a"}]},
+                       "canary": {"version": 2, "weight": 50, "steps": [{"weight": 10, "bakeSeconds": 60},
+                                                                       {"weight": 25, "bakeSeconds": 60}]}})
+    rev = canary_revision(spec)
+    t0 = NOW
+    first = walk_steps(spec, None, rev, True, t0)
+    assert (first.weight, first.status["index"], first.recheck_after) == (10, 0, 60)
+    held = walk_steps(spec, first.status, rev, True, t0 + datetime.timedelta(seconds=30))
+    assert held.weight == 10 and 29 <= held.recheck_after <= 31
+    second = walk_steps(spec, first.status, rev, True, t0 + datetime.timedelta(seconds=61))
+    assert (second.weight, second.status["index"]) == (25, 1)
+    sick = walk_steps(spec, second.status, rev, False, t0 + datetime.timedelta(seconds=200))
+    assert sick.weight == 25  # an unhealthy canary does not advance
+    done = walk_steps(spec, second.status, rev, True, t0 + datetime.timedelta(seconds=130))
+    assert (done.weight, done.status["index"]) == (50, 2)
+    restarted = walk_steps(spec, done.status, "another-canary", True, t0 + datetime.timedelta(seconds=140))
+    assert restarted.weight == 10

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 API_CALL_SECONDS = Histogram("autoglm_operator_api_call_seconds", "Latency of the operator's API calls", ["verb"])
 API_WRITES = Counter("autoglm_operator_api_writes_total", "Writes the operator made to the API server",
-                     ["verb", "kind"])
+                     ["verb", "kind", "namespace"])
 
 _PLURALS = {"Deployment": ("apis/apps/v1", "deployments"), "Service": ("api/v1", "services"),
             "ConfigMap": ("api/v1", "configmaps"), "Pod": ("api/v1", "pods"), "Node": ("api/v1", "nodes"),
@@ -92,12 +92,12 @@ class KubeClient:
         """Server-side apply under the operator's single field manager."""
         meta = obj["metadata"]
         path = f"{collection_path(obj['kind'], meta.get('namespace'))}/{meta['name']}"
-        API_WRITES.labels("apply", obj["kind"]).inc()
+        API_WRITES.labels("apply", obj["kind"], meta.get("namespace") or "").inc()
         return self._call("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
                           query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")])
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        API_WRITES.labels("delete", kind).inc()
+        API_WRITES.labels("delete", kind, namespace or "").inc()
         try:
             self._call("DELETE", f"{collection_path(kind, namespace)}/{name}",
                        body={"propagationPolicy": "Background"})
@@ -107,7 +107,7 @@ class KubeClient:
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the AutoGLMDeployment's status subresource (never its spec)."""
-        API_WRITES.labels("patch-status", r.KIND).inc()
+        API_WRITES.labels("patch-status", r.KIND, namespace).inc()
         return self._call("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
                           body={"status": status}, content_type="application/merge-patch+json")
 
@@ -125,14 +125,14 @@ class KubeClient:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
             "source": {"component": r.FIELD_MANAGER}, "reportingComponent": r.FIELD_MANAGER,
         }
-        API_WRITES.labels("create", "Event").inc()
+        API_WRITES.labels("create", "Event", meta["namespace"]).inc()
         try:
             self._call("POST", collection_path("Event", meta["namespace"]), body=body)
         except ApiException as e:  # an Event is best effort; never fail a reconcile for it
             log.warning("could not post Event %s: %s", reason, e.reason)
 
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        API_WRITES.labels("patch", kind).inc()
+        API_WRITES.labels("patch", kind, namespace or "").inc()
         return self._call("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
                           content_type="application/merge-patch+json")
 
