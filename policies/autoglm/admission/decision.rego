@@ -26,9 +26,17 @@ violations := {
 	"engine-provenance": engine_provenance.violation,
 }
 
-mode(id) := data.autoglm.config.enforcement[id]
+# Enforcement comes from data; without data (or an unknown mode) a policy denies: a missing data
+# file must never turn every policy off.
+modes := {"deny", "warn", "dryrun"}
 
-mode(id) := data.autoglm.config.enforcement_default if not data.autoglm.config.enforcement[id]
+mode(id) := m if {
+	m := data.autoglm.config.enforcement[id]
+	m in modes
+} else := m if {
+	m := data.autoglm.config.enforcement_default
+	m in modes
+} else := "deny"
 
 messages(wanted) := sort([sprintf("[%s] %s: %s", [id, v.field, v.message]) |
 	some id, vs in violations

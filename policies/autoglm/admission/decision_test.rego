@@ -130,3 +130,26 @@ test_quantities if {
 	abs(data.autoglm.admission.lib.quantity("500m") - 0.5) < 0.000001
 	data.autoglm.admission.lib.quantity(4) == 4
 }
+
+test_removing_or_promoting_a_canary_is_not_a_weight_step if {
+	old := {"spec": {"canary": {"version": 2, "weight": 100}}}
+	upd := json.patch(good, [
+		{"op": "replace", "path": "/operation", "value": "UPDATE"},
+		{"op": "add", "path": "/old_object", "value": old},
+	])
+	d := admission.decision with input as production(upd)
+	d.allowed
+}
+
+test_empty_or_unparsable_quantities_are_refused if {
+	denied_by(with_spec(["runtime", "resources"], {"gpus": 1, "cpu": "4", "memory": ""}), "resource-limits")
+	denied_by(with_spec(["runtime", "resources"], {"gpus": 1, "cpu": null, "memory": "1Gi"}), "resource-limits")
+	denied_by(with_spec(["runtime", "resources"], {"gpus": 1, "cpu": "lots", "memory": "1Gi"}), "resource-limits")
+}
+
+test_without_data_policies_still_deny if {
+	bad := with_spec(["runtime", "image"], "nvcr.io/nvidia/tritonserver:latest")
+	d := admission.decision with input as bad with data.autoglm.config.enforcement as {}
+		with data.autoglm.config.enforcement_default as null
+	not d.allowed
+}

@@ -7,9 +7,12 @@ resources := object.get(lib.spec, ["runtime", "resources"], {})
 
 violation contains {"field": sprintf("spec.runtime.resources.%s", [name]), "message": msg} if {
 	some name in ["cpu", "memory"]
-	not resources[name]
-	msg := sprintf("%s must be set: it becomes the pod's request and limit", [name])
+	not usable(object.get(resources, name, null))
+	msg := sprintf("%s must be set to a quantity (e.g. \"4\", \"32Gi\"): it becomes the pod's request and limit", [name])
 }
+
+# Set, and a quantity the checks can read (null, "" and garbage are not).
+usable(q) if lib.quantity(q)
 
 violation contains {"field": "spec.runtime.resources.cpu", "message": msg} if {
 	lib.quantity(resources.cpu) > lib.quantity(data.autoglm.config.max_cpu)
