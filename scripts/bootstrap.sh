@@ -8,6 +8,21 @@ cd "$(dirname "$0")/.."
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; fi
 command -v go >/dev/null 2>&1 || { echo "bootstrap: Go 1.26+ is required to build the control plane (https://go.dev/dl/)" >&2; exit 1; }
 
+# Debian packages the tests use: Prometheus (metric analysis), iproute2 (the data plane's network
+# namespace), curl, and a kubectl on PATH (the machine's own client must work with our kubeconfig).
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: please install these Debian packages: ${missing[*]}" >&2
+  fi
+fi
+
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
