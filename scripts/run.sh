@@ -3,7 +3,7 @@
 # local cluster first; then it installs the CRDs, runs the operator and applies the example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/bootstrap.sh
+./scripts/bootstrap.sh envoy-gateway
 KUBECTL="$(.venv/bin/python -c 'from autoglm_devcluster import toolchain as t; print(t.KUBERNETES.path("kubectl"))')"
 
 if [ -n "${KUBECONFIG:-}" ] || [ -f "$HOME/.kube/config" ]; then
