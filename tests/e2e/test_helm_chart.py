@@ -40,7 +40,7 @@ def test_chart_copies_match_the_repository():
     assert filecmp.cmp(REPO / "crds" / "serving.autoglm.io_autoglmdeployments.yaml",
                        CHART / "crds" / "serving.autoglm.io_autoglmdeployments.yaml", shallow=False)
     for source in (REPO / "policies").rglob("*"):
-        if source.is_file() and not source.name.endswith("_test.rego"):
+        if source.suffix in (".rego", ".json") and not source.name.endswith("_test.rego"):
             copy = CHART / "files" / "policies" / source.relative_to(REPO / "policies")
             assert copy.exists() and filecmp.cmp(source, copy, shallow=False), f"run charts/autoglm-operator/sync.sh ({copy})"
 
