@@ -68,8 +68,30 @@ class PodNetwork:
     def remove_pod_address(self, address: str) -> None:
         _ip("addr", "del", f"{address}/32", "dev", self.pod_link, netns=self.netns, check=False)
 
+    def kill_processes(self) -> None:
+        """Stop every process still running inside the namespace (the pods' servers)."""
+        import os
+        import signal
+        import time
+
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True,
+                                                   text=True).stdout.split()]
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and subprocess.run(
+                    ["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout.split():
+                time.sleep(0.1)
+
     def down(self) -> None:
+        if self.exists():
+            self.kill_processes()
         _ip("link", "del", self.host_link, check=False)
         if self.exists():
-            subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True)
             _ip("netns", "del", self.netns, check=False)

@@ -37,15 +37,26 @@ class ManagedProcess:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
         log.close()
-        self.pid_file.write_text(str(proc.pid))
+        self.pid_file.write_text(f"{proc.pid}\n{argv[0]}\n")
         return proc.pid
 
     @property
     def pid(self) -> int | None:
+        """The recorded pid, only while it is still the process we started: a pid file left by a
+        machine's earlier life must never make us signal whatever now has that pid."""
         try:
-            return int(self.pid_file.read_text())
-        except (FileNotFoundError, ValueError):
+            recorded = self.pid_file.read_text().split("\n")
+            pid = int(recorded[0])
+        except (FileNotFoundError, ValueError, IndexError):
             return None
+        executable = recorded[1] if len(recorded) > 1 else ""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            return pid  # gone (or a zombie being reaped): harmless to report
+        if executable and cmdline and os.path.basename(cmdline) != os.path.basename(executable):
+            return None  # an empty cmdline is a process mid-exec or a zombie: still ours
+        return pid
 
     def is_running(self) -> bool:
         pid = self.pid

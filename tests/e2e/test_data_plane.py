@@ -249,3 +249,4 @@ def test_grpc_goes_through_the_grpcroute_too(plane):
     counts = versions(400)
     assert counts["v1"] + counts["v2"] == 400, counts
     assert 0.4 <= counts["v2"] / 400 <= 0.6, counts
+
