@@ -83,15 +83,17 @@ class Controller:
     # -- watch events ----------------------------------------------------------------------
     def on_owner_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        self.store.observe(r.KIND, event_type, body)
+        changed = self.store.observe(r.KIND, event_type, body)
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
             self.queue.forget(key)
             return
-        self.queue.add(key)
+        if changed:  # the echo of our own status write needs no second reconcile
+            self.queue.add(key)
 
     def on_child_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
-        self.store.observe(kind, event_type, body)
+        if not self.store.observe(kind, event_type, body):
+            return  # the echo of our own apply: the reconcile that wrote it already knows
         meta = body["metadata"]
         owner = (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
         if owner and self.store.get(r.KIND, meta.get("namespace"), owner) is not None:

@@ -361,7 +361,14 @@ class Reconciler:
             new = outcome.status.get("phase")
             ready = next((c for c in outcome.status.get("conditions", []) if c["type"] == READY), None)
             kind = "Normal" if new in ("Ready", "Progressing") else "Warning"
-            outcome.events.append((kind, f"Phase{new}", ready["message"] if ready else new))
+            message = ready["message"] if ready else new
+            applied = [i for i, e in enumerate(outcome.events) if e[1] == "Applied"]
+            if not current.get("phase") and new == "Progressing" and applied:
+                # A new resource: one Event says what was created and what it now waits for.
+                i = applied[0]
+                outcome.events[i] = (*outcome.events[i][:2], f"{outcome.events[i][2]}; {message}")
+            else:
+                outcome.events.append((kind, f"Phase{new}", message))
         if patch:
             updated = await self._io_call(self.client.patch_status, meta["namespace"], meta["name"], patch)
             if updated:

@@ -34,22 +34,30 @@ class ObservedStore:
         owner = (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
         return (meta.get("namespace"), owner) if owner else None
 
-    def observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+    def observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> bool:
+        """Record a watch event (or our own write's result). False only for the very version the
+        store already holds, such as the watch echo of the operator's own write: nothing new to
+        reconcile. A late event for an older version is not stored (we hold a newer copy) but
+        still reports True: what changed in it may not have been reconciled yet."""
         meta = obj.get("metadata") or {}
         key = (kind, meta.get("namespace"), meta["name"])
         old = self._objects.get(key)
-        if old is not None and event_type != "DELETED" and _older(obj, old):
-            return  # a late watch event for a state we already hold a newer copy of (our own write)
+        if old is not None and event_type != "DELETED":
+            if meta.get("resourceVersion") and meta.get("resourceVersion") == old["metadata"].get("resourceVersion"):
+                return False
+            if _older(obj, old):
+                return True
         if old is not None and (owner := self._owner_of(old)):
             self._by_owner[owner].discard(key)
         if event_type == "DELETED":
             self._objects.pop(key, None)
             self._by_kind[kind].pop(key, None)
-            return
+            return old is not None
         self._objects[key] = obj
         self._by_kind[kind][key] = obj
         if owner := self._owner_of(obj):
             self._by_owner[owner].add(key)
+        return True
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self._objects.get((kind, namespace, name))
