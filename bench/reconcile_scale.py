@@ -181,9 +181,9 @@ def run_phase(client, kind_path, make, count, rate, timeout):
     while len(done) < count and time.monotonic() < deadline:
         time.sleep(0.2)
     stop.set()
-    latencies = [done[n] - created[n] for n in done]
+    timeline = sorted((created[n] - t0, done[n] - created[n]) for n in done)
     total = (max(done.values()) - t0) if done else float("nan")
-    return latencies, total, len(done)
+    return timeline, total, len(done)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -208,11 +208,18 @@ def agd_path(ns: str) -> str:
 
 @dataclass
 class Phase:
-    latencies: list[float]
+    timeline: list[tuple[float, float]]  # (seconds after the first create, latency) per resource
     total: float
     converged: int
     cpu: dict[str, float]  # CPU seconds per component during the phase
     rss_mb: float = float("nan")
+
+    @property
+    def latencies(self) -> list[float]:
+        return [latency for _, latency in self.timeline]
+
+    def window(self, start: float, end: float) -> list[float]:
+        return [latency for at, latency in self.timeline if start <= at < end]
 
     def cpu_ms_per_resource(self, *labels: str) -> float:
         return 1000 * sum(v for k, v in self.cpu.items() if k in labels) / max(self.converged, 1)
@@ -220,10 +227,10 @@ class Phase:
 
 def timed_phase(client, handler: subprocess.Popen, path: str, make, count: int, rate: float, timeout: float) -> Phase:
     before = cpu_seconds({"handler": handler.pid})
-    latencies, total, converged = run_phase(client, path, make, count, rate, timeout)
+    timeline, total, converged = run_phase(client, path, make, count, rate, timeout)
     time.sleep(3)  # let the controllers' reactions to the last children land in the CPU count
     after = cpu_seconds({"handler": handler.pid})
-    return Phase(latencies, total, converged, {k: after[k] - before.get(k, 0.0) for k in after})
+    return Phase(timeline, total, converged, {k: after[k] - before.get(k, 0.0) for k in after})
 
 
 def start_kopf(source: str, ns: str, env: dict) -> subprocess.Popen:
@@ -338,6 +345,21 @@ def main() -> int:
           f"the same children and status; 'trivial' = a handler writing only status of a trivial resource. "
           f"Ratio: ours / same writes.\n")
     print(table(rows, ("measure", "autoglm-operator", "floor: same writes", "floor: trivial", "ratio")))
+
+    # Latency by when the resource was created: shows whether a tail comes from a backlog that
+    # grows (the machine cannot keep up with the rate) or from isolated stalls.
+    span = args.count / args.rate
+    step = max(span / 10, 1.0)
+    windows = []
+    start = 0.0
+    while start < span:
+        a, b = ours.window(start, start + step), same.window(start, start + step)
+        windows.append((f"{start:.0f}-{start + step:.0f}", len(a), f"{pct(a, .5):.3f}", f"{pct(a, .99):.3f}",
+                        len(b), f"{pct(b, .5):.3f}", f"{pct(b, .99):.3f}"))
+        start += step
+    print("\nLatency (s) by creation time (seconds after the first create)\n")
+    print(table(windows, ("created at (s)", "ours n", "ours p50", "ours p99", "same-writes n", "same-writes p50",
+                          "same-writes p99")))
     return 0
 
 
