@@ -13,11 +13,13 @@ from .kube.client import KubeClient
 from .kube.informer import Informer
 from .kube.store import ObservedStore
 from .reconciler import Reconciler
+from .traffic.gateway_api import overlaps
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
 RECONCILE_CRASHES = Counter("autoglm_operator_reconcile_crashes_total", "Reconciles that raised an unexpected error")
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change being observed to its reconcile ending")
 
 
@@ -26,6 +28,7 @@ class Controller:
         self.store = ObservedStore()
         self.queue = WorkQueue()
         self.reconciler = Reconciler(client, self.store, workers)
+        self.reconciler.on_child_written = self.on_child_written
         self.workers = workers
 
     async def start(self, namespaces: list[str] | None = None) -> None:
@@ -47,7 +50,7 @@ class Controller:
         self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop))
         if await asyncio.to_thread(_gateway_api_installed, client):
             self.informers += [Informer(client, kind, ns, selector, self._on_informer_event, loop)
-                               for kind in ("HTTPRoute", "GRPCRoute") for ns in scopes]
+                               for kind in ROUTE_KINDS for ns in scopes]
         else:
             log.warning("Gateway API CRDs not found: spec.traffic.gateway cannot be honoured until they are installed")
         for informer in self.informers:
@@ -92,12 +95,31 @@ class Controller:
             self.queue.add(key)
 
     def on_child_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        old = self.store.get(kind, body["metadata"].get("namespace"), body["metadata"]["name"])
         if not self.store.observe(kind, event_type, body):
             return  # the echo of our own apply: the reconcile that wrote it already knows
         meta = body["metadata"]
-        owner = (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
-        if owner and self.store.get(r.KIND, meta.get("namespace"), owner) is not None:
-            self.queue.add((meta["namespace"], owner))
+        self._enqueue_owner(meta.get("namespace"), (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT))
+        self.on_child_written(kind, old, body if event_type != "DELETED" else None)
+
+    def on_child_written(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """A child changed (seen by watch, or written by a reconcile). When a route appeared, went
+        or moved, the deployments whose routes share requests with it re-judge who wins them."""
+        if kind not in ROUTE_KINDS or _route_claim(old) == _route_claim(new):
+            return
+        for route in (old, new):
+            if route is None:
+                continue
+            source = (route["metadata"].get("namespace"), (route["metadata"].get("labels") or {}).get(r.LABEL_DEPLOYMENT))
+            for other in self.store.all(kind):
+                other_owner = (other["metadata"].get("namespace"),
+                               (other["metadata"].get("labels") or {}).get(r.LABEL_DEPLOYMENT))
+                if other_owner != source and overlaps(route, other):
+                    self._enqueue_owner(*other_owner)
+
+    def _enqueue_owner(self, namespace: str | None, owner: str | None) -> None:
+        if owner and self.store.get(r.KIND, namespace, owner) is not None:
+            self.queue.add((namespace, owner))
 
     def on_node_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         old = self.store.get("Node", None, body["metadata"]["name"])
@@ -106,6 +128,15 @@ class Controller:
             return  # a heartbeat: nothing a deployment's status depends on changed
         for owner in self.store.all(r.KIND):
             self.queue.add((owner["metadata"]["namespace"], owner["metadata"]["name"]))
+
+
+def _route_claim(route: dict[str, Any] | None) -> tuple | None:
+    """What decides which requests a route takes (not its backends' weights)."""
+    if route is None:
+        return None
+    spec = route.get("spec") or {}
+    return (repr(spec.get("parentRefs")), repr(spec.get("hostnames")),
+            repr([rule.get("matches") for rule in spec.get("rules") or []]))
 
 
 def _gateway_api_installed(client: KubeClient) -> bool:

@@ -12,7 +12,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
@@ -25,7 +25,7 @@ from .conditions import now_rfc3339
 from .traffic import Weights, provider_for
 from .api import resource as r
 from .api.spec import AutoGLMDeploymentSpec, SpecError, parse_spec
-from .conditions import DEGRADED, PROGRESSING, READY, Condition, merge_conditions
+from .conditions import DEGRADED, PROGRESSING, READY, Condition, condition, merge_conditions
 from .kube.client import KubeClient, api_error_message
 from .kube.store import ObservedStore
 from .observed import TrackObservation, observe_track
@@ -94,6 +94,8 @@ class Reconciler:
         self._drain_started: dict[tuple[str, str], float] = {}
         #: Seconds a removed canary keeps serving after routes stopped naming it.
         self.drain_seconds = 3.0
+        #: Told of each child this reconciler wrote (the controller re-judges overlapping routes).
+        self.on_child_written: Callable[[str, dict | None, dict | None], None] = lambda kind, old, new: None
 
     async def _io_call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -175,6 +177,11 @@ class Reconciler:
         if rollback:
             outcome.status["rollback"] = rollback
             self._mark_rolled_back(outcome, rollback)
+        if provider is not None:
+            conflicts = self._route_conflicts(owner, provider, desired)
+            if conflicts:
+                outcome.status["traffic"]["conflicts"] = conflicts
+                self._mark_route_conflicts(body, outcome, conflicts)
         analysis = self._analysis.get(key)
         if analysis and analysis.failures:
             outcome.status["analysis"] = {"consecutiveMetricFailures": analysis.failures,
@@ -256,6 +263,46 @@ class Reconciler:
         if outcome.status["phase"] == "Ready":
             outcome.status["phase"] = "Degraded"
 
+    def _route_conflicts(self, owner: Owner, provider: Any, desired: list[dict[str, Any]]) -> list[str]:
+        """Routes of other deployments that take requests ours also matches (they win them)."""
+        found = []
+        for route in (o for o in desired if o["kind"] in provider.kinds):
+            meta = route["metadata"]
+            live = self.store.get(route["kind"], meta["namespace"], meta["name"])
+            ours = {**route, "metadata": (live or route)["metadata"]}
+            for other in self.store.all(route["kind"]):
+                other_meta = other["metadata"]
+                other_owner = (other_meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
+                if (other_meta.get("namespace"), other_owner) == (owner.namespace, owner.name) \
+                        or other_meta.get("deletionTimestamp") or not other_owner:
+                    continue
+                if provider.overlaps(ours, other) and provider.precedes(other, ours):
+                    found.append(f"{route['kind']} {other_meta['namespace']}/{other_meta['name']} "
+                                 f"(AutoGLMDeployment {other_meta['namespace']}/{other_owner})")
+        return sorted(found)
+
+    @staticmethod
+    def _mark_route_conflicts(body: dict[str, Any], outcome: Outcome, conflicts: list[str]) -> None:
+        message = ("requests this deployment's routes match are taken by older routes on the same Gateway "
+                   f"listener: {'; '.join(conflicts)}. Fix: give the deployments distinct spec.traffic.hostnames, "
+                   "or attach them to different listeners with spec.traffic.gateway.sectionName")
+        for c in outcome.status["conditions"]:
+            if c["type"] != DEGRADED:
+                continue
+            if c["status"] == "True" and c["reason"] != "RouteConflict":
+                c["message"] += f"; also, {message}"
+            else:
+                if c["status"] != "True":
+                    was = condition(body.get("status"), DEGRADED) or {}
+                    since = was.get("lastTransitionTime") if was.get("status") == "True" else None
+                    c.update(status="True", lastTransitionTime=since or now_rfc3339())
+                c.update(reason="RouteConflict", message=message)
+        if outcome.status["phase"] == "Ready":
+            outcome.status["phase"] = "Degraded"
+        before = ((body.get("status") or {}).get("traffic") or {}).get("conflicts")
+        if before != conflicts:
+            outcome.events.append(("Warning", "RouteConflict", message))
+
     async def _apply_changed(self, desired: list[dict[str, Any]]) -> list[str]:
         """Apply, concurrently, each child whose desired content differs from what was last applied."""
         changed = []
@@ -270,7 +317,9 @@ class Reconciler:
         results = await asyncio.gather(*(self._io_call(self.client.apply, o) for o in changed))
         for obj in results:  # our own writes are in the store at once, before their watch events
             if obj and obj.get("kind"):
+                before = self.store.get(obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
                 self.store.observe(obj["kind"], "MODIFIED", obj)
+                self.on_child_written(obj["kind"], before, obj)
         return [f"{o['kind']} {o['metadata']['name']}" for o in changed]
 
     async def _prune(self, owner: Owner, spec: AutoGLMDeploymentSpec, desired: list[dict[str, Any]],

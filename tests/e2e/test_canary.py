@@ -161,3 +161,58 @@ def test_steps_walk_the_weight_by_themselves(operator, kubectl, namespace):
     assert (step["index"], step["of"]) == (2, 2)
     # The operator never wrote spec: the walk lives in status.
     assert kubectl.get_json("agd", "-n", namespace, "walk")["metadata"]["generation"] == 1
+
+
+def degraded(kubectl, namespace, name) -> dict:
+    st = kubectl.get_json("agd", "-n", namespace, name).get("status") or {}
+    return next((c for c in st.get("conditions") or [] if c["type"] == "Degraded"), {})
+
+
+def test_routes_taking_each_others_requests_are_reported_on_the_newer_one(operator, kubectl, namespace):
+    def routed(name: str, hostnames: list[str] | None = None) -> dict:
+        body = agd(name)
+        body["metadata"]["namespace"] = namespace
+        body["spec"]["traffic"] = {"gateway": {"name": "autoglm-gateway", "namespace": namespace},
+                                   **({"hostnames": hostnames} if hostnames else {})}
+        return body
+
+    def conflict(name: str) -> str | None:
+        c = degraded(kubectl, namespace, name)
+        return c["message"] if c.get("status") == "True" and c.get("reason") == "RouteConflict" else None
+
+    kubectl.apply(routed("first"))
+    wait_for(lambda: kubectl("get", "grpcroute", "-n", namespace, "first", check=False).returncode == 0, 30,
+             what="first's routes")
+    kubectl.apply(routed("second"))
+    message = wait_for(lambda: conflict("second"), 30, what="second reports the conflict")
+    # Same model name and no hostnames: the older deployment takes both its HTTP and its gRPC requests.
+    assert f"GRPCRoute {namespace}/first (AutoGLMDeployment {namespace}/first)" in message
+    assert f"HTTPRoute {namespace}/first" in message and "spec.traffic.hostnames" in message
+    assert degraded(kubectl, namespace, "first").get("status") == "False"
+    assert kubectl.get_json("agd", "-n", namespace, "second")["status"]["traffic"]["conflicts"]
+    events = kubectl.get_json("events", "-n", namespace, "--field-selector",
+                              "involvedObject.name=second,reason=RouteConflict")["items"]
+    assert events and events[0]["type"] == "Warning"
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/second", "--timeout=60s")
+    versions = kubectl.get_json("agd", "-n", namespace, "second")["metadata"]["resourceVersion"]
+    time.sleep(2)  # a standing conflict is reported once, not rewritten by every reconcile
+    assert kubectl.get_json("agd", "-n", namespace, "second")["metadata"]["resourceVersion"] == versions
+
+    # The fix the message names. first still matches every hostname, so second stays in conflict
+    # until first narrows too; then first's route change alone must clear second.
+    kubectl("patch", "agd", "-n", namespace, "second", "--type=merge", "-p",
+            '{"spec":{"traffic":{"hostnames":["second.example.com"]}}}')
+    time.sleep(2)
+    assert conflict("second")
+    kubectl("patch", "agd", "-n", namespace, "first", "--type=merge", "-p",
+            '{"spec":{"traffic":{"hostnames":["first.example.com"]}}}')
+    wait_for(lambda: degraded(kubectl, namespace, "second").get("status") == "False", 30, what="conflict cleared")
+    assert "conflicts" not in kubectl.get_json("agd", "-n", namespace, "second")["status"]["traffic"]
+
+    # A newcomer matching every hostname loses to both; it recovers when they are deleted.
+    kubectl.apply(routed("third"))
+    message = wait_for(lambda: conflict("third"), 30, what="third reports the conflict")
+    assert f"{namespace}/first" in message and f"{namespace}/second" in message
+    kubectl("delete", "agd", "-n", namespace, "first", "second")
+    wait_for(lambda: degraded(kubectl, namespace, "third").get("status") == "False", 60,
+             what="conflict cleared once the older routes are gone")

@@ -1,5 +1,9 @@
 """Gateway API provider: an HTTPRoute (Triton HTTP, port 8000) and a GRPCRoute (Triton gRPC,
-port 8001) whose weighted backendRefs point at the stable and canary track Services."""
+port 8001) whose weighted backendRefs point at the stable and canary track Services.
+
+Two routes on one listener may claim the same requests. Gateway API then gives them to the
+oldest route (then the first by namespace/name), silently: :func:`overlaps` and :func:`precedes`
+let the operator say so on the route that loses."""
 
 from __future__ import annotations
 
@@ -63,3 +67,91 @@ class GatewayAPIProvider:
             else:
                 stable += weight
         return Weights(stable, canary)
+
+    def overlaps(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+        return overlaps(a, b)
+
+    def precedes(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+        return precedes(a, b)
+
+
+# -- conflicts between routes on a shared listener ----------------------------------------------
+
+def _same_parent(a: Mapping[str, Any], b: Mapping[str, Any], a_ns: str, b_ns: str) -> bool:
+    def key(p: Mapping[str, Any], ns: str) -> tuple:
+        return (p.get("group", "gateway.networking.k8s.io"), p.get("kind", "Gateway"), p.get("namespace") or ns,
+                p.get("name"))
+    if key(a, a_ns) != key(b, b_ns):
+        return False
+    # No sectionName means every listener of the Gateway; the same for port.
+    return all(a.get(f) is None or b.get(f) is None or a.get(f) == b.get(f) for f in ("sectionName", "port"))
+
+
+def _hostnames_intersect(a: list[str], b: list[str]) -> bool:
+    """Gateway API hostname matching: no hostnames means any; ``*.x`` matches any name under x."""
+    if not a or not b:
+        return True
+
+    def match(h: str, g: str) -> bool:
+        if h == g:
+            return True
+        if h.startswith("*."):
+            return g.endswith(h[1:]) and (not g.startswith("*.") or len(g) >= len(h))
+        return g.startswith("*.") and h.endswith(g[1:])
+    return any(match(x, y) or match(y, x) for x in a for y in b)
+
+
+def _path_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    def elements(p: Mapping[str, Any]) -> tuple[str, list[str]]:
+        return p.get("type", "PathPrefix"), [e for e in (p.get("value") or "/").split("/") if e]
+    (ta, ea), (tb, eb) = elements(a), elements(b)
+    if ta == "Exact" and tb == "Exact":
+        return ea == eb
+    if ta == "Exact":
+        return ea[:len(eb)] == eb
+    if tb == "Exact":
+        return eb[:len(ea)] == ea
+    shorter = min(len(ea), len(eb))
+    return ea[:shorter] == eb[:shorter]  # PathPrefix matches whole path elements
+
+
+def _grpc_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(f) is None or b.get(f) is None or a.get(f) == b.get(f) for f in ("service", "method"))
+
+
+def _matches_overlap(kind: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether some request matches both. Header, query and method matches are taken as
+    possibly overlapping: a warning on a doubtful case beats silence on a real one."""
+    for ra in a.get("rules") or [{}]:
+        for rb in b.get("rules") or [{}]:
+            for ma in ra.get("matches") or [{}]:
+                for mb in rb.get("matches") or [{}]:
+                    if kind == "GRPCRoute":
+                        hit = _grpc_overlap(ma.get("method") or {}, mb.get("method") or {})
+                    else:
+                        hit = _path_overlap(ma.get("path") or {}, mb.get("path") or {})
+                    if hit:
+                        return True
+    return False
+
+
+def overlaps(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether routes ``a`` and ``b`` (same kind) attach to a common listener and match a common request."""
+    if a.get("kind") != b.get("kind"):
+        return False
+    a_ns, b_ns = a["metadata"].get("namespace", ""), b["metadata"].get("namespace", "")
+    sa, sb = a.get("spec") or {}, b.get("spec") or {}
+    if not any(_same_parent(pa, pb, a_ns, b_ns) for pa in sa.get("parentRefs") or [] for pb in sb.get("parentRefs") or []):
+        return False
+    return _hostnames_intersect(sa.get("hostnames") or [], sb.get("hostnames") or []) and \
+        _matches_overlap(a["kind"], sa, sb)
+
+
+def precedes(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether ``a`` wins over ``b`` where they overlap: the older creationTimestamp, then the
+    first ``namespace/name`` (Gateway API's rule). A route not created yet is the newest."""
+    def rank(route: Mapping[str, Any]) -> tuple:
+        meta = route["metadata"]
+        created = meta.get("creationTimestamp")
+        return (created is None, created or "", f"{meta.get('namespace', '')}/{meta.get('name', '')}")
+    return rank(a) < rank(b)

@@ -1,0 +1,62 @@
+"""Which of two Gateway API routes gets the requests both match (pure functions)."""
+
+from __future__ import annotations
+
+from autoglm_operator.api.spec import parse_spec
+from autoglm_operator.traffic import Weights
+from autoglm_operator.render.workload import Owner
+from autoglm_operator.traffic.gateway_api import GatewayAPIProvider, overlaps, precedes
+
+
+def routes(name: str, model: str = "m", namespace: str = "ns", **traffic):
+    spec = parse_spec({"model": {"name": model, "repository": {"uri": "pvc://store/triton"}, "version": 1,
+                                 "format": "onnx"},
+                       "runtime": {"replicas": 1, "resources": {"gpus": 0}},
+                       "traffic": {"gateway": {"name": "gw", "namespace": "infra"}, **traffic}})
+    http, grpc = GatewayAPIProvider().desired_routes(Owner(name, namespace, "uid-" + name), spec, Weights(100, 0))
+    return http, grpc
+
+
+def test_grpc_routes_on_one_listener_always_overlap_but_http_only_for_the_same_model():
+    a_http, a_grpc = routes("a", model="m1")
+    b_http, b_grpc = routes("b", model="m2", namespace="other")
+    assert overlaps(a_grpc, b_grpc)  # Triton's gRPC service carries every model
+    assert not overlaps(a_http, b_http)  # /v2/models/m1 and /v2/models/m2
+    assert overlaps(a_http, routes("c", model="m1")[0])
+    assert not overlaps(a_http, a_grpc)  # different kinds never compete
+
+
+def test_path_prefixes_match_whole_path_elements():
+    a, _ = routes("a", model="llama")
+    b, _ = routes("b", model="llama-2")  # /v2/models/llama does not take /v2/models/llama-2
+    assert not overlaps(a, b)
+
+
+def test_distinct_hostnames_or_listeners_separate_routes():
+    _, a = routes("a", hostnames=["a.example.com"])
+    _, b = routes("b", hostnames=["b.example.com"])
+    assert not overlaps(a, b)
+    _, wildcard = routes("w", hostnames=["*.example.com"])
+    assert overlaps(a, wildcard) and overlaps(wildcard, b)
+    _, bare = routes("bare", hostnames=["example.com"])
+    assert not overlaps(bare, wildcard)  # *.example.com does not match example.com itself
+    _, any_host = routes("any")
+    assert overlaps(any_host, a)
+    _, one = routes("one", gateway={"name": "gw", "namespace": "infra", "sectionName": "grpc-a"})
+    _, two = routes("two", gateway={"name": "gw", "namespace": "infra", "sectionName": "grpc-b"})
+    assert not overlaps(one, two)
+    assert overlaps(one, any_host)  # no sectionName: every listener of the Gateway
+    _, elsewhere = routes("e", gateway={"name": "gw2", "namespace": "infra"})
+    assert not overlaps(elsewhere, any_host)
+
+
+def test_the_oldest_route_then_namespace_name_wins():
+    _, a = routes("a")
+    _, b = routes("b")
+    a["metadata"]["creationTimestamp"] = "2026-01-02T00:00:00Z"
+    b["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    assert precedes(b, a) and not precedes(a, b)
+    b["metadata"]["creationTimestamp"] = a["metadata"]["creationTimestamp"]
+    assert precedes(a, b) and not precedes(b, a)
+    _, new = routes("0-not-created-yet")
+    assert precedes(a, new) and not precedes(new, a)
