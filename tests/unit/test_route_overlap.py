@@ -60,3 +60,34 @@ def test_the_oldest_route_then_namespace_name_wins():
     assert precedes(a, b) and not precedes(b, a)
     _, new = routes("0-not-created-yet")
     assert precedes(a, new) and not precedes(new, a)
+
+
+def test_a_route_that_appears_moves_or_goes_makes_overlapping_deployments_judge_again():
+    from autoglm_operator.api import resource as r
+    from autoglm_operator.controller import Controller
+    from autoglm_operator.workqueue import WorkQueue
+
+    controller = Controller(client=None)
+    store = controller.store
+    for name, host in (("older", None), ("elsewhere", "b.example.com")):
+        store.observe(r.KIND, "ADDED", {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}})
+        _, grpc = routes(name, **({"hostnames": [host]} if host else {}))
+        grpc["metadata"].update(resourceVersion="2", labels={r.LABEL_DEPLOYMENT: name})
+        store.observe("GRPCRoute", "ADDED", grpc)
+    _, new = routes("new", hostnames=["a.example.com"])
+    new["metadata"]["labels"] = {r.LABEL_DEPLOYMENT: "new"}
+
+    def queued():
+        keys = set(controller.queue._queued)
+        controller.queue = WorkQueue()
+        return keys
+
+    controller.on_child_written("GRPCRoute", None, new)  # appears: overlaps "older" (any host) only
+    assert queued() == {("ns", "older")}
+    controller.on_child_written("GRPCRoute", new, new)  # weights may change, the claim did not
+    assert queued() == set()
+    moved = {**new, "spec": {**new["spec"], "hostnames": ["b.example.com"]}}
+    controller.on_child_written("GRPCRoute", new, moved)  # moves: both the old and the new neighbours
+    assert queued() == {("ns", "older"), ("ns", "elsewhere")}
+    controller.on_child_written("GRPCRoute", moved, None)  # goes
+    assert queued() == {("ns", "older"), ("ns", "elsewhere")}
