@@ -115,6 +115,37 @@ def test_namespace_scoped_policies(admission, kubectl):
         kubectl("label", "namespace", ns, "serving.autoglm.io/environment-")
 
 
+def test_a_route_that_would_lose_its_requests_is_warned_at_apply(admission, kubectl):
+    ns = admission["namespace"]
+
+    def routed(name: str, hostnames: list[str] | None = None) -> dict:
+        body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+        body["metadata"].update(name=name, namespace=ns)
+        body["spec"]["runtime"]["replicas"] = 1
+        body["spec"]["traffic"] = {"gateway": {"name": "shared", "namespace": ns},
+                                   **({"hostnames": hostnames} if hostnames else {})}
+        return body
+
+    first = kubectl.apply(routed("first-on-gateway"))
+    assert "route-overlap" not in first.stderr, first.stderr
+    second = routed("second-on-gateway")
+    text = yaml.safe_dump(second)
+    warned = wait_for(lambda: "route-overlap" in (r := kubectl("apply", "--dry-run=server", "-f", "-", input=text,
+                                                               check=False)).stderr and r, 10,
+                      what="the webhook's cache to hold the first deployment")
+    assert warned.returncode == 0  # a warning, not a denial
+    applied = kubectl.apply(second)
+    assert (f"Warning: [route-overlap] spec.traffic: the GRPCRoute and HTTPRoute of this deployment would match "
+            f"requests that AutoGLMDeployment {ns}/first-on-gateway") in applied.stderr, applied.stderr
+    assert "spec.traffic.hostnames" in applied.stderr
+    separate = kubectl.apply(routed("third-on-gateway", hostnames=["third.example.com"]))
+    assert "third-on-gateway" in separate.stdout and "route-overlap" in separate.stderr  # first matches any host
+    kubectl("delete", "agd", "-n", ns, "first-on-gateway", "second-on-gateway", "third-on-gateway")
+    alone = yaml.safe_dump(routed("fourth-on-gateway"))
+    wait_for(lambda: "route-overlap" not in kubectl("apply", "--dry-run=server", "-f", "-", input=alone).stderr, 10,
+             what="no warning once the others are deleted")
+
+
 def test_audit_reports_resources_that_a_changed_policy_now_refuses(admission, kubectl, opa):
     ns = admission["namespace"]
     body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())

@@ -91,3 +91,30 @@ def test_a_route_that_appears_moves_or_goes_makes_overlapping_deployments_judge_
     assert queued() == {("ns", "older"), ("ns", "elsewhere")}
     controller.on_child_written("GRPCRoute", moved, None)  # goes
     assert queued() == {("ns", "older"), ("ns", "elsewhere")}
+
+
+def agd_body(name: str, created: str | None = None, model: str = "m", **traffic) -> dict:
+    meta = {"name": name, "namespace": "ns", **({"creationTimestamp": created} if created else {})}
+    return {"metadata": meta, "spec": {
+        "model": {"name": model, "repository": {"uri": "pvc://store/triton"}, "version": 1, "format": "onnx"},
+        "runtime": {"replicas": 1, "resources": {"gpus": 0}},
+        "traffic": {"gateway": {"name": "gw", "namespace": "infra"}, **traffic}}}
+
+
+def test_admission_warns_of_an_older_deployment_that_would_take_the_requests():
+    from autoglm_operator.admission.route_overlap import route_overlap_warnings
+
+    older = agd_body("older", created="2026-01-01T00:00:00Z")
+    (warning,) = route_overlap_warnings(agd_body("new"), [older])
+    assert warning.startswith("[route-overlap] spec.traffic: the GRPCRoute and HTTPRoute of this deployment")
+    assert "AutoGLMDeployment ns/older" in warning and "spec.traffic.hostnames" in warning
+    (warning,) = route_overlap_warnings(agd_body("new", model="other"), [older])
+    assert "the GRPCRoute of this" in warning  # other model: only gRPC (one service for all models) overlaps
+    assert route_overlap_warnings(agd_body("new", hostnames=["new.example.com"]),
+                                  [agd_body("older", created="2026-01-01T00:00:00Z", hostnames=["old.example.com"])]) == []
+    elsewhere = agd_body("new")
+    elsewhere["spec"]["traffic"]["gateway"]["name"] = "gw2"
+    assert route_overlap_warnings(elsewhere, [older]) == []
+    # An update of the older one itself, or of an older one next to a newer one, warns of nothing.
+    assert route_overlap_warnings(older, [older, agd_body("newer", created="2026-02-01T00:00:00Z")]) == []
+    assert route_overlap_warnings({"metadata": {"name": "x", "namespace": "ns"}, "spec": {}}, [older]) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any, Mapping
 
@@ -14,6 +15,7 @@ from ..kube.informer import Informer
 from ..kube.store import ObservedStore
 from .opa import Decision, OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage
+from .route_overlap import route_overlap_warnings
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ class AdmissionReviewer:
         decision = await self.decider.decide(build_policy_input(
             operation=operation, body=body, old=old, userinfo=userinfo, namespace=namespace,
             namespace_labels=labels, namespace_gpus=gpus))
+        if decision.allowed and self.synced:
+            overlap = route_overlap_warnings(body, self.store.all(r.KIND))
+            if overlap:
+                decision = dataclasses.replace(decision, warnings=[*decision.warnings, *overlap])
         result = "denied" if not decision.allowed else ("warned" if decision.warnings else "allowed")
         ADMISSIONS.labels(operation, "opa-error" if decision.opa_error else result).inc()
         for mode, messages in (("deny", decision.denials), ("warn", decision.warnings), ("dryrun", decision.dryrun)):
