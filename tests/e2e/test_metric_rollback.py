@@ -23,10 +23,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 class Load:
     """Steady requests split between the stable and canary servers by the route's weights."""
 
-    def __init__(self, stable: TritonProcess, canary: TritonProcess, model: str, rate: float = 40):
+    def __init__(self, stable: TritonProcess, canary: TritonProcess, model: str, rate: float = 40,
+                 max_seconds: float = 300):
         self.clients = {"stable": (httpclient.InferenceServerClient(f"127.0.0.1:{stable.http_port}"), "1"),
                         "canary": (httpclient.InferenceServerClient(f"127.0.0.1:{canary.http_port}"), "2")}
-        self.model, self.rate, self.canary_share = model, rate, 0.5
+        self.model, self.rate, self.canary_share, self.max_seconds = model, rate, 0.5, max_seconds
         self.errors = {"stable": 0, "canary": 0}
         self.sent = {"stable": 0, "canary": 0}
         self._stop = threading.Event()
@@ -34,7 +35,7 @@ class Load:
 
     def _run(self) -> None:
         data = np.array([1.0], dtype=np.float32)
-        deadline_total = time.monotonic() + 300  # bounded, whatever happens
+        deadline_total = time.monotonic() + self.max_seconds  # bounded, whatever happens
         while not self._stop.is_set() and time.monotonic() < deadline_total:
             track = "canary" if random.random() < self.canary_share else "stable"
             client, version = self.clients[track]
