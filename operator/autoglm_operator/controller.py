@@ -13,13 +13,13 @@ from .kube.client import KubeClient
 from .kube.informer import Informer
 from .kube.store import ObservedStore
 from .reconciler import Reconciler
-from .traffic.gateway_api import overlaps
+from .traffic.gateway_api import ROUTE_KINDS, route_claim
+from .traffic.route_index import RouteIndex
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
 RECONCILE_CRASHES = Counter("autoglm_operator_reconcile_crashes_total", "Reconciles that raised an unexpected error")
-ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change being observed to its reconcile ending")
 
 
@@ -27,7 +27,8 @@ class Controller:
     def __init__(self, client: KubeClient, workers: int = 4):
         self.store = ObservedStore()
         self.queue = WorkQueue()
-        self.reconciler = Reconciler(client, self.store, workers)
+        self.routes = RouteIndex(r.LABEL_DEPLOYMENT)
+        self.reconciler = Reconciler(client, self.store, workers, self.routes)
         self.reconciler.on_child_written = self.on_child_written
         self.workers = workers
 
@@ -95,27 +96,28 @@ class Controller:
             self.queue.add(key)
 
     def on_child_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
-        old = self.store.get(kind, body["metadata"].get("namespace"), body["metadata"]["name"])
+        meta = body["metadata"]
+        old = self.store.get(kind, meta.get("namespace"), meta["name"])
         if not self.store.observe(kind, event_type, body):
             return  # the echo of our own apply: the reconcile that wrote it already knows
-        meta = body["metadata"]
         self._enqueue_owner(meta.get("namespace"), (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT))
-        self.on_child_written(kind, old, body if event_type != "DELETED" else None)
+        self.on_child_written(kind, old, self.store.get(kind, meta.get("namespace"), meta["name"]))
 
     def on_child_written(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        """A child changed (seen by watch, or written by a reconcile). When a route appeared, went
-        or moved, the deployments whose routes share requests with it re-judge who wins them."""
-        if kind not in ROUTE_KINDS or _route_claim(old) == _route_claim(new):
+        """A child's stored version changed (seen by watch, or written by a reconcile). When a
+        route appeared, went or moved, the deployments whose routes it beats (or beat) on some
+        requests judge again; older routes are unaffected, so a new route wakes no one."""
+        if kind not in ROUTE_KINDS:
             return
-        for route in (old, new):
-            if route is None:
-                continue
-            source = (route["metadata"].get("namespace"), (route["metadata"].get("labels") or {}).get(r.LABEL_DEPLOYMENT))
-            for other in self.store.all(kind):
-                other_owner = (other["metadata"].get("namespace"),
-                               (other["metadata"].get("labels") or {}).get(r.LABEL_DEPLOYMENT))
-                if other_owner != source and overlaps(route, other):
-                    self._enqueue_owner(*other_owner)
+        source = old or new
+        assert source is not None
+        self.routes.observe(new, (kind, source["metadata"].get("namespace"), source["metadata"]["name"]))
+        before, after = (route_claim(x) if x is not None else None for x in (old, new))
+        if before is not None and after is not None and before == after:
+            return
+        for claim in (c for c in (before, after) if c is not None):
+            for rival in self.routes.rivals(claim, older=False):
+                self._enqueue_owner(rival.key[1], rival.owner)
 
     def _enqueue_owner(self, namespace: str | None, owner: str | None) -> None:
         if owner and self.store.get(r.KIND, namespace, owner) is not None:
@@ -128,15 +130,6 @@ class Controller:
             return  # a heartbeat: nothing a deployment's status depends on changed
         for owner in self.store.all(r.KIND):
             self.queue.add((owner["metadata"]["namespace"], owner["metadata"]["name"]))
-
-
-def _route_claim(route: dict[str, Any] | None) -> tuple | None:
-    """What decides which requests a route takes (not its backends' weights)."""
-    if route is None:
-        return None
-    spec = route.get("spec") or {}
-    return (repr(spec.get("parentRefs")), repr(spec.get("hostnames")),
-            repr([rule.get("matches") for rule in spec.get("rules") or []]))
 
 
 def _gateway_api_installed(client: KubeClient) -> bool:

@@ -23,6 +23,8 @@ from .analysis.verdicts import Finding, kubelet_verdict, metric_findings
 from .canary import canary_revision, decide_traffic, rollback_state, walk_steps
 from .conditions import now_rfc3339
 from .traffic import Weights, provider_for
+from .traffic.gateway_api import ROUTE_KINDS, route_claim
+from .traffic.route_index import RouteIndex
 from .api import resource as r
 from .api.spec import AutoGLMDeploymentSpec, SpecError, parse_spec
 from .conditions import DEGRADED, PROGRESSING, READY, Condition, condition, merge_conditions
@@ -40,7 +42,9 @@ ROLLBACKS = Counter("autoglm_operator_rollbacks_total", "Automatic and manual ca
 RECONCILE_SECONDS = Histogram("autoglm_operator_reconcile_seconds", "Time of one reconcile")
 
 #: Kinds of children, in apply order; also what is pruned when no longer desired.
-CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "HTTPRoute", "GRPCRoute")
+CHILD_KINDS = ("ConfigMap", "Service", "Deployment", *ROUTE_KINDS)
+#: Conflicting routes named in status and Events; beyond that, a count.
+MAX_LISTED_CONFLICTS = 5
 
 
 @dataclass
@@ -83,9 +87,11 @@ class AnalysisState:
 
 
 class Reconciler:
-    def __init__(self, client: KubeClient, store: ObservedStore, workers: int = 8):
+    def __init__(self, client: KubeClient, store: ObservedStore, workers: int = 8,
+                 routes: RouteIndex | None = None):
         self.client = client
         self.store = store
+        self.routes = routes if routes is not None else RouteIndex(r.LABEL_DEPLOYMENT)
         # The official client blocks; run its calls on a pool sized for concurrent reconciles
         # (asyncio's default pool has only cores+4 threads).
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
@@ -178,7 +184,9 @@ class Reconciler:
             outcome.status["rollback"] = rollback
             self._mark_rolled_back(outcome, rollback)
         if provider is not None:
-            conflicts = self._route_conflicts(owner, provider, desired)
+            conflicts = self._route_conflicts(owner, desired)
+            if len(conflicts) > MAX_LISTED_CONFLICTS:  # status stays small on a crowded Gateway
+                conflicts = conflicts[:MAX_LISTED_CONFLICTS] + [f"and {len(conflicts) - MAX_LISTED_CONFLICTS} more"]
             if conflicts:
                 outcome.status["traffic"]["conflicts"] = conflicts
                 self._mark_route_conflicts(body, outcome, conflicts)
@@ -263,22 +271,17 @@ class Reconciler:
         if outcome.status["phase"] == "Ready":
             outcome.status["phase"] = "Degraded"
 
-    def _route_conflicts(self, owner: Owner, provider: Any, desired: list[dict[str, Any]]) -> list[str]:
-        """Routes of other deployments that take requests ours also matches (they win them)."""
+    def _route_conflicts(self, owner: Owner, desired: list[dict[str, Any]]) -> list[str]:
+        """Routes of other deployments that take requests ours also match (they are older: they win them)."""
         found = []
-        for route in (o for o in desired if o["kind"] in provider.kinds):
+        for route in (o for o in desired if o["kind"] in ROUTE_KINDS):
             meta = route["metadata"]
-            live = self.store.get(route["kind"], meta["namespace"], meta["name"])
-            ours = {**route, "metadata": (live or route)["metadata"]}
-            for other in self.store.all(route["kind"]):
-                other_meta = other["metadata"]
-                other_owner = (other_meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
-                if (other_meta.get("namespace"), other_owner) == (owner.namespace, owner.name) \
-                        or other_meta.get("deletionTimestamp") or not other_owner:
-                    continue
-                if provider.overlaps(ours, other) and provider.precedes(other, ours):
-                    found.append(f"{route['kind']} {other_meta['namespace']}/{other_meta['name']} "
-                                 f"(AutoGLMDeployment {other_meta['namespace']}/{other_owner})")
+            ours = route_claim(self.store.get(route["kind"], meta["namespace"], meta["name"]) or route)  # as applied
+            for rival in self.routes.rivals(ours, older=True):
+                if not rival.deleting and rival.owner \
+                        and (rival.key[1], rival.owner) != (owner.namespace, owner.name):
+                    found.append(f"{rival.key[0]} {rival.key[1]}/{rival.key[2]} "
+                                 f"(AutoGLMDeployment {rival.key[1]}/{rival.owner})")
         return sorted(found)
 
     @staticmethod
@@ -317,9 +320,10 @@ class Reconciler:
         results = await asyncio.gather(*(self._io_call(self.client.apply, o) for o in changed))
         for obj in results:  # our own writes are in the store at once, before their watch events
             if obj and obj.get("kind"):
-                before = self.store.get(obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+                before = self.store.get(obj["kind"], ns, name)
                 self.store.observe(obj["kind"], "MODIFIED", obj)
-                self.on_child_written(obj["kind"], before, obj)
+                self.on_child_written(obj["kind"], before, self.store.get(obj["kind"], ns, name))
         return [f"{o['kind']} {o['metadata']['name']}" for o in changed]
 
     async def _prune(self, owner: Owner, spec: AutoGLMDeploymentSpec, desired: list[dict[str, Any]],

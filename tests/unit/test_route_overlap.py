@@ -62,35 +62,46 @@ def test_the_oldest_route_then_namespace_name_wins():
     assert precedes(a, new) and not precedes(new, a)
 
 
-def test_a_route_that_appears_moves_or_goes_makes_overlapping_deployments_judge_again():
+def test_a_route_that_appears_moves_or_goes_wakes_the_deployments_it_beats():
     from autoglm_operator.api import resource as r
     from autoglm_operator.controller import Controller
     from autoglm_operator.workqueue import WorkQueue
 
     controller = Controller(client=None)
     store = controller.store
-    for name, host in (("older", None), ("elsewhere", "b.example.com")):
+    stored = {}
+    for name, host, created in (("older", None, "2026-01-01T00:00:00Z"), ("b-newer", "b.example.com", "2026-01-03T00:00:00Z")):
         store.observe(r.KIND, "ADDED", {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}})
         _, grpc = routes(name, **({"hostnames": [host]} if host else {}))
-        grpc["metadata"].update(resourceVersion="2", labels={r.LABEL_DEPLOYMENT: name})
-        store.observe("GRPCRoute", "ADDED", grpc)
-    _, new = routes("new", hostnames=["a.example.com"])
-    new["metadata"]["labels"] = {r.LABEL_DEPLOYMENT: "new"}
+        grpc["metadata"].update(resourceVersion="2", uid=f"uid-{name}", creationTimestamp=created,
+                                labels={r.LABEL_DEPLOYMENT: name})
+        controller.on_child_event("GRPCRoute", "ADDED", grpc)  # as the route informer delivers it
+        stored[name] = grpc
 
     def queued():
         keys = set(controller.queue._queued)
         controller.queue = WorkQueue()
         return keys
 
-    controller.on_child_written("GRPCRoute", None, new)  # appears: overlaps "older" (any host) only
-    assert queued() == {("ns", "older")}
-    controller.on_child_written("GRPCRoute", new, new)  # weights may change, the claim did not
+    queued()
+    _, new = routes("new", hostnames=["a.example.com"])
+    new["metadata"]["labels"] = {r.LABEL_DEPLOYMENT: "new"}
+    controller.on_child_written("GRPCRoute", None, new)  # the newest route beats no one: a busy Gateway stays quiet
     assert queued() == set()
-    moved = {**new, "spec": {**new["spec"], "hostnames": ["b.example.com"]}}
-    controller.on_child_written("GRPCRoute", new, moved)  # moves: both the old and the new neighbours
-    assert queued() == {("ns", "older"), ("ns", "elsewhere")}
-    controller.on_child_written("GRPCRoute", moved, None)  # goes
-    assert queued() == {("ns", "older"), ("ns", "elsewhere")}
+    created = {**new, "metadata": {**new["metadata"], "creationTimestamp": "2026-01-02T00:00:00Z",
+                                   "resourceVersion": "5", "uid": "uid-new"}}
+    weights = {**created, "metadata": {**created["metadata"], "resourceVersion": "6"},
+               "spec": {**created["spec"], "rules": [{**created["spec"]["rules"][0], "backendRefs": []}]}}
+    controller.on_child_written("GRPCRoute", created, weights)  # backends changed, the claim did not
+    assert queued() == set()
+    moved = {**created, "metadata": {**created["metadata"], "resourceVersion": "7"},
+             "spec": {**created["spec"], "hostnames": ["b.example.com"]}}
+    controller.on_child_written("GRPCRoute", created, moved)  # now takes b.example.com from the newer one
+    assert queued() == {("ns", "b-newer")}
+    controller.on_child_written("GRPCRoute", moved, None)  # goes: the newer one may have its requests back
+    assert queued() == {("ns", "b-newer")}
+    controller.on_child_written("GRPCRoute", stored["older"], None)  # the oldest (any host) beat both others
+    assert queued() == {("ns", "b-newer")}  # "new" was never stored; the older's own owner is not woken
 
 
 def agd_body(name: str, created: str | None = None, model: str = "m", **traffic) -> dict:
@@ -118,3 +129,35 @@ def test_admission_warns_of_an_older_deployment_that_would_take_the_requests():
     # An update of the older one itself, or of an older one next to a newer one, warns of nothing.
     assert route_overlap_warnings(older, [older, agd_body("newer", created="2026-02-01T00:00:00Z")]) == []
     assert route_overlap_warnings({"metadata": {"name": "x", "namespace": "ns"}, "spec": {}}, [older]) == []
+
+
+def test_the_route_index_finds_exactly_the_overlapping_routes():
+    from autoglm_operator.traffic.gateway_api import route_claim
+    from autoglm_operator.traffic.route_index import RouteIndex
+
+    index = RouteIndex("owner")
+    made = {}
+    for name, hosts in (("a", ["a.example.com"]), ("b", ["b.example.com"]), ("star", ["*.example.com"]),
+                        ("any", None), ("ab", ["a.example.com", "b.example.com"])):
+        _, grpc = routes(name, **({"hostnames": hosts} if hosts else {}))
+        grpc["metadata"]["labels"] = {"owner": name}
+        index.observe(grpc, ("GRPCRoute", "ns", name))
+        made[name] = grpc
+    _, other_gateway = routes("elsewhere", gateway={"name": "gw2", "namespace": "infra"})
+    index.observe(other_gateway, ("GRPCRoute", "ns", "elsewhere"))
+
+    def rivals(route):
+        return {e.key[2] for e in index.rivals(route_claim(route))}
+    assert rivals(made["a"]) == {"a", "star", "any", "ab"}
+    assert rivals(made["b"]) == {"b", "star", "any", "ab"}
+    assert rivals(made["star"]) == {"a", "b", "star", "any", "ab"}
+    assert rivals(made["any"]) == {"a", "b", "star", "any", "ab"}
+    index.observe(None, ("GRPCRoute", "ns", "ab"))
+    assert rivals(made["a"]) == {"a", "star", "any"}
+    moved = {**made["b"], "spec": {**made["b"]["spec"], "hostnames": ["a.example.com"]}}
+    index.observe(moved, ("GRPCRoute", "ns", "b"))
+    assert rivals(made["a"]) == {"a", "b", "star", "any"} and len(index) == 5
+    assert index.rivals(route_claim(made["a"]))[0].owner == "a"
+    # Not created yet: ranked by namespace/name. Older ones win the shared requests, newer ones lose them.
+    assert {e.key[2] for e in index.rivals(route_claim(made["b"]), older=True)} == {"any"}
+    assert {e.key[2] for e in index.rivals(route_claim(made["b"]), older=False)} == {"star"}

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 from ..api.spec import SpecError, parse_spec
 from ..render.workload import Owner
 from ..traffic import Weights, provider_for
+from ..traffic.gateway_api import overlaps, precedes
 
 POLICY_ID = "route-overlap"
 
@@ -54,12 +55,11 @@ def route_overlap_warnings(body: Mapping[str, Any], others: Iterable[Mapping[str
     mine = _routes(body)
     if not mine:
         return []
-    provider = provider_for(parse_spec(body.get("spec") or {}))
     warnings = []
     for other in same_gateway:
         theirs = _routes(other)
         kinds = sorted({m["kind"] for m in mine for t in theirs
-                        if provider.overlaps(m, t) and provider.precedes(t, m)})
+                        if precedes(t, m) and overlaps(m, t)})
         if kinds:
             om = other["metadata"]
             warnings.append(

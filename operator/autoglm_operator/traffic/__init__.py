@@ -28,12 +28,6 @@ class TrafficProvider(Protocol):
     def routed_weights(self, route: Mapping[str, Any]) -> Weights | None:
         """The weights a live routing object carries, or None if it routes elsewhere."""
 
-    def overlaps(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-        """Whether two routing objects of one kind would both match some request."""
-
-    def precedes(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-        """Whether ``a`` gets the requests both match."""
-
 
 def provider_for(spec: AutoGLMDeploymentSpec) -> TrafficProvider | None:
     if spec.traffic.gateway is not None:

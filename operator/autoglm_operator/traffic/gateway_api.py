@@ -7,6 +7,7 @@ let the operator say so on the route that loses."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..api.spec import AutoGLMDeploymentSpec
@@ -16,10 +17,11 @@ from . import Weights
 
 GROUP_VERSION = "gateway.networking.k8s.io/v1"
 TRITON_GRPC_SERVICE = "inference.GRPCInferenceService"
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 
 
 class GatewayAPIProvider:
-    kinds = ("HTTPRoute", "GRPCRoute")
+    kinds = ROUTE_KINDS
 
     def _parent(self, owner: Owner, spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
         gw = spec.traffic.gateway
@@ -68,23 +70,56 @@ class GatewayAPIProvider:
                 stable += weight
         return Weights(stable, canary)
 
-    def overlaps(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-        return overlaps(a, b)
-
-    def precedes(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-        return precedes(a, b)
-
 
 # -- conflicts between routes on a shared listener ----------------------------------------------
 
-def _same_parent(a: Mapping[str, Any], b: Mapping[str, Any], a_ns: str, b_ns: str) -> bool:
-    def key(p: Mapping[str, Any], ns: str) -> tuple:
-        return (p.get("group", "gateway.networking.k8s.io"), p.get("kind", "Gateway"), p.get("namespace") or ns,
-                p.get("name"))
-    if key(a, a_ns) != key(b, b_ns):
-        return False
+@dataclass(frozen=True, eq=True)
+class RouteClaim:
+    """What decides which requests a route takes, parsed once per route version."""
+
+    kind: str
+    parents: tuple[tuple[tuple, Any, Any], ...]  # ((group, kind, namespace, name), sectionName, port)
+    hostnames: tuple[str, ...]
+    exact_hostnames: frozenset[str] | None  # the hostnames when there are some and none is a wildcard
+    rules: tuple[tuple[Mapping[str, Any], ...], ...]  # each rule's matches
+    rank: tuple  # Gateway API precedence: creationTimestamp (none yet = newest), then namespace/name
+
+    @property
+    def gateways(self) -> set[tuple]:
+        return {p[0] for p in self.parents}
+
+
+_CLAIMS: dict[tuple, RouteClaim] = {}
+_CLAIMS_MAX = 50_000
+
+
+def route_claim(route: Mapping[str, Any]) -> RouteClaim:
+    meta = route.get("metadata") or {}
+    key = (route.get("kind"), meta.get("uid"), meta.get("resourceVersion"))
+    cached = _CLAIMS.get(key) if key[1] and key[2] else None
+    if cached is not None:
+        return cached
+    spec = route.get("spec") or {}
+    ns = meta.get("namespace", "")
+    parents = tuple(((p.get("group", "gateway.networking.k8s.io"), p.get("kind", "Gateway"),
+                      p.get("namespace") or ns, p.get("name")), p.get("sectionName"), p.get("port"))
+                    for p in spec.get("parentRefs") or [])
+    hostnames = tuple(spec.get("hostnames") or ())
+    exact = frozenset(hostnames) if hostnames and not any(h.startswith("*") for h in hostnames) else None
+    created = meta.get("creationTimestamp")
+    matches = tuple(tuple(rule.get("matches") or ()) for rule in spec.get("rules") or ())  # not the backends
+    claim = RouteClaim(route.get("kind", ""), parents, hostnames, exact, matches,
+                       (created is None, created or "", f"{ns}/{meta.get('name', '')}"))
+    if key[1] and key[2]:
+        if len(_CLAIMS) >= _CLAIMS_MAX:
+            _CLAIMS.clear()
+        _CLAIMS[key] = claim
+    return claim
+
+
+def _same_listener(a: tuple, b: tuple) -> bool:
     # No sectionName means every listener of the Gateway; the same for port.
-    return all(a.get(f) is None or b.get(f) is None or a.get(f) == b.get(f) for f in ("sectionName", "port"))
+    return a[0] == b[0] and all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:]))
 
 
 def _hostnames_intersect(a: list[str], b: list[str]) -> bool:
@@ -119,13 +154,13 @@ def _grpc_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(f) is None or b.get(f) is None or a.get(f) == b.get(f) for f in ("service", "method"))
 
 
-def _matches_overlap(kind: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether some request matches both. Header, query and method matches are taken as
-    possibly overlapping: a warning on a doubtful case beats silence on a real one."""
-    for ra in a.get("rules") or [{}]:
-        for rb in b.get("rules") or [{}]:
-            for ma in ra.get("matches") or [{}]:
-                for mb in rb.get("matches") or [{}]:
+def _matches_overlap(kind: str, a: tuple, b: tuple) -> bool:
+    """Whether some request matches both rule lists. Header, query and method matches are taken
+    as possibly overlapping: a warning on a doubtful case beats silence on a real one."""
+    for ra in a or ((),):
+        for rb in b or ((),):
+            for ma in ra or ({},):
+                for mb in rb or ({},):
                     if kind == "GRPCRoute":
                         hit = _grpc_overlap(ma.get("method") or {}, mb.get("method") or {})
                     else:
@@ -135,23 +170,25 @@ def _matches_overlap(kind: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> b
     return False
 
 
+def claims_overlap(a: RouteClaim, b: RouteClaim) -> bool:
+    if a.kind != b.kind or not (a.gateways & b.gateways):
+        return False
+    if not any(_same_listener(pa, pb) for pa in a.parents for pb in b.parents):
+        return False
+    if a.exact_hostnames is not None and b.exact_hostnames is not None:
+        if not (a.exact_hostnames & b.exact_hostnames):
+            return False
+    elif not _hostnames_intersect(list(a.hostnames), list(b.hostnames)):
+        return False
+    return _matches_overlap(a.kind, a.rules, b.rules)
+
+
 def overlaps(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether routes ``a`` and ``b`` (same kind) attach to a common listener and match a common request."""
-    if a.get("kind") != b.get("kind"):
-        return False
-    a_ns, b_ns = a["metadata"].get("namespace", ""), b["metadata"].get("namespace", "")
-    sa, sb = a.get("spec") or {}, b.get("spec") or {}
-    if not any(_same_parent(pa, pb, a_ns, b_ns) for pa in sa.get("parentRefs") or [] for pb in sb.get("parentRefs") or []):
-        return False
-    return _hostnames_intersect(sa.get("hostnames") or [], sb.get("hostnames") or []) and \
-        _matches_overlap(a["kind"], sa, sb)
+    return claims_overlap(route_claim(a), route_claim(b))
 
 
 def precedes(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether ``a`` wins over ``b`` where they overlap: the older creationTimestamp, then the
     first ``namespace/name`` (Gateway API's rule). A route not created yet is the newest."""
-    def rank(route: Mapping[str, Any]) -> tuple:
-        meta = route["metadata"]
-        created = meta.get("creationTimestamp")
-        return (created is None, created or "", f"{meta.get('namespace', '')}/{meta.get('name', '')}")
-    return rank(a) < rank(b)
+    return route_claim(a).rank < route_claim(b).rank
