@@ -111,7 +111,12 @@ class Reconciler:
         for type_, reason, message in events:
             task = asyncio.create_task(self._io_call(self.client.event, body, type_, reason, message))
             self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task.add_done_callback(self._event_posted)
+
+    def _event_posted(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved here, never left to surface later
+            log.warning("posting an Event failed: %s", task.exception())
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.store.get(r.KIND, namespace, name)
@@ -317,13 +322,18 @@ class Reconciler:
             if live and ((live["metadata"].get("annotations") or {}).get(r.ANNOTATION_DESIRED_HASH) == digest):
                 continue
             changed.append(obj)
-        results = await asyncio.gather(*(self._io_call(self.client.apply, o) for o in changed))
+        # Every apply runs to its end before a failure is raised: an abandoned one would fail unseen.
+        results = await asyncio.gather(*(self._io_call(self.client.apply, o) for o in changed),
+                                       return_exceptions=True)
+        failed = [e for e in results if isinstance(e, BaseException)]
         for obj in results:  # our own writes are in the store at once, before their watch events
-            if obj and obj.get("kind"):
+            if isinstance(obj, dict) and obj.get("kind"):
                 ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
                 before = self.store.get(obj["kind"], ns, name)
                 self.store.observe(obj["kind"], "MODIFIED", obj)
                 self.on_child_written(obj["kind"], before, self.store.get(obj["kind"], ns, name))
+        if failed:
+            raise failed[0]
         return [f"{o['kind']} {o['metadata']['name']}" for o in changed]
 
     async def _prune(self, owner: Owner, spec: AutoGLMDeploymentSpec, desired: list[dict[str, Any]],

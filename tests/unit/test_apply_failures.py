@@ -1,0 +1,37 @@
+"""A reconcile whose concurrent applies fail (the namespace is being deleted) raises only after
+every apply has ended, so no failed apply is left running to surface later, unseen: Kopf re-raises
+such leftovers when the operator stops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from autoglm_operator.kube.store import ObservedStore
+from autoglm_operator.reconciler import Reconciler
+
+
+class NamespaceGone:
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    def apply(self, obj):
+        time.sleep(0.3 if obj["metadata"]["name"] == "slow" else 0)
+        self.finished.append(obj["metadata"]["name"])
+        raise ApiException(status=404, reason="namespaces \"gone\" not found")
+
+
+def test_every_apply_ends_before_the_first_failure_is_raised():
+    client = NamespaceGone()
+    reconciler = Reconciler(client, ObservedStore())
+    desired = [{"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "gone"}}
+               for kind, name in (("ConfigMap", "fast"), ("Service", "slow"))]
+
+    async def run():
+        with pytest.raises(ApiException):
+            await reconciler._apply_changed(desired)
+        return list(client.finished)
+    assert sorted(asyncio.run(run())) == ["fast", "slow"]
