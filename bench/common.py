@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,3 +42,39 @@ def bench_cluster():
 
 def mean(values):
     return statistics.fmean(values) if values else float("nan")
+
+
+def poll(fn, timeout: float = 30.0, interval: float = 0.01) -> float:
+    """Call ``fn`` until it is true; the monotonic time it first was."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn():
+            return time.monotonic()
+        time.sleep(interval)
+    raise TimeoutError(f"no result within {timeout} s")
+
+
+def start_operator(dev, namespace: str) -> subprocess.Popen:
+    """The operator as a process of its own, watching one namespace of the bench cluster."""
+    return subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace,
+                             "--metrics-port", "0", "--health-port", "0"],
+                            env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)}, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def canary_agd(namespace: str, model: str = "m", **spec) -> dict:
+    """AutoGLMDeployment ``bench``: one stable and one canary replica at weight 50, routed."""
+    return {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
+            "metadata": {"name": "bench", "namespace": namespace},
+            "spec": {"model": {"name": model, "repository": {"uri": "pvc://model-store/triton"}, "version": 1,
+                               "engines": [{"computeCapability": "9.0", "file": "a.plan"}]},
+                     "runtime": {"replicas": 1},
+                     "canary": {"version": 2, "weight": 50, "replicas": 1},
+                     "traffic": {"gateway": {"name": "gw"}}, **spec}}
+
+
+def canary_weight(client, namespace: str, name: str = "bench") -> int | None:
+    """The canary's weight in the deployment's HTTPRoute, as the data plane would read it."""
+    route = client.get("HTTPRoute", namespace, name)
+    refs = route["spec"]["rules"][0]["backendRefs"] if route else []
+    return next((r["weight"] for r in refs if r["name"].endswith("-canary")), None)

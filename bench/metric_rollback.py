@@ -17,28 +17,18 @@ rollback retried, before the next trial.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, bench_cluster, pct, table
+from common import REPO, bench_cluster, canary_agd, pct, poll, start_operator, table
+from common import canary_weight as bench_canary_weight
 
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 MAX_ERROR_RATIO = 0.05
-
-
-def poll(fn, timeout=60.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fn():
-            return time.monotonic()
-        time.sleep(interval)
-    raise TimeoutError(f"no result within {timeout} s")
 
 
 def main() -> int:
@@ -70,9 +60,7 @@ def main() -> int:
     targets = [ScrapeTarget(f"127.0.0.1:{stable.metrics_port}", ns, "bench-stable", "bench-stable-0"),
                ScrapeTarget(f"127.0.0.1:{canary.metrics_port}", ns, "bench-canary", "bench-canary-0")]
     prometheus = PrometheusProcess(work / "prometheus", targets).start()
-    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", ns, "--metrics-port", "0",
-                           "--health-port", "0"], env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)}, cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    op = start_operator(dev, ns)
     query = render_query(DEFAULT_ERROR_RATIO_QUERY, namespace=ns, service="bench-canary", model="flaky",
                          interval=f"{max(2 * args.interval, 10)}s")  # the window the operator uses
 
@@ -80,23 +68,15 @@ def main() -> int:
         return _instant(prometheus.url, query) or 0.0
 
     def canary_weight():
-        route = client.get("HTTPRoute", ns, "bench")
-        refs = route["spec"]["rules"][0]["backendRefs"] if route else []
-        return next((r["weight"] for r in refs if r["name"].endswith("-canary")), None)
+        return bench_canary_weight(client, ns)
 
     ours, floor, rolled_reasons = [], [], []
     try:
-        body = {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
-                "metadata": {"name": "bench", "namespace": ns},
-                "spec": {"model": {"name": "flaky", "repository": {"uri": "pvc://model-store/triton"}, "version": 1,
-                                   "engines": [{"computeCapability": "9.0", "file": "a.plan"}]},
-                         "runtime": {"replicas": 1},
-                         "canary": {"version": 2, "weight": 50, "replicas": 1},
-                         "traffic": {"gateway": {"name": "gw"}},
-                         "rollback": {"analysisIntervalSeconds": args.interval, "failureThreshold": args.threshold,
-                                      "maxErrorRatio": MAX_ERROR_RATIO, "prometheus": {"url": prometheus.url}}}}
+        body = canary_agd(ns, model="flaky", rollback={
+            "analysisIntervalSeconds": args.interval, "failureThreshold": args.threshold,
+            "maxErrorRatio": MAX_ERROR_RATIO, "prometheus": {"url": prometheus.url}})
         dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
-        poll(lambda: canary_weight() == 50, 90)
+        poll(lambda: canary_weight() == 50, 90, 0.05)
         with Load(stable, canary, "flaky", rate=40, max_seconds=3600) as load:
             time.sleep(3 * args.interval + 10)  # the rate window fills with healthy traffic
             for trial in range(args.trials):
@@ -119,7 +99,7 @@ def main() -> int:
                 poll(lambda: prometheus_ratio() <= MAX_ERROR_RATIO / 2, 120, 0.2)  # the window forgets the failures
                 client.patch("AutoGLMDeployment", ns, "bench",
                              {"metadata": {"annotations": {"serving.autoglm.io/retry": f"trial-{trial}"}}})
-                poll(lambda: canary_weight() == 50, 60)
+                poll(lambda: canary_weight() == 50, 60, 0.05)
                 print(f"trial {trial + 1}: rollback {ours[-1]:.2f} s, prometheus shows the breach {floor[-1]:.2f} s",
                       flush=True)
             sent = dict(load.sent)

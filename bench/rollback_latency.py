@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-from common import REPO, bench_cluster, pct, table
+from common import REPO, bench_cluster, canary_agd, pct, poll, start_operator, table
+from common import canary_weight as bench_canary_weight
 
 FLOOR_OPERATOR = '''
 import kopf
@@ -38,15 +39,6 @@ def copy(body, **_):
 '''
 
 
-def poll(fn, timeout=30.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fn():
-            return time.monotonic()
-        time.sleep(interval)
-    raise TimeoutError
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=20)
@@ -61,24 +53,12 @@ def main() -> int:
     from conftest import model_store
     import yaml
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(ns)))
-    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", ns, "--metrics-port", "0",
-                           "--health-port", "0"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    op = start_operator(dev, ns)
     try:
-        body = {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
-                "metadata": {"name": "bench", "namespace": ns},
-                "spec": {"model": {"name": "m", "repository": {"uri": "pvc://model-store/triton"}, "version": 1,
-                                   "engines": [{"computeCapability": "9.0", "file": "a.plan"}]},
-                         "runtime": {"replicas": 1},
-                         "canary": {"version": 2, "weight": 50, "replicas": 1},
-                         "traffic": {"gateway": {"name": "gw"}}}}
-        dev.kubectl("apply", "-f", "-", input=json.dumps(body))
+        dev.kubectl("apply", "-f", "-", input=json.dumps(canary_agd(ns)))
 
         def canary_weight():
-            route = client.get("HTTPRoute", ns, "bench")
-            if not route:
-                return None
-            refs = route["spec"]["rules"][0]["backendRefs"]
-            return next((r["weight"] for r in refs if r["name"].endswith("-canary")), None)
+            return bench_canary_weight(client, ns)
 
         def canary_pod():
             pods = client.list("Pod", ns, "serving.autoglm.io/track=canary")
