@@ -24,7 +24,7 @@ def cluster():
     from autoglm_devcluster.cluster import DevCluster
 
     dev = DevCluster(os.environ.get("AUTOGLM_TEST_CLUSTER", "test"))
-    dev.up(crds=default_crds())
+    dev.up(crds=default_crds(require_upstream=True))
     os.environ["KUBECONFIG"] = str(dev.kubeconfig)
     yield dev
     if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):

@@ -11,10 +11,20 @@ from . import paths
 from .cluster import DevCluster
 
 
-def default_crds() -> tuple:
+UPSTREAM_CRDS = ("gateway-api-v1.6.1", "kubeedge-v1.23.1")
+
+
+def default_crds(require_upstream: bool = False) -> tuple:
+    """Our CRDs and the upstream ones; a missing upstream folder is an error when required
+    (the tests), else a warning (traffic features wait for the Gateway API CRDs)."""
     crds = [paths.REPO_ROOT / "crds"]
-    shared = paths.shared_dir() / "upstream-crds"
-    crds += [d for d in (shared / "gateway-api-v1.6.1", shared / "kubeedge-v1.23.1") if d.is_dir()]
+    for name in UPSTREAM_CRDS:
+        try:
+            crds.append(paths.upstream_crds(name))
+        except FileNotFoundError as e:
+            if require_upstream:
+                raise
+            logging.getLogger(__name__).warning("%s", e)
     return tuple(c for c in crds if c.exists())
 
 

@@ -271,7 +271,7 @@ class DevCluster:
 
         gateway = EnvoyGatewayDataPlane(self)
         # the Gateway API itself (idempotent when `up` already installed it)
-        self.install_crds((paths.shared_dir() / "upstream-crds" / "gateway-api-v1.6.1",))
+        self.install_crds((paths.upstream_crds("gateway-api-v1.6.1"),))
         gateway.prepare(listener_port=free_port())
         self.process("envoy-gateway").start(gateway.argv(), env=gateway.env())
         self.process("pod-runtime").start([sys.executable, "-m", "autoglm_devcluster.pod_runtime",

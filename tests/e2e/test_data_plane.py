@@ -31,7 +31,7 @@ def plane(tmp_path_factory):
     from autoglm_devcluster.cluster import DevCluster
 
     dev = DevCluster("dataplane")
-    dev.up(crds=default_crds(), data_plane=True)
+    dev.up(crds=default_crds(require_upstream=True), data_plane=True)
     namespace = f"traffic-{uuid.uuid4().hex[:5]}"
     dev.kubectl("create", "namespace", namespace)
     store = model_store(namespace)
