@@ -8,13 +8,23 @@ cd "$(dirname "$0")/.."
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; fi
 command -v go >/dev/null 2>&1 || { echo "bootstrap: Go 1.26+ is required to build the control plane (https://go.dev/dl/)" >&2; exit 1; }
 
-# Debian packages the tests use: Prometheus (metric analysis), iproute2 (the data plane's network
-# namespace), curl, and a kubectl on PATH (the machine's own client must work with our kubeconfig).
+# Debian packages the tests use: Prometheus (metric analysis), iproute2 and iptables (the real
+# node's bridge; kube-proxy), curl, a kubectl on PATH (the machine's own client must work with our
+# kubeconfig), containerd, runc and the CNI plugins (the real node), and podman, buildah and
+# mmdebstrap (local images built from Debian's packages; no registry is needed).
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v podman >/dev/null 2>&1 || missing+=(podman conmon uidmap fuse-overlayfs)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

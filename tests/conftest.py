@@ -83,13 +83,14 @@ def namespace(kubectl, request) -> Iterator[str]:
     kubectl("delete", "pv", f"model-store-{name}", "--wait=false", check=False)
 
 
-def model_store(namespace: str) -> list[dict[str, Any]]:
-    """A PersistentVolume and the claim ``model-store`` bound to it: what pvc://model-store/... mounts."""
+def model_store(namespace: str, path: Path | None = None) -> list[dict[str, Any]]:
+    """A PersistentVolume and the claim ``model-store`` bound to it: what pvc://model-store/... mounts.
+    ``path`` is the host folder behind it (default: the repository's model_repository/)."""
     pv = f"model-store-{namespace}"
     return [
         {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "autoglm-models",
-                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(REPO / "model_repository")},
+                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path or REPO / "model_repository")},
                   "claimRef": {"namespace": namespace, "name": "model-store"}}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "model-store", "namespace": namespace},
          "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "autoglm-models",
@@ -124,3 +125,15 @@ def agd(name: str, *, engines=(("9.0", "model.sm90.plan"),), replicas: int = 1, 
         spec[key] = value
     return {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
             "metadata": {"name": name}, "spec": spec}
+
+
+def private_model_store() -> Path:
+    """A copy of model_repository/ that a test may change (fault files) without touching the
+    checkout, readable by the non-root user of the Triton image on the real node."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="autoglm-store-"))
+    root.chmod(0o755)
+    shutil.copytree(REPO / "model_repository", root / "models", symlinks=True)
+    return root / "models"

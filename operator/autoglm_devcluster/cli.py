@@ -15,13 +15,16 @@ UPSTREAM_CRDS = ("gateway-api-v1.6.1", "kubeedge-v1.23.1")
 
 
 def default_crds(require_upstream: bool = False) -> tuple:
-    """Our CRDs and the upstream ones; a missing upstream folder is an error when required
-    (the tests), else a warning (traffic features wait for the Gateway API CRDs)."""
+    """Our CRDs and the upstream ones (fetched from their Go modules once, then cached); one that
+    cannot be had is an error when required (the tests), else a warning (traffic features wait
+    for the Gateway API CRDs)."""
+    from . import upstream
+
     crds = [paths.REPO_ROOT / "crds"]
     for name in UPSTREAM_CRDS:
         try:
-            crds.append(paths.upstream_crds(name))
-        except FileNotFoundError as e:
+            crds.append(upstream.crds(name))
+        except (FileNotFoundError, RuntimeError) as e:
             if require_upstream:
                 raise
             logging.getLogger(__name__).warning("%s", e)

@@ -22,16 +22,12 @@ from .processes import ManagedProcess, free_port, port_is_open
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-#: With the data plane on: real Triton processes behind Triton pods, and Envoy Gateway.
-DATA_PLANE_COMPONENTS = ("pod-runtime", "envoy-gateway")
-#: Triton pods serving a Python-backend model run as real processes in the data plane (the CPU
-#: tritonserver here has the Python backend only); TensorRT pods stay KWOK-simulated.
-PROCESS_BACKED_FORMATS = ("python",)
-TRITON_POD_SELECTOR = ("    - {key: '.metadata.labels[\"serving.autoglm.io/model-format\"]', operator: NotIn, "
-                       "values: [python]}\n")
+#: With the data plane on: a real node (kubelet, containerd, kube-proxy; see node.py) where
+#: Python-backend Triton pods run as containers, and Envoy Gateway. TensorRT pods stay on KWOK.
+DATA_PLANE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "envoy-gateway")
 SERVICE_CIDR = "10.96.0.0/16"
-# Fake pods get loopback-range addresses: nothing the operator or a test sends to a pod IP
-# can leave the machine. (The data plane puts real servers at addresses of its own.)
+# KWOK's fake pods get loopback-range addresses: nothing the operator or a test sends to a fake
+# pod's IP can leave the machine. (Real pods get addresses on the real node's bridge.)
 POD_CIDR = "127.244.0.0/16"
 
 
@@ -125,8 +121,7 @@ class DevCluster:
         self.down(quiet=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if data_plane:
-            from .podnet import PodNetwork
-            PodNetwork(self.name).up()
+            self.real_node.bridge_up()  # the API server advertises the bridge's address to pods
             self.data_plane_marker.write_text("on")
         pki.ensure_pki(self.pki.directory)
         ports = Ports.allocate()
@@ -148,13 +143,18 @@ class DevCluster:
         log.warning("dev cluster %r up in %.1f s: %s (KUBECONFIG=%s)", self.name, time.monotonic() - started,
                     self.server, self.kubeconfig)
 
+    @property
+    def real_node(self):
+        from .node import RealNode
+        return RealNode(self.name, self.state_dir)
+
     def down(self, *, quiet: bool = False) -> None:
+        self.process("envoy-gateway").stop()
+        if self.has_data_plane or self.real_node.root.exists():
+            self.real_node.down()
+            self.data_plane_marker.unlink(missing_ok=True)
         for component in reversed(COMPONENTS + DATA_PLANE_COMPONENTS):
             self.process(component).stop()
-        if self.has_data_plane:
-            from .podnet import PodNetwork
-            PodNetwork(self.name).down()
-            self.data_plane_marker.unlink(missing_ok=True)
         ports = self.ports()
         if ports:
             for port in asdict(ports).values():
@@ -194,11 +194,21 @@ class DevCluster:
 
     def _start_apiserver(self, ports: Ports) -> None:
         p = self.pki
+        if self.has_data_plane:
+            # Pods on the real node reach the API server at the bridge's address (the `kubernetes`
+            # Service's endpoint, kept by the lease reconciler), and it reaches their kubelet.
+            from .node import BRIDGE_ADDRESS
+            network = ["--bind-address=0.0.0.0", f"--advertise-address={BRIDGE_ADDRESS}",
+                       "--endpoint-reconciler-type=lease", "--kubelet-preferred-address-types=InternalIP,Hostname",
+                       f"--kubelet-client-certificate={p.client_cert('admin')}",
+                       f"--kubelet-client-key={p.client_key('admin')}"]
+        else:
+            network = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                       "--endpoint-reconciler-type=none"]
         self.process("kube-apiserver").start([
             str(toolchain.KUBERNETES.path("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports.apiserver}",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--secure-port={ports.apiserver}", *network,
             f"--tls-cert-file={p.apiserver_cert}", f"--tls-private-key-file={p.apiserver_key}",
             f"--client-ca-file={p.ca_cert}",
             "--authorization-mode=Node,RBAC",
@@ -245,18 +255,6 @@ class DevCluster:
     def _start_kwok(self, ports: Ports) -> None:
         stages = paths.PACKAGE_DIR / "kwok" / "stages.yaml"
         cidr = POD_CIDR
-        if self.has_data_plane:
-            from .podnet import POD_CIDR as network_cidr
-            cidr = network_cidr
-            # Triton pods' status comes from the real servers the pod runtime starts, not from KWOK,
-            # and the runtime removes them once their server stopped (after the preStop hook).
-            text = stages.read_text()
-            for stage in ("pod-ready", "pod-fault-recovered", "pod-delete"):
-                head = text.index(f"name: {stage}\n")
-                anchor = text.index("    matchExpressions:\n", head) + len("    matchExpressions:\n")
-                text = text[:anchor] + TRITON_POD_SELECTOR + text[anchor:]
-            stages = self.state_dir / "stages.yaml"
-            stages.write_text(text)
         self.process("kwok").start([
             str(toolchain.KWOK.path()), f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
             f"--config={stages}", "--manage-all-nodes=false",
@@ -266,18 +264,20 @@ class DevCluster:
         ], env=go_runtime_env())
 
     def _start_data_plane(self) -> None:
-        import sys
         from .gateway import EnvoyGatewayDataPlane
 
         gateway = EnvoyGatewayDataPlane(self)
         # the Gateway API itself (idempotent when `up` already installed it)
-        self.install_crds((paths.upstream_crds("gateway-api-v1.6.1"),))
+        from . import upstream
+        self.install_crds((upstream.crds(upstream.GATEWAY_API.name),))
         gateway.prepare(listener_port=free_port())
         self.process("envoy-gateway").start(gateway.argv(), env=gateway.env())
-        self.process("pod-runtime").start([sys.executable, "-m", "autoglm_devcluster.pod_runtime",
-                                           "--cluster", self.name], cwd=paths.PACKAGE_DIR.parent)
+        from . import images
+        self.real_node.up(self.server, self.pki, images.NODE_IMAGES)
         gateway.apply_gateway()
         gateway.wait_programmed()
+        from .node import NODE_NAME
+        self.wait_nodes_ready([NODE_NAME], timeout=120)
 
     # -- cluster content -----------------------------------------------------------------
     def apply_nodes(self, nodes: tuple[fleet.NodeSpec, ...]) -> None:

@@ -26,21 +26,3 @@ def binaries_dir() -> Path:
 def cluster_state_dir(name: str) -> Path:
     """Certificates, kubeconfig, etcd data, logs and pids of one named dev cluster."""
     return cache_root() / "clusters" / name
-
-
-def shared_dir() -> Path:
-    """The workspace's shared/ folder (upstream CRDs), beside the repository checkout."""
-    override = os.environ.get("AUTOGLM_SHARED_DIR")
-    if override:
-        return Path(override)
-    return REPO_ROOT.parent / "shared"
-
-
-def upstream_crds(name: str) -> Path:
-    """One folder of upstream CRDs (e.g. ``gateway-api-v1.6.1``) from shared/upstream-crds/."""
-    folder = shared_dir() / "upstream-crds" / name
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"upstream CRDs {name} not found at {folder}: the checkout expects the workspace's shared/ folder "
-            "beside it; set AUTOGLM_SHARED_DIR to the folder that holds upstream-crds/")
-    return folder

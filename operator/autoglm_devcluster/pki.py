@@ -23,7 +23,10 @@ CLIENTS = {
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
     "kwok": ("kwok-controller", "system:masters"),
+    "kube-proxy": ("system:kube-proxy", None),
 }
+#: Where pods reach the API server: the real node's bridge address (see node.py).
+POD_FACING_ADDRESS = "10.88.0.1"
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def ensure_pki(directory: Path) -> ClusterPKI:
     """Create the cluster's CA, serving and client certificates unless they exist."""
     pki = ClusterPKI(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if pki.ca_cert.exists() and pki.client_cert("kwok").exists() and pki.service_account_pub.exists():
+    if pki.ca_cert.exists() and pki.client_cert("kube-proxy").exists() and pki.service_account_pub.exists():
         return pki
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -117,7 +120,7 @@ def ensure_pki(directory: Path) -> ClusterPKI:
     server_cert = _sign(_name("kube-apiserver"), server_key.public_key(), ca_cert, ca_key,
                         server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                                       "kubernetes.default.svc.cluster.local"),
-                        ips=("127.0.0.1", "10.96.0.1"))
+                        ips=("127.0.0.1", "10.96.0.1", POD_FACING_ADDRESS))
     _write_key(pki.apiserver_key, server_key)
     pki.apiserver_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
 
@@ -132,3 +135,16 @@ def ensure_pki(directory: Path) -> ClusterPKI:
     pki.service_account_pub.write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return pki
+
+
+def ensure_node_identity(cluster: ClusterPKI, node: str) -> tuple[Path, Path]:
+    """A kubelet's client certificate (``system:node:NAME`` in ``system:nodes``), signed by the CA."""
+    cert_path, key_path = cluster.client_cert(f"node-{node}"), cluster.client_key(f"node-{node}")
+    if not cert_path.exists():
+        ca_cert = x509.load_pem_x509_certificate(cluster.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(cluster.ca_key.read_bytes(), password=None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _sign(_name(f"system:node:{node}", "system:nodes"), key.public_key(), ca_cert, ca_key, client=True)
+        _write_key(key_path, key)
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path

@@ -50,6 +50,8 @@ class Component:
 
 KUBERNETES = Component("kubernetes", KUBERNETES_VERSION,
                        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"))
+#: The dev cluster's real node: built from the same module as the control plane.
+KUBERNETES_NODE = Component("kubernetes-node", KUBERNETES_VERSION, ("kubelet", "kube-proxy"))
 ETCD = Component("etcd", ETCD_VERSION, ("etcd",))
 KWOK = Component("kwok", KWOK_VERSION, ("kwok",))
 OPA = Component("opa", OPA_VERSION, ("opa",))
@@ -91,7 +93,7 @@ def _run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = N
 def _build(component: Component) -> None:
     component.directory.mkdir(parents=True, exist_ok=True)
     go = _go()
-    if component.name == "kubernetes":
+    if component.name in ("kubernetes", "kubernetes-node"):
         module = paths.PACKAGE_DIR / "gomod" / "kubernetes"
         for binary in component.binaries:
             if component.path(binary).is_file():
@@ -132,7 +134,7 @@ def main() -> None:
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    by_name = {c.name: c for c in (KUBERNETES, ETCD, KWOK, OPA, HELM, ENVOY_GATEWAY)}
+    by_name = {c.name: c for c in (KUBERNETES, KUBERNETES_NODE, ETCD, KWOK, OPA, HELM, ENVOY_GATEWAY)}
     for name in sys.argv[1:] or ["kubernetes", "etcd", "kwok"]:
         c = ensure(by_name[name])
         print(f"{c.name} {c.version}: {c.directory}")

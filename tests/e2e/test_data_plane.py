@@ -1,12 +1,13 @@
 """Real traffic end to end: requests through Envoy Gateway (watching our API server) into real
-Triton servers at the pods' IPs, so the split, the rollback and the promotion are judged by
-what a client sees."""
+Triton containers that a real kubelet runs on the dev cluster's real node, at their CNI pod IPs,
+so the split, the rollback and the promotion are judged by what a client sees."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from conftest import REPO, model_store, wait_for
+from conftest import REPO, model_store, private_model_store, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -34,14 +35,14 @@ def plane(tmp_path_factory):
     dev.up(crds=default_crds(require_upstream=True), data_plane=True)
     namespace = f"traffic-{uuid.uuid4().hex[:5]}"
     dev.kubectl("create", "namespace", namespace)
-    store = model_store(namespace)
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(store))
+    store = private_model_store()
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
     log = open(tmp_path_factory.mktemp("op") / "operator.log", "ab")
     op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
                            "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
                           stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)})
-    yield dev, namespace
+                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **real_node_env()})
+    yield dev, namespace, store
     op.terminate()
     op.wait(10)
     log.close()
@@ -49,7 +50,20 @@ def plane(tmp_path_factory):
         dev.down()
 
 
+def real_node_env() -> dict[str, str]:
+    """The operator's init containers use the Triton image's shell (no registry to pull from)."""
+    from autoglm_devcluster.images import TRITON_CPU
+    return {"AUTOGLM_SHELL_IMAGE": TRITON_CPU.reference}
+
+
+def real_node_placement() -> dict:
+    from autoglm_devcluster.node import REAL_NODE_LABEL, REAL_NODE_TOLERATION
+    return {"nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION]}
+
+
 def deployment(name: str, namespace: str, weight: int, canary_version: int = 2, **rollback) -> dict:
+    from autoglm_devcluster.images import TRITON_CPU
+
     tensors = {"inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [-1]}],
                "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [-1]},
                            {"name": "VERSION", "dataType": "TYPE_INT32", "dims": [1]}]}
@@ -57,8 +71,12 @@ def deployment(name: str, namespace: str, weight: int, canary_version: int = 2, 
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"model": {"name": MODEL, "repository": {"uri": "pvc://model-store"}, "version": 1,
                                "format": "python", **tensors},
-                     "runtime": {"replicas": 1, "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
+                     # small CPU requests: many Triton pods share the real node's 2 cores (the node
+                     # does not turn CPU limits into quotas; see autoglm_devcluster/node.py)
+                     "runtime": {"replicas": 1, "image": TRITON_CPU.reference,
+                                 "resources": {"gpus": 0, "cpu": "100m", "memory": "1Gi"},
                                  "batching": {"maxBatchSize": 0}},
+                     "placement": real_node_placement(),
                      "canary": {"version": canary_version, "weight": weight, "replicas": 1},
                      "rollback": {"analysisIntervalSeconds": 1, "failureThreshold": 1, **rollback},
                      # each deployment gets its own hostname: routes for one model name on one
@@ -115,7 +133,7 @@ def route_canary_weight(dev, namespace, name):
 
 
 def test_split_follows_weight_edits_through_envoy_into_triton(plane):
-    dev, namespace = plane
+    dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("split", namespace, 10)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/split", "--timeout=120s")
     client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"split.{namespace}.test")
@@ -134,16 +152,17 @@ def test_split_follows_weight_edits_through_envoy_into_triton(plane):
 
 
 def test_failing_canary_is_rolled_back_and_clients_stop_seeing_errors(plane):
-    dev, namespace = plane
-    from autoglm_devcluster.pod_runtime import fault_file
-    fault = fault_file(dev.state_dir, namespace, "sick", "canary")
-    fault.parent.mkdir(parents=True, exist_ok=True)
+    dev, namespace, store = plane
+    # A version of its own whose model reads the fault file on every request, through the model
+    # store that the canary's pod mounts: the other tests' canaries (version 2) stay healthy.
+    shutil.copytree(store / MODEL / "2", store / MODEL / "3", symlinks=True)
+    fault = store / MODEL / "3" / "fault-error-rate"
     fault.write_text("0")
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("sick", namespace, 50)))
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("sick", namespace, 50, canary_version=3)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/sick", "--timeout=120s")
     wait_for(lambda: route_canary_weight(dev, namespace, "sick") == 50, 30, what="50%")
     client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"sick.{namespace}.test")
-    wait_for(lambda: client.versions(40, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering")
+    wait_for(lambda: client.versions(40, threads=1)["v3"] > 0, 60, interval=0.5, what="canary answering")
     # A healthy canary under steady load is not rolled back.
     healthy = client.versions(1500)
     assert sum(v for k, v in healthy.items() if not k.startswith("v")) == 0, healthy
@@ -175,7 +194,7 @@ def test_failing_canary_is_rolled_back_and_clients_stop_seeing_errors(plane):
 
 
 def test_promotion_under_steady_load_loses_no_request(plane):
-    dev, namespace = plane
+    dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("promo", namespace, 50)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/promo", "--timeout=120s")
     client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"promo.{namespace}.test")
@@ -210,7 +229,7 @@ def test_promotion_under_steady_load_loses_no_request(plane):
 
 
 def test_canary_that_is_not_ready_gets_no_request(plane):
-    dev, namespace = plane
+    dev, namespace, _ = plane
     # Version 9 is not in the repository: the canary's Triton cannot load it and never gets Ready.
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("broken", namespace, 50, canary_version=9)))
     wait_for(lambda: json.loads(dev.kubectl("get", "agd", "-n", namespace, "broken", "-o", "json").stdout)
@@ -227,7 +246,7 @@ def test_grpc_goes_through_the_grpcroute_too(plane):
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    dev, namespace = plane
+    dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("grpc", namespace, 50)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/grpc", "--timeout=120s")
     port = int(dev.gateway_url.rsplit(":", 1)[1])

@@ -1,8 +1,9 @@
 """flaky: echo that fails a fraction of requests (counted by Triton as request failures).
 
-The error rate comes from, in order: the file named by AUTOGLM_FAULT_FILE (read on every
-request, so a test can make a running model start failing), the environment variable
-AUTOGLM_FAULT_ERROR_RATE, the config parameter error_rate.
+The error rate comes from, in order: the file named by AUTOGLM_FAULT_FILE, the file
+`fault-error-rate` in the model's version directory (both read on every request, so a test can
+make a running model start failing: the second reaches a Triton container through its model
+store), the environment variable AUTOGLM_FAULT_ERROR_RATE, the config parameter error_rate.
 """
 
 import json
@@ -19,15 +20,17 @@ class TritonPythonModel:
         params = json.loads(args["model_config"]).get("parameters", {})
         self.default_rate = float(os.environ.get("AUTOGLM_FAULT_ERROR_RATE",
                                                  params.get("error_rate", {}).get("string_value", "0")))
-        self.fault_file = os.environ.get("AUTOGLM_FAULT_FILE")
+        self.fault_files = [f for f in (os.environ.get("AUTOGLM_FAULT_FILE"),
+                                        os.path.join(args["model_repository"], args["model_version"],
+                                                     "fault-error-rate")) if f]
 
     def error_rate(self):
-        if self.fault_file:
+        for fault_file in self.fault_files:
             try:
-                with open(self.fault_file) as f:
+                with open(fault_file) as f:
                     return float(f.read().strip() or 0)
             except (OSError, ValueError):
-                pass
+                continue
         return self.default_rate
 
     def execute(self, requests):

@@ -1,7 +1,8 @@
 """slow: echo that waits before answering.
 
-The delay (milliseconds) comes from, in order: the file named by AUTOGLM_FAULT_FILE (read on
-every request), AUTOGLM_FAULT_DELAY_MS, the config parameter delay_ms.
+The delay (milliseconds) comes from, in order: the file named by AUTOGLM_FAULT_FILE, the file
+`fault-delay-ms` in the model's version directory (both read on every request),
+AUTOGLM_FAULT_DELAY_MS, the config parameter delay_ms.
 """
 
 import json
@@ -18,15 +19,17 @@ class TritonPythonModel:
         params = json.loads(args["model_config"]).get("parameters", {})
         self.default_delay = float(os.environ.get("AUTOGLM_FAULT_DELAY_MS",
                                                   params.get("delay_ms", {}).get("string_value", "0")))
-        self.fault_file = os.environ.get("AUTOGLM_FAULT_FILE")
+        self.fault_files = [f for f in (os.environ.get("AUTOGLM_FAULT_FILE"),
+                                        os.path.join(args["model_repository"], args["model_version"],
+                                                     "fault-delay-ms")) if f]
 
     def delay_ms(self):
-        if self.fault_file:
+        for fault_file in self.fault_files:
             try:
-                with open(self.fault_file) as f:
+                with open(fault_file) as f:
                     return float(f.read().strip() or 0)
             except (OSError, ValueError):
-                pass
+                continue
         return self.default_delay
 
     def execute(self, requests):

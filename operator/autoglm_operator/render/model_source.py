@@ -34,6 +34,9 @@ class ModelSourceImages:
 class ModelSource:
     volumes: list[dict[str, Any]]
     init_containers: list[dict[str, Any]]
+    #: Read-only mounts Triton itself needs: pvc:// and oci:// link the version directory into
+    #: the source volume, so the link must resolve inside the Triton container too.
+    serving_mounts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _split(location: str) -> tuple[str, str]:
@@ -55,6 +58,7 @@ def desired_model_source(spec: AutoGLMDeploymentSpec, track: Track, config_map: 
     mounts = [{"name": "model-repository", "mountPath": MODELS_DIR},
               {"name": "model-config", "mountPath": CONFIG_DIR, "readOnly": True}]
     env: list[dict[str, Any]] = []
+    serving_mounts: list[dict[str, Any]] = []
     scheme = repo.scheme
     if scheme in ("pvc", "oci"):
         if scheme == "pvc":
@@ -64,6 +68,7 @@ def desired_model_source(spec: AutoGLMDeploymentSpec, track: Track, config_map: 
             sub = ""
             volumes.append({"name": "model-source", "image": {"reference": repo.location, "pullPolicy": "IfNotPresent"}})
         mounts.append({"name": "model-source", "mountPath": SOURCE_DIR, "readOnly": True})
+        serving_mounts.append({"name": "model-source", "mountPath": SOURCE_DIR, "readOnly": True})
         source = "/".join(p for p in (SOURCE_DIR, sub, model.name, str(track.version)) if p)
         script = f"{prepare} && ln -sfn {shlex.quote(source)} {shlex.quote(target_version)}"
         image = images.shell
@@ -89,4 +94,4 @@ def desired_model_source(spec: AutoGLMDeploymentSpec, track: Track, config_map: 
             "securityContext": {"allowPrivilegeEscalation": False}}
     if env:
         init["env"] = env
-    return ModelSource(volumes, [init])
+    return ModelSource(volumes, [init], serving_mounts)

@@ -92,6 +92,7 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
             # a promotion loses no in-flight request.
             "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
             "volumeMounts": [{"name": "model-repository", "mountPath": MODELS_DIR},
+                             *source.serving_mounts,
                              {"name": "dshm", "mountPath": "/dev/shm"}],
             "securityContext": {"allowPrivilegeEscalation": False},
         }],

@@ -1,0 +1,200 @@
+"""Local OCI images for the dev cluster's real node, built from registry packages only.
+
+No image registry can be reached, so every image a real pod runs is built here and imported into
+the node's containerd:
+  * ``pause``: the pod sandbox, a static C program in a ``FROM scratch`` image;
+  * ``debian-py-base``: Debian bookworm with Python, made by ``mmdebstrap`` from Debian's packages;
+  * ``triton-cpu``: Triton with its Python backend from the ``nvidia-pytriton`` wheel, laid out so
+    the operator's rendered Triton command and model-repository paths work unchanged.
+Builds use buildah (chroot isolation, host network) with wheels downloaded beforehand by the
+host's pip, so nothing inside a build reaches the network. Each image is saved as an OCI archive
+under the cache, named by a hash of its recipe: a warm run reuses the archive and builds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+
+log = logging.getLogger(__name__)
+
+IMAGES_DIR = paths.PACKAGE_DIR / "images"
+DEBIAN_SUITE = "bookworm"
+# libpython3.11: Triton's Python backend stub links the shared library (Debian's python3 does not)
+BASE_PACKAGES = ("python3", "python3-venv", "libpython3.11", "ca-certificates", "passwd")
+_BASE_TAG = f"{DEBIAN_SUITE}-{hashlib.sha256(' '.join(BASE_PACKAGES).encode()).hexdigest()[:8]}"
+PYTRITON_VERSION = "0.7.0"
+NUMPY_REQUIREMENT = "numpy<2.3"
+
+#: Debian packages the image tools need (the dev cluster's bootstrap installs them).
+DEBIAN_PACKAGES = ("podman", "buildah", "runc", "mmdebstrap", "uidmap", "fuse-overlayfs", "conmon")
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str           # e.g. localhost/autoglm/triton-cpu
+    recipe: tuple[str, ...]  # files under images/ whose content names the build
+
+    def digest_of_recipe(self, extra: str = "") -> str:
+        h = hashlib.sha256(extra.encode())
+        for f in self.recipe:
+            h.update((IMAGES_DIR / f).read_bytes())
+        return h.hexdigest()[:12]
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.digest_of_recipe(_version_salt(self))}"
+
+    @property
+    def archive(self) -> Path:
+        return cache_dir() / f"{self.name.rsplit('/', 1)[1]}-{self.digest_of_recipe(_version_salt(self))}.oci.tar"
+
+
+def _version_salt(image: "Image") -> str:
+    return f"{_BASE_TAG}:{PYTRITON_VERSION}:{NUMPY_REQUIREMENT}" if "triton" in image.name else DEBIAN_SUITE
+
+
+PAUSE = Image("localhost/autoglm/pause", ("pause.c", "pause.Containerfile"))
+TRITON_CPU = Image("localhost/autoglm/triton-cpu", ("triton-cpu.Containerfile",))
+BASE_REFERENCE = f"localhost/autoglm/debian-py-base:{_BASE_TAG}"
+
+
+def cache_dir() -> Path:
+    return paths.cache_root() / "images"
+
+
+def podman_env() -> dict[str, str]:
+    """podman/buildah with storage and configuration of our own: runc (crun fails on this host's
+    cgroup layout), cgroupfs (no systemd), explicit ulimits (the defaults fail without
+    CAP_SYS_RESOURCE), everything under the cache directory."""
+    root = cache_dir() / "containers"
+    root.mkdir(parents=True, exist_ok=True)
+    storage = root / "storage.conf"
+    storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{root / "graph"}"\n'
+                       f'runroot = "{root / "run"}"\n')
+    nofile = _hard_limit("-Hn", 1048576)
+    nproc = _hard_limit("-Hu", 32768)
+    conf = root / "containers.conf"
+    conf.write_text('[containers]\n'
+                    f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+                    '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+    return {**os.environ, "CONTAINERS_STORAGE_CONF": str(storage), "CONTAINERS_CONF": str(conf)}
+
+
+def _hard_limit(flag: str, fallback: int) -> int:
+    out = subprocess.run(["sh", "-c", f"ulimit {flag}"], capture_output=True, text=True).stdout.strip()
+    return fallback if not out.isdigit() else min(int(out), fallback)
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    log.info("image build: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+    return proc.stdout
+
+
+def require_tools() -> None:
+    missing = [t for t in ("podman", "buildah", "mmdebstrap", "runc") if not shutil.which(t)]
+    if missing:
+        raise RuntimeError(f"image tools missing: {', '.join(missing)}; install the Debian packages "
+                           f"{' '.join(DEBIAN_PACKAGES)} (./scripts/bootstrap.sh does)")
+
+
+def _has_image(reference: str, env: dict[str, str]) -> bool:
+    return subprocess.run(["podman", "image", "exists", reference], env=env).returncode == 0
+
+
+def ensure_base(env: dict[str, str]) -> None:
+    """Debian with Python from Debian's own packages, imported into our podman storage."""
+    if _has_image(BASE_REFERENCE, env):
+        return
+    tarball = cache_dir() / f"debian-py-base-{_BASE_TAG}.tar"
+    if not tarball.exists():
+        tmp = tarball.with_suffix(".tmp")
+        excludes = [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "doc", "locale", "info")]
+        _run(["mmdebstrap", "--variant=apt", "--include=" + ",".join(BASE_PACKAGES), *excludes,
+              "--format=tar", DEBIAN_SUITE, str(tmp), _debian_mirror()])
+        tmp.rename(tarball)
+    _run(["podman", "import", str(tarball), BASE_REFERENCE], env=env)
+
+
+def _debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (deb822 or one-line sources)."""
+    for f in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]:
+        if f.exists():
+            for line in f.read_text().splitlines():
+                line = line.strip()
+                if line.startswith("URIs:"):
+                    return line.split()[1]
+                if line.startswith("deb ") and "security" not in line:
+                    return next(w for w in line.split()[1:] if "://" in w)
+    return "http://deb.debian.org/debian"
+
+
+def _wheelhouse() -> Path:
+    """Wheels for the Triton image, downloaded by the host's pip (no network inside the build).
+    The host is Debian bookworm with CPython 3.11 like the image, so the host's own wheel tags fit."""
+    target = cache_dir() / f"wheels-pytriton-{PYTRITON_VERSION}"
+    if not (target / ".complete").exists():
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+              "-d", str(target), f"nvidia-pytriton=={PYTRITON_VERSION}", NUMPY_REQUIREMENT])
+        (target / ".complete").touch()
+    return target
+
+
+def _build(image: Image, env: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="autoglm-image-") as context:
+        ctx = Path(context)
+        for f in image.recipe:
+            shutil.copy2(IMAGES_DIR / f, ctx / f)
+        if image is PAUSE:
+            _run(["gcc", "-static", "-Os", "-s", "-o", str(ctx / "pause"), str(ctx / "pause.c")])
+        else:
+            ensure_base(env)
+            shutil.copytree(_wheelhouse(), ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
+        containerfile = next(f for f in image.recipe if f.endswith(".Containerfile"))
+        _run(["buildah", "bud", "--build-arg", f"BASE={BASE_REFERENCE}", "--isolation", "chroot", "--network", "host", "--pull=never", "--layers=false",
+              "-f", str(ctx / containerfile), "-t", image.reference, str(ctx)], env=env)
+    tmp = image.archive.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    _run(["podman", "save", "--format", "oci-archive", "-o", str(tmp), image.reference], env=env)
+    tmp.rename(image.archive)
+
+
+def ensure(image: Image) -> Path:
+    """The image's OCI archive, built the first time only."""
+    if image.archive.exists():
+        return image.archive
+    require_tools()
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log.warning("building image %s (first time only; cached under %s)", image.reference, cache_dir())
+    _build(image, podman_env())
+    log.warning("built image %s in %.0f s (%d MB)", image.reference, time.monotonic() - started,
+                image.archive.stat().st_size >> 20)
+    return image.archive
+
+
+NODE_IMAGES = (PAUSE, TRITON_CPU)
+
+
+def main() -> None:
+    """``python -m autoglm_devcluster.images``: build (or confirm cached) the node's images."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for image in NODE_IMAGES:
+        print(f"{image.reference}: {ensure(image)}")
+
+
+if __name__ == "__main__":
+    main()

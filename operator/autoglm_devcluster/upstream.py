@@ -1,0 +1,67 @@
+"""Upstream CRDs (Gateway API, KubeEdge) from their Go modules, fetched once and cached.
+
+``go mod download`` gives the module's files from the Go module proxy; the CRDs the dev cluster
+installs are copied from there to ``<cache>/upstream-crds/<name>/``. A warm run touches neither
+Go nor the network. AUTOGLM_UPSTREAM_CRDS_DIR points at a folder of ready copies instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+
+
+@dataclass(frozen=True)
+class CRDSet:
+    name: str
+    module: str
+    version: str
+    folder: str
+    files: tuple[str, ...]  # file names inside ``folder``; copied without the group prefix
+
+
+GATEWAY_API = CRDSet("gateway-api-v1.6.1", "sigs.k8s.io/gateway-api", "v1.6.1", "config/crd/standard", tuple(
+    f"gateway.networking.k8s.io_{kind}.yaml"
+    for kind in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants")))
+KUBEEDGE = CRDSet("kubeedge-v1.23.1", "github.com/kubeedge/kubeedge", "v1.23.1", "build/crds/apps",
+                  ("apps_v1alpha1_nodegroup.yaml", "apps_v1alpha1_edgeapplication.yaml"))
+SETS = {s.name: s for s in (GATEWAY_API, KUBEEDGE)}
+
+
+def _target_name(file: str) -> str:
+    return file.split("_", 1)[1] if file.startswith("gateway.networking.k8s.io_") else file
+
+
+def crds(name: str) -> Path:
+    """The folder holding one set of upstream CRDs, fetched from the Go module proxy the first time."""
+    override = os.environ.get("AUTOGLM_UPSTREAM_CRDS_DIR")
+    if override:
+        folder = Path(override) / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"upstream CRDs {name} not found at {folder} (AUTOGLM_UPSTREAM_CRDS_DIR)")
+        return folder
+    crd_set = SETS[name]
+    target = paths.cache_root() / "upstream-crds" / name
+    if all((target / _target_name(f)).is_file() for f in crd_set.files):
+        return target
+    from .toolchain import _go
+    proc = subprocess.run([_go(), "mod", "download", "-json", f"{crd_set.module}@{crd_set.version}"],
+                          capture_output=True, text=True, cwd=paths.cache_root() if paths.cache_root().exists() else None)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not fetch {crd_set.module}@{crd_set.version} from the Go module proxy "
+                           f"(for its CRDs): {(proc.stdout + proc.stderr).strip()[-1000:]}")
+    source = Path(json.loads(proc.stdout)["Dir"]) / crd_set.folder
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in crd_set.files:
+        shutil.copyfile(source / f, tmp / _target_name(f))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
