@@ -294,12 +294,11 @@ oom_score = 0
         pids: set[int] = set()
         for hierarchy in cgroup_hierarchies():
             base = hierarchy / self.cgroup_root.lstrip("/")
-            if base.exists():
-                for procs in base.rglob("cgroup.procs"):
-                    try:
-                        pids.update(int(p) for p in procs.read_text().split())
-                    except OSError:
-                        pass
+            for directory in _directories(base):
+                try:
+                    pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
+                except OSError:  # removed meanwhile
+                    pass
         return pids
 
     def _kill_shims(self) -> None:
@@ -343,16 +342,11 @@ oom_score = 0
             base = hierarchy / self.cgroup_root.lstrip("/")
             if not base.exists():
                 continue
-            for directory in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
-                                    reverse=True):
+            for directory in sorted(_directories(base), key=lambda p: len(p.parts), reverse=True):
                 try:
                     directory.rmdir()
                 except OSError:
                     pass
-            try:
-                base.rmdir()
-            except OSError:
-                pass
 
     def leftovers(self) -> dict[str, list[str]]:
         """What of the node is still on the host (empty lists after ``down``): tested."""
@@ -392,6 +386,11 @@ oom_score = 0
                     raise RuntimeError(f"{c} exited while waiting for {what}:\n{proc.log_tail()}")
             time.sleep(0.2)
         raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _directories(base: Path) -> list[Path]:
+    """``base`` and every folder below it, tolerating folders that vanish while we look."""
+    return [Path(root) for root, _, _ in os.walk(base)]
 
 
 def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> None:

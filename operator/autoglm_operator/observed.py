@@ -45,6 +45,7 @@ class PodObservation:
     not_ready_since: str | None  # Ready condition's lastTransitionTime when Ready is False
     restarts: int
     crash_looping: bool
+    running_since: str | None = None  # the latest startedAt of its running containers
 
 
 @dataclass
@@ -112,7 +113,9 @@ def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping
             not_ready_since=ready_cond.get("lastTransitionTime") if ready_cond.get("status") == "False" else None,
             restarts=pod_restarts(pod),
             crash_looping=any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
-                              for s in statuses)))
+                              for s in statuses),
+            running_since=max((((s.get("state") or {}).get("running") or {}).get("startedAt") or ""
+                               for s in statuses), default="") or None))
         labels = ((node or {}).get("metadata") or {}).get("labels") or {}
         if labels.get(placement.GPU_PRODUCT):
             products[labels[placement.GPU_PRODUCT]] += 1

@@ -20,8 +20,9 @@ def track(pods=(), ready=1, desired=1):
     return t
 
 
-def pod(name="p", ready=True, started=True, node_ready=True, since=None, restarts=0, crash=False):
-    return PodObservation(name, "127.244.0.9", node_ready, ready, started, since, restarts, crash)
+def pod(name="p", ready=True, started=True, node_ready=True, since=None, restarts=0, crash=False,
+        running_since="2025-12-31T23:00:00Z"):
+    return PodObservation(name, "127.244.0.9", node_ready, ready, started, since, restarts, crash, running_since)
 
 
 def test_effective_weight_is_zero_unless_canary_available_and_not_rolled_back():
@@ -42,6 +43,12 @@ def test_kubelet_verdicts():
     # a pod on a node that is not Ready is not judged: an offline edge node is not a model failure
     v = kubelet_verdict(track([pod(ready=False, node_ready=False, since="2025-12-31T23:59:59Z")]), policy, NOW)
     assert v.finding is None and v.excluded_pods == ["p"]
+    # A real kubelet reports `started` a readiness-probe period before the first Ready: a pod that
+    # has not been Ready since its container started is still starting, not failing.
+    starting = pod(ready=False, since="2025-12-31T23:59:58Z", running_since="2025-12-31T23:59:59Z")
+    assert kubelet_verdict(track([starting]), policy, NOW).finding is None
+    same_second = pod(ready=False, since="2025-12-31T23:59:59Z", running_since="2025-12-31T23:59:59Z")
+    assert kubelet_verdict(track([same_second]), policy, NOW).finding is None
     slow = RollbackPolicy(not_ready_seconds=30)
     v = kubelet_verdict(track([pod(ready=False, since="2025-12-31T23:59:50Z")]), slow, NOW)
     assert v.finding is None and 19 <= v.recheck_after <= 21

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.spec import RollbackPolicy
-from ..observed import TrackObservation
+from ..observed import PodObservation, TrackObservation
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,14 @@ def _seconds_since(timestamp: str | None, now: datetime.datetime) -> float:
     return max(0.0, (now - then).total_seconds())
 
 
+def _turned_unready_while_running(pod: PodObservation) -> bool:
+    """Ready went False after the running container started (it was Ready, then stopped being)."""
+    if not pod.not_ready_since or not pod.running_since:
+        return False
+    parse = lambda t: datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))  # noqa: E731
+    return parse(pod.not_ready_since) > parse(pod.running_since)
+
+
 @dataclass
 class KubeletVerdict:
     finding: Finding | None = None
@@ -83,9 +91,12 @@ def kubelet_verdict(canary: TrackObservation, policy: RollbackPolicy,
                                   f"canary containers restarted {restarts} times (max {policy.max_restarts})",
                                   pods=tuple(p.name for p in judged if p.restarts))
         return verdict
-    # Running and past its startup probe, yet failing readiness: Triton stopped answering
-    # /v2/health/ready. (A pod still loading its engines has not started: not a failure.)
-    failing = [(p, _seconds_since(p.not_ready_since, now)) for p in judged if p.started and not p.ready]
+    # Running and past its startup probe, and Ready once since its container started, yet failing
+    # readiness now: Triton stopped answering /v2/health/ready. A pod still loading its engines has
+    # not started, and a kubelet reports `started` a probe period before the first readiness
+    # result: neither is a failure.
+    failing = [(p, _seconds_since(p.not_ready_since, now)) for p in judged
+               if p.started and not p.ready and _turned_unready_while_running(p)]
     tripped = [p.name for p, age in failing if age >= policy.not_ready_seconds]
     if tripped:
         verdict.finding = Finding("readiness", len(tripped), 0,
