@@ -1,4 +1,5 @@
-"""Real-traffic benchmarks on the embedded cluster's data plane (Envoy Gateway + real Triton):
+"""Real-traffic benchmarks on the embedded cluster's data plane (Envoy Gateway + Triton in real
+containers on the real node):
 
 * client-observed error window of a rollback: steady load through the Gateway, the canary model
   starts failing; time from the first failed response to the last one, over N trials;
@@ -35,23 +36,22 @@ def main() -> int:
     import yaml
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
-    from autoglm_devcluster.pod_runtime import fault_file
-    from conftest import model_store
-    from test_data_plane import Client, deployment
+    from conftest import model_store, private_model_store
+    from test_data_plane import Client, deployment, real_node_env
 
     dev = DevCluster("dataplane")
     dev.up(crds=default_crds(), data_plane=True)
     ns = f"bench-traffic-{uuid.uuid4().hex[:5]}"
     dev.kubectl("create", "namespace", ns)
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(ns)))
+    store = private_model_store()
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(ns, store)))
     op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
                            "-n", ns, "--metrics-port", "0", "--health-port", "0"], cwd=REPO,
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)},
+                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **real_node_env()},
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     port = int(dev.gateway_url.rsplit(":", 1)[1])
     try:
-        fault = fault_file(dev.state_dir, ns, "bench", "canary")
-        fault.parent.mkdir(parents=True, exist_ok=True)
+        fault = store / "flaky" / "2" / "fault-error-rate"  # read by the canary's model on every request
         fault.write_text("0")
         dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("bench", ns, 50)))
         dev.kubectl("wait", "-n", ns, "--for=condition=Ready", "agd/bench", "--timeout=120s")

@@ -35,10 +35,11 @@ fi
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The operator (runtime distribution, with the test extra) and the dev cluster (a distribution of its own)
+stamp=.venv/.installed-$(cat pyproject.toml operator/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test]' -e ./operator
   touch "$stamp"
 fi
 

@@ -17,7 +17,8 @@ else
   USE_DEV=1
 fi
 if [ "${USE_DEV:-0}" = 1 ]; then
-  # The embedded cluster with its data plane: Envoy Gateway and real Triton processes behind Triton pods.
+  # The embedded cluster with its data plane: Envoy Gateway, and a real node (kubelet, containerd)
+  # where Triton pods run as containers of a locally built image.
   .venv/bin/autoglm-dev-cluster up --data-plane
   export KUBECONFIG="$(.venv/bin/autoglm-dev-cluster kubeconfig)"
 fi
@@ -25,13 +26,19 @@ fi
 .venv/bin/autoglm-operator install-crds
 "$KUBECTL" wait --for=condition=Established crd/autoglmdeployments.serving.autoglm.io --timeout=60s >/dev/null
 mkdir -p out
+if [ "${USE_DEV:-0}" = 1 ]; then
+  # init containers use the local Triton image's shell (the dev cluster pulls from no registry)
+  export AUTOGLM_SHELL_IMAGE="$(.venv/bin/python -c 'from autoglm_devcluster.images import TRITON_CPU; print(TRITON_CPU.reference)')"
+fi
 .venv/bin/autoglm-operator run --metrics-port 18080 --health-port 18081 > out/operator.log 2>&1 &
 OPERATOR_PID=$!
 trap 'kill $OPERATOR_PID 2>/dev/null || true' EXIT INT TERM
 
 if [ "${USE_DEV:-0}" = 1 ]; then
-  # On the embedded cluster the model store is this repository's model_repository/.
-  sed "s|/var/lib/autoglm/model_repository|$PWD/model_repository|" examples/model-store.yaml | "$KUBECTL" apply -f -
+  # On the embedded cluster the model store is this repository's model_repository/ (or a copy the
+  # Triton image's non-root user can read).
+  STORE="$(.venv/bin/autoglm-dev-cluster model-store model_repository)"
+  sed "s|/var/lib/autoglm/model_repository|$STORE|" examples/model-store.yaml | "$KUBECTL" apply -f -
 else
   "$KUBECTL" apply -f examples/model-store.yaml
 fi
@@ -39,7 +46,8 @@ fi
 "$KUBECTL" wait --for=condition=Ready agd/autoglm-phone --timeout=120s
 "$KUBECTL" get agd,deploy,pods -o wide
 if [ "${USE_DEV:-0}" = 1 ]; then
-  "$KUBECTL" apply -f examples/gateway-echo.yaml
+  # Triton in real containers on the dev cluster's real node (kubelet, containerd, runc)
+  .venv/bin/autoglm-dev-cluster localize examples/gateway-echo.yaml | "$KUBECTL" apply -f -
   "$KUBECTL" wait --for=condition=Ready agd/echo --timeout=120s
   GATEWAY="$(.venv/bin/python -c 'from autoglm_devcluster.cluster import DevCluster; print(DevCluster().gateway_url)')"
   echo

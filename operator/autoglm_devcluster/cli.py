@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from . import paths
 from .cluster import DevCluster
@@ -41,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run a real data plane: a pod network namespace, real Triton processes behind "
                          "Triton pods, and Envoy Gateway with a default Gateway (needs root for `ip netns`)")
     sub.add_parser("down", help="stop every process of the cluster and free its ports")
+    localize = sub.add_parser("localize", help="print AutoGLMDeployment manifests adapted to run on the real node: "
+                                               "the locally built Triton image, its node selector and toleration")
+    localize.add_argument("files", nargs="+")
+    store = sub.add_parser("model-store", help="print a path to DIR that the Triton image's non-root user can "
+                                               "read (DIR itself, or a copy under /tmp when a parent is private)")
+    store.add_argument("dir")
     sub.add_parser("status", help="which components run")
     sub.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
     args = parser.parse_args(argv)
@@ -62,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         healthy = cluster.is_healthy()
         print(f"api server: {cluster.server if healthy else 'not reachable'}")
         return 0 if healthy else 1
+    elif args.command == "localize":
+        from .node import localize
+        print(localize([Path(f) for f in args.files]), end="")
+    elif args.command == "model-store":
+        from .node import readable_model_store
+        print(readable_model_store(Path(args.dir)))
     elif args.command == "kubeconfig":
         print(cluster.kubeconfig)
     return 0

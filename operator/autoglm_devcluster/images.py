@@ -5,7 +5,10 @@ the node's containerd:
   * ``pause``: the pod sandbox, a static C program in a ``FROM scratch`` image;
   * ``debian-py-base``: Debian bookworm with Python, made by ``mmdebstrap`` from Debian's packages;
   * ``triton-cpu``: Triton with its Python backend from the ``nvidia-pytriton`` wheel, laid out so
-    the operator's rendered Triton command and model-repository paths work unchanged.
+    the operator's rendered Triton command and model-repository paths work unchanged;
+  * ``operator``: the operator's runtime image (its wheel and runtime dependencies only), tagged by
+    a hash of its source, so a code change is a new image;
+  * ``opa``: the OPA binary built from its Go module, for the chart's admission sidecar.
 Builds use buildah (chroot isolation, host network) with wheels downloaded beforehand by the
 host's pip, so nothing inside a build reaches the network. Each image is saved as an OCI archive
 under the cache, named by a hash of its recipe: a warm run reuses the archive and builds nothing.
@@ -42,30 +45,57 @@ DEBIAN_PACKAGES = ("podman", "buildah", "runc", "mmdebstrap", "uidmap", "fuse-ov
 
 @dataclass(frozen=True)
 class Image:
-    name: str           # e.g. localhost/autoglm/triton-cpu
+    name: str                # e.g. localhost/autoglm/triton-cpu
     recipe: tuple[str, ...]  # files under images/ whose content names the build
 
-    def digest_of_recipe(self, extra: str = "") -> str:
-        h = hashlib.sha256(extra.encode())
+    def tag(self) -> str:
+        h = hashlib.sha256(_salt(self).encode())
         for f in self.recipe:
             h.update((IMAGES_DIR / f).read_bytes())
         return h.hexdigest()[:12]
 
     @property
     def reference(self) -> str:
-        return f"{self.name}:{self.digest_of_recipe(_version_salt(self))}"
+        return f"{self.name}:{self.tag()}"
+
+    @property
+    def repository(self) -> str:
+        return self.name
 
     @property
     def archive(self) -> Path:
-        return cache_dir() / f"{self.name.rsplit('/', 1)[1]}-{self.digest_of_recipe(_version_salt(self))}.oci.tar"
+        return cache_dir() / f"{self.name.rsplit('/', 1)[1]}-{self.tag()}.oci.tar"
 
 
-def _version_salt(image: "Image") -> str:
-    return f"{_BASE_TAG}:{PYTRITON_VERSION}:{NUMPY_REQUIREMENT}" if "triton" in image.name else DEBIAN_SUITE
+def _operator_source_digest() -> str:
+    """The operator's wheel inputs: a change to its code or CRDs is a new image."""
+    h = hashlib.sha256()
+    roots = [paths.REPO_ROOT / "pyproject.toml", paths.REPO_ROOT / "README.md", paths.REPO_ROOT / "crds",
+             paths.REPO_ROOT / "operator" / "autoglm_operator"]
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()
+                                                      and "__pycache__" not in p.parts and p.suffix != ".pyc")
+        for f in files:
+            h.update(str(f.relative_to(paths.REPO_ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _salt(image: "Image") -> str:
+    if image.name.endswith("/pause"):
+        return DEBIAN_SUITE
+    if image.name.endswith("/triton-cpu"):
+        return f"{_BASE_TAG}:{PYTRITON_VERSION}:{NUMPY_REQUIREMENT}"
+    if image.name.endswith("/opa"):
+        from .toolchain import OPA_VERSION
+        return f"{_BASE_TAG}:{OPA_VERSION}"
+    return f"{_BASE_TAG}:{_operator_source_digest()}"
 
 
 PAUSE = Image("localhost/autoglm/pause", ("pause.c", "pause.Containerfile"))
 TRITON_CPU = Image("localhost/autoglm/triton-cpu", ("triton-cpu.Containerfile",))
+OPERATOR = Image("localhost/autoglm/operator", ("operator.Containerfile",))
+OPA = Image("localhost/autoglm/opa", ("opa.Containerfile",))
 BASE_REFERENCE = f"localhost/autoglm/debian-py-base:{_BASE_TAG}"
 
 
@@ -142,6 +172,11 @@ def _debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+def _operator_wheels(target: Path) -> None:
+    """The operator's wheel and its runtime dependencies (no extras), built by the host's pip."""
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(target), str(paths.REPO_ROOT)])
+
+
 def _wheelhouse() -> Path:
     """Wheels for the Triton image, downloaded by the host's pip (no network inside the build).
     The host is Debian bookworm with CPython 3.11 like the image, so the host's own wheel tags fit."""
@@ -162,7 +197,13 @@ def _build(image: Image, env: dict[str, str]) -> None:
             _run(["gcc", "-static", "-Os", "-s", "-o", str(ctx / "pause"), str(ctx / "pause.c")])
         else:
             ensure_base(env)
+        if image is TRITON_CPU:
             shutil.copytree(_wheelhouse(), ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
+        elif image is OPERATOR:
+            _operator_wheels(ctx / "wheels")
+        elif image is OPA:
+            from . import toolchain
+            shutil.copy2(toolchain.ensure(toolchain.OPA).path(), ctx / "opa")
         containerfile = next(f for f in image.recipe if f.endswith(".Containerfile"))
         _run(["buildah", "bud", "--build-arg", f"BASE={BASE_REFERENCE}", "--isolation", "chroot", "--network", "host", "--pull=never", "--layers=false",
               "-f", str(ctx / containerfile), "-t", image.reference, str(ctx)], env=env)
@@ -186,7 +227,8 @@ def ensure(image: Image) -> Path:
     return image.archive
 
 
-NODE_IMAGES = (PAUSE, TRITON_CPU)
+#: Imported into the real node's containerd: the pod sandbox, Triton, and the chart's operator and OPA.
+NODE_IMAGES = (PAUSE, TRITON_CPU, OPERATOR, OPA)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-CRD_DIR = Path(__file__).resolve().parent.parent.parent / "crds"
+#: The CRDs ship inside the package (in a checkout, a link to the repository's crds/).
+CRD_DIR = Path(__file__).resolve().parent / "crds"
 
 
 def _check_cluster(kubeconfig: str | None, context: str | None) -> str:
@@ -46,6 +47,31 @@ def _webhook_settings(args: argparse.Namespace) -> dict | None:
             "audit_interval": args.audit_interval, "manage_configuration": not args.no_webhook_configuration}
 
 
+def _leader_election_settings(args: argparse.Namespace) -> dict | None:
+    if not args.leader_elect:
+        return None
+    from .leader import LeaseTimings
+
+    try:
+        timings = LeaseTimings(args.lease_duration, args.renew_deadline, args.retry_period)
+    except ValueError as e:
+        sys.exit(f"autoglm-operator: --lease-duration/--renew-deadline/--retry-period: {e}")
+    namespace = args.leader_election_namespace or _pod_namespace()
+    return {"namespace": namespace, "name": args.leader_election_id, "timings": timings}
+
+
+def _pod_namespace() -> str:
+    """The namespace this pod runs in (POD_NAMESPACE, else the service account's), or ``default``."""
+    import os
+
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
@@ -58,8 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         import os
         os.environ["KUBECONFIG"] = args.kubeconfig
     handlers.settings_from_cli.update(kubeconfig=args.kubeconfig, context=args.context, workers=args.workers,
-                                      standalone=args.peering is None, peering_name=args.peering or "autoglm-operator",
-                                      namespaces=args.namespace or [], webhook=_webhook_settings(args))
+                                      namespaces=args.namespace or [], webhook=_webhook_settings(args),
+                                      leader_election=_leader_election_settings(args))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.configure(verbose=args.verbose, log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
@@ -68,8 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
     asyncio.run(kopf.operator(
-        clusterwide=args.all_namespaces or not namespaces, namespaces=namespaces,
-        standalone=args.peering is None, peering_name=args.peering,
+        clusterwide=args.all_namespaces or not namespaces, namespaces=namespaces, standalone=True,
         liveness_endpoint=f"http://{args.health_address}:{args.health_port}/healthz" if args.health_port else None,
     ))
     return 0
@@ -83,7 +108,11 @@ def _install_crds(args: argparse.Namespace) -> int:
     _check_cluster(args.kubeconfig, args.context)
     from .kube.client import KubeClient
     client = KubeClient(load_configuration(args.kubeconfig, args.context))
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    files = sorted(CRD_DIR.glob("*.yaml"))
+    if not files:
+        sys.exit(f"autoglm-operator: no CRD files found in {CRD_DIR}: the installation is incomplete "
+                 "(reinstall the autoglm-operator package)")
+    for path in files:
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc:
                 continue
@@ -108,8 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--health-port", type=int, default=8081, help="liveness endpoint /healthz; 0 disables")
     run.add_argument("--health-address", default="0.0.0.0")
     run.add_argument("--log-format", choices=("plain", "full", "json"), default="plain")
-    run.add_argument("--peering", metavar="NAME", help="enable Kopf peering under this name (for HA replicas); "
-                     "needs the peering CRDs; default: standalone")
+    elect = run.add_argument_group("leader election (for several replicas: one writes, every one serves admission)")
+    elect.add_argument("--leader-elect", action="store_true",
+                       help="lead through a coordination.k8s.io Lease before reconciling (default: off, one replica)")
+    elect.add_argument("--leader-election-id", default="autoglm-operator", help="the Lease's name")
+    elect.add_argument("--leader-election-namespace", help="the Lease's namespace (default: the pod's namespace)")
+    elect.add_argument("--lease-duration", type=float, default=15.0,
+                       help="seconds a follower waits after the leader's last renewal before taking over (15)")
+    elect.add_argument("--renew-deadline", type=float, default=10.0,
+                       help="seconds the leader keeps trying to renew before stepping down (10)")
+    elect.add_argument("--retry-period", type=float, default=2.0, help="seconds between attempts (2)")
     run.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
     run.add_argument("-v", "--verbose", action="store_true")
     hook = run.add_argument_group("admission webhook (OPA policies)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -37,14 +38,57 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     settings.persistence.finalizer = f"{r.GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=r.GROUP)
     settings.persistence.diffbase_storage = _NoDiffBase()
-    settings.peering.name = settings_from_cli.get("peering_name", "autoglm-operator")
-    settings.peering.standalone = settings_from_cli.get("standalone", True)
+    settings.peering.standalone = True  # Kopf peering pauses every equal peer: leader election decides instead
     client = KubeClient(load_configuration(settings_from_cli.get("kubeconfig"), settings_from_cli.get("context")))
     memo.controller = Controller(client, workers=settings_from_cli.get("workers", 8))
     webhook = settings_from_cli.get("webhook")
-    if webhook:
+    if webhook:  # every replica serves admission, leader or not
         await _serve_admission(settings, memo, client, webhook)
+    election = settings_from_cli.get("leader_election")
+    if election:
+        import asyncio
+        memo.leader_task = asyncio.create_task(_lead(memo, client, webhook, election))
+    else:
+        await _start_writers(memo, client, webhook)
+
+
+async def _start_writers(memo: kopf.Memo, client: Any, webhook: dict[str, Any] | None) -> None:
+    """Everything that writes: informers, work queue and reconciles, the policy audit, and the
+    webhook configuration. Only the leader runs it when leader election is on."""
+    import asyncio
+
     await memo.controller.start(settings_from_cli.get("namespaces"))
+    if not webhook:
+        return
+    if webhook.get("audit_interval"):
+        from .admission.audit import PolicyAudit
+        audit = PolicyAudit(client, memo.reviewer.decider, webhook["audit_interval"])
+        memo.audit_task = asyncio.create_task(audit.loop(lambda: list(memo.controller.store.all(r.KIND))))
+    if webhook.get("manage_configuration", True):
+        from .admission.webhook_configuration import WebhookSettings, desired_webhook_configuration
+        configuration = desired_webhook_configuration(WebhookSettings(
+            name=webhook["name"], failure_policy=webhook["failure_policy"], timeout_seconds=webhook["timeout"],
+            url=webhook.get("url"), service=webhook.get("service"),
+            namespace_selector=webhook.get("namespace_selector") or {}), memo.webhook_ca_bundle)
+        await asyncio.to_thread(client.apply, configuration)
+
+
+async def _lead(memo: kopf.Memo, client: Any, webhook: dict[str, Any] | None, election: dict[str, Any]) -> None:
+    """Wait for the Lease, start the writers, and hold the Lease; losing it ends the process, so
+    that nothing started as leader can write after another replica took over."""
+    import os
+
+    from .leader import LEADER, LeaderElector
+
+    memo.elector = LeaderElector(client, election["namespace"], election["name"], timings=election["timings"])
+    LEADER.set(0)
+    await memo.elector.acquire()
+    LEADER.set(1)
+    await _start_writers(memo, client, webhook)
+    await memo.elector.hold()
+    LEADER.set(0)
+    logging.getLogger(__name__).error("leadership lost: exiting (the pod restarts as a follower)")
+    os._exit(1)
 
 
 @kopf.on.login()
@@ -70,8 +114,7 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
     from .admission.certificates import ensure_webhook_certificate
     from .admission.opa import OpaDecider
     from .admission.reviewer import AdmissionReviewer
-    from .admission.webhook_configuration import (HANDLER_ID, WEBHOOK_PATH, WebhookSettings,
-                                                  desired_webhook_configuration)
+    from .admission.webhook_configuration import HANDLER_ID, WEBHOOK_PATH
 
     cert = ensure_webhook_certificate(Path(webhook["cert_dir"]), webhook["hosts"])
     settings.admission.server = kopf.WebhookServer(
@@ -80,18 +123,8 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
     memo.reviewer = AdmissionReviewer(client, OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
                                                          webhook["opa_fail_open"]))
     memo.reviewer.start()
+    memo.webhook_ca_bundle = cert.ca_bundle
     kopf.on.validate(r.GROUP, r.VERSION, r.PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])(admit)
-    if webhook.get("audit_interval"):
-        from .admission.audit import PolicyAudit
-        audit = PolicyAudit(client, memo.reviewer.decider, webhook["audit_interval"])
-        memo.audit_task = asyncio.create_task(audit.loop(lambda: list(memo.controller.store.all(r.KIND))))
-    if not webhook.get("manage_configuration", True):
-        return
-    configuration = desired_webhook_configuration(WebhookSettings(
-        name=webhook["name"], failure_policy=webhook["failure_policy"], timeout_seconds=webhook["timeout"],
-        url=webhook.get("url"), service=webhook.get("service"),
-        namespace_selector=webhook.get("namespace_selector") or {}), cert.ca_bundle)
-    await asyncio.to_thread(client.apply, configuration)
 
 
 async def admit(body: kopf.Body, old: kopf.Body | None, operation: str | None, userinfo: Any,
@@ -106,11 +139,16 @@ async def admit(body: kopf.Body, old: kopf.Body | None, operation: str | None, u
 
 @kopf.on.cleanup()
 async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
+    if getattr(memo, "leader_task", None):
+        memo.leader_task.cancel()
     if getattr(memo, "audit_task", None):
         memo.audit_task.cancel()
     if getattr(memo, "reviewer", None):
         memo.reviewer.stop()
     await memo.controller.stop()
+    if getattr(memo, "elector", None):  # after the writers stopped: a successor takes over at once
+        import asyncio
+        await asyncio.to_thread(memo.elector.release)
 
 
 @kopf.on.event(r.GROUP, r.VERSION, r.PLURAL)

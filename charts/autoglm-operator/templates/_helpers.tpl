@@ -14,4 +14,5 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "autoglm.webhookService" -}}{{ include "autoglm.fullname" . }}-webhook{{- end -}}
 {{- define "autoglm.certSecret" -}}{{ include "autoglm.fullname" . }}-webhook-tls{{- end -}}
 {{- define "autoglm.policyKey" -}}{{ . | replace "files/policies/" "" | replace "/" "." }}{{- end -}}
-{{- define "autoglm.peering" -}}{{ .Values.peering.name | default (include "autoglm.fullname" .) }}{{- end -}}
+{{- /* A policy file the OPA sidecar loads: Rego and JSON data, never a test or a README. */ -}}
+{{- define "autoglm.isPolicy" -}}{{ if and (or (hasSuffix ".rego" .) (hasSuffix ".json" .)) (not (hasSuffix "_test.rego" .)) }}true{{ end }}{{- end -}}

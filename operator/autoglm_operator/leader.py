@@ -1,0 +1,176 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease, with client-go's rules.
+
+Every replica serves admission; only the leader writes (informers, work queue, reconciles, timers,
+the policy audit, webhook-configuration management start once it leads). A candidate takes the
+Lease when it is free or when the holder has not renewed it for ``lease_duration`` as measured on
+the candidate's own clock since it last saw the record change (no clock-skew assumptions). The
+leader renews every ``retry_period``; when it cannot renew for ``renew_deadline`` (shorter than
+the lease) it stops leading before anyone else may start, and the process exits so that nothing it
+had started can write again. On a clean shutdown it releases the Lease, so a successor takes over
+at once. Defaults are controller-runtime's: 15 s / 10 s / 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import Gauge
+
+log = logging.getLogger(__name__)
+
+LEADER = Gauge("autoglm_operator_leader", "1 while this replica leads (holds the Lease) and writes")
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise ValueError("leader election needs lease duration > renew deadline > retry period > 0 "
+                             f"(got {self.lease_duration} / {self.renew_deadline} / {self.retry_period})")
+
+
+def default_identity() -> str:
+    """The pod's name (HOSTNAME in a pod) plus a random suffix: a restarted container is a new candidate."""
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def micro_time(now: float) -> str:
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    """Acquire, hold and release one Lease through a client with ``_call`` (KubeClient)."""
+
+    def __init__(self, client: Any, namespace: str, name: str, identity: str | None = None,
+                 timings: LeaseTimings = LeaseTimings(), clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
+        self.client = client
+        self.namespace, self.name = namespace, name
+        self.identity = identity or default_identity()
+        self.timings = timings
+        self.clock, self.wall_clock = clock, wall_clock
+        self._observed_spec: dict[str, Any] | None = None
+        self._observed_at = 0.0
+        self.last_renewed = 0.0
+        self.is_leader = False
+
+    @property
+    def path(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
+
+    # -- one attempt ---------------------------------------------------------------------------
+    def try_acquire_or_renew(self) -> bool:
+        """One round of client-go's tryAcquireOrRenew; True when we hold the Lease afterwards."""
+        now, wall = self.clock(), self.wall_clock()
+        try:
+            lease = self.client._call("GET", self.path)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            lease = None
+        mine = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timings.lease_duration),
+                "acquireTime": micro_time(wall), "renewTime": micro_time(wall), "leaseTransitions": 0}
+        if lease is None:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace}, "spec": mine}
+            try:
+                self.client._call("POST", self.path.rsplit("/", 1)[0], body=body)
+            except ApiException as e:
+                if e.status == 409:  # another candidate created it first
+                    return False
+                raise
+            return self._won(now)
+        spec = lease.get("spec") or {}
+        if spec != self._observed_spec:
+            self._observed_spec, self._observed_at = spec, now
+        holder = spec.get("holderIdentity") or ""
+        held_by_other = holder and holder != self.identity
+        duration = float(spec.get("leaseDurationSeconds") or self.timings.lease_duration)
+        if held_by_other and self._observed_at + duration > now:
+            return False
+        if holder == self.identity:
+            mine["acquireTime"] = spec.get("acquireTime") or mine["acquireTime"]
+            mine["leaseTransitions"] = spec.get("leaseTransitions", 0)
+        else:
+            mine["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+        lease["spec"] = mine  # the update carries the resourceVersion we read: a race loses with 409
+        try:
+            self.client._call("PUT", self.path, body=lease)
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return self._won(now)
+
+    def _won(self, now: float) -> bool:
+        self.last_renewed = now
+        self._observed_spec, self._observed_at = None, now
+        self.is_leader = True
+        return True
+
+    def seconds_until_attempt(self) -> float:
+        """A follower looks again every retry period, or right when the observed lease expires."""
+        if self._observed_spec and self._observed_spec.get("holderIdentity"):
+            duration = float(self._observed_spec.get("leaseDurationSeconds") or self.timings.lease_duration)
+            expiry = self._observed_at + duration - self.clock()
+            if 0 < expiry < self.timings.retry_period:
+                return expiry + 0.05
+        return self.timings.retry_period
+
+    # -- loops ---------------------------------------------------------------------------------
+    async def acquire(self) -> None:
+        """Return once this replica leads."""
+        log.warning("leader election: %s is a candidate for lease %s/%s", self.identity, self.namespace, self.name)
+        while True:
+            try:
+                if await asyncio.to_thread(self.try_acquire_or_renew):
+                    log.warning("leader election: %s now leads (lease %s/%s)", self.identity, self.namespace,
+                                self.name)
+                    return
+            except Exception as e:  # the API server may be away: keep trying
+                log.warning("leader election: could not read or take the lease: %s", e)
+            await asyncio.sleep(self.seconds_until_attempt())
+
+    async def hold(self) -> None:
+        """Renew until a renewal has failed for ``renew_deadline``; then return (leadership lost)."""
+        while True:
+            await asyncio.sleep(self.timings.retry_period)
+            try:
+                renewed = await asyncio.wait_for(asyncio.to_thread(self.try_acquire_or_renew),
+                                                 timeout=self.timings.retry_period)
+            except Exception as e:
+                log.warning("leader election: renewal failed: %s", e)
+                renewed = False
+            if not renewed and self.clock() - self.last_renewed >= self.timings.renew_deadline:
+                self.is_leader = False
+                log.error("leader election: %s could not renew the lease for %.0f s: stepping down",
+                          self.identity, self.timings.renew_deadline)
+                return
+
+    def release(self) -> None:
+        """Give the Lease up (clean shutdown) so a successor need not wait for it to expire."""
+        if not self.is_leader:
+            return
+        try:
+            lease = self.client._call("GET", self.path)
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time(self.wall_clock()))
+            self.client._call("PUT", self.path, body=lease)
+            log.warning("leader election: %s released lease %s/%s", self.identity, self.namespace, self.name)
+        except Exception as e:
+            log.warning("leader election: could not release the lease: %s", e)
+        self.is_leader = False

@@ -1,0 +1,101 @@
+"""One leader: a coordination.k8s.io Lease on the real API server decides which replica writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+
+import pytest
+import yaml
+
+from conftest import REPO, agd, model_store, wait_for
+
+pytestmark = pytest.mark.e2e
+
+FAST = dict(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+
+
+def test_one_holder_takeover_after_expiry_and_release(kube, kubectl):
+    from autoglm_operator.leader import LeaderElector, LeaseTimings
+
+    namespace = f"lease-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", namespace)
+    timings = LeaseTimings(**FAST)
+    a = LeaderElector(kube, namespace, "autoglm", "replica-a", timings)
+    b = LeaderElector(kube, namespace, "autoglm", "replica-b", timings)
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()  # held and fresh
+    assert a.try_acquire_or_renew()  # renewal
+    # a stops renewing (as if killed): b takes over once it has seen the lease unchanged for its duration
+    asyncio.run(asyncio.wait_for(b.acquire(), timeout=timings.lease_duration + 3))
+    lease = kubectl.get_json("lease", "-n", namespace, "autoglm")["spec"]
+    assert lease["holderIdentity"] == "replica-b" and lease["leaseTransitions"] == 1
+    # the old leader can neither renew nor take it back, and steps down within its renew deadline
+    assert not a.try_acquire_or_renew()
+    asyncio.run(asyncio.wait_for(a.hold(), timeout=timings.renew_deadline + 2 * timings.retry_period + 2))
+    assert not a.is_leader
+    # a clean shutdown releases the lease: the next candidate takes it at once
+    b.release()
+    assert a.try_acquire_or_renew()
+    kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def _writes(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("autoglm_operator_api_writes_total{"))
+
+
+def _operator(namespace: str, metrics_port: int, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace, "--metrics-port", str(metrics_port),
+         "--metrics-address", "127.0.0.1", "--health-port", "0", "--leader-elect",
+         "--leader-election-namespace", namespace, "--lease-duration", "4", "--renew-deadline", "3",
+         "--retry-period", "0.5"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, cwd=REPO)
+
+
+def test_two_replicas_one_writes_and_the_other_takes_over(kubectl, tmp_path):
+    from autoglm_devcluster.processes import free_port
+
+    namespace = f"leader-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", namespace)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
+    ports = [free_port(), free_port()]
+    logs = [open(tmp_path / f"operator-{i}.log", "ab") for i in range(2)]
+    procs = [_operator(namespace, ports[i], logs[i]) for i in range(2)]
+    try:
+        body = agd("one", replicas=1)
+        body["metadata"]["namespace"] = namespace
+        kubectl.apply(body)
+        kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/one", "--timeout=60s")
+        writes = wait_for(lambda: [_writes(p) for p in ports], 10, what="both replicas' metrics")
+        leader = 0 if writes[0] > 0 else 1
+        follower = 1 - leader
+        assert writes[leader] > 0 and writes[follower] == 0, writes
+        holder = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]["holderIdentity"]
+        assert holder
+
+        procs[leader].send_signal(signal.SIGKILL)
+        procs[leader].wait(10)
+        kubectl("patch", "agd", "-n", namespace, "one", "--type=merge", "-p",
+                json.dumps({"spec": {"runtime": {"replicas": 2}}}))
+        wait_for(lambda: kubectl.get_json("deployment", "-n", namespace, "one-stable")["spec"]["replicas"] == 2,
+                 30, what="the edit reconciled by the surviving replica")
+        assert _writes(ports[follower]) > 0
+        new_holder = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]["holderIdentity"]
+        assert new_holder != holder
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(15)
+        for log in logs:
+            log.close()
+        kubectl("delete", "namespace", namespace, "--wait=false")
