@@ -4,7 +4,6 @@ canary -> rollback -> delete cycle as the chart's ServiceAccount), upgrade and u
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import subprocess
@@ -36,13 +35,19 @@ def helm(cluster):
     return run
 
 
-def test_chart_copies_match_the_repository():
-    assert filecmp.cmp(REPO / "crds" / "serving.autoglm.io_autoglmdeployments.yaml",
-                       CHART / "crds" / "serving.autoglm.io_autoglmdeployments.yaml", shallow=False)
-    for source in (REPO / "policies").rglob("*"):
-        if source.suffix in (".rego", ".json") and not source.name.endswith("_test.rego"):
-            copy = CHART / "files" / "policies" / source.relative_to(REPO / "policies")
-            assert copy.exists() and filecmp.cmp(source, copy, shallow=False), f"run charts/autoglm-operator/sync.sh ({copy})"
+def test_chart_reads_the_repository_crd_and_policies_without_a_copy(helm):
+    """One source: the chart's CRD and policies are links into the repository (Helm follows them and
+    packages their content); the OPA ConfigMap holds every policy and its data, and no test."""
+    assert (CHART / "crds" / "serving.autoglm.io_autoglmdeployments.yaml").resolve() == \
+        (REPO / "crds" / "serving.autoglm.io_autoglmdeployments.yaml").resolve()
+    assert (CHART / "files" / "policies").resolve() == (REPO / "policies").resolve()
+    rendered = [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), "--kube-version", "1.36.3").stdout) if d]
+    policies = next(d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-policies"))
+    expected = {str(p.relative_to(REPO / "policies")).replace("/", ".") for p in (REPO / "policies").rglob("*")
+                if p.suffix in (".rego", ".json") and not p.name.endswith("_test.rego")}
+    assert set(policies["data"]) == expected
+    assert all(policies["data"][k] == (REPO / "policies" / k.replace(".", "/", k.count(".") - 1)).read_text()
+               for k in expected)
 
 
 def test_lint_template_and_schema(helm):
@@ -76,7 +81,6 @@ EXPECTED_CLUSTER_RULES = {
     ("", "nodes"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
 }
 
 
@@ -103,9 +107,14 @@ def test_install_creates_everything_and_rbac_is_minimal(release, kubectl):
     operator = pod["containers"][0]
     assert operator["securityContext"]["readOnlyRootFilesystem"] is True
     assert operator["securityContext"]["allowPrivilegeEscalation"] is False
-    assert f"--peering={full}" in operator["args"]
+    assert "--leader-elect" in operator["args"] and f"--leader-election-id={full}" in operator["args"]
     assert [c["name"] for c in pod["containers"]] == ["operator", "opa"]
-    assert kubectl.get_json("clusterkopfpeering", full)
+    # the kubelet probes the pod's IP: OPA's /health must be served there, not on its loopback
+    opa_probe = pod["containers"][1]["readinessProbe"]["httpGet"]
+    assert "host" not in opa_probe and opa_probe["port"] == "opa-health"
+    lease_role = kubectl.get_json("role", "-n", namespace, f"{full}-leader-election")
+    assert lease_role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                    "verbs": ["get", "create", "update"]}]
     hook = kubectl.get_json("validatingwebhookconfiguration", full)["webhooks"][0]
     assert hook["clientConfig"]["service"]["name"] == f"{full}-webhook" and hook["clientConfig"]["caBundle"]
     policies = kubectl.get_json("configmap", "-n", namespace, f"{full}-policies")["data"]

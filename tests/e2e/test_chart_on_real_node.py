@@ -1,0 +1,223 @@
+"""The user's path: `helm install` of the chart with the locally built operator and OPA images, on
+a cluster whose real node (kubelet, containerd, runc) runs the operator pods as containers. What a
+kubelet gives a pod is real here: the projected ServiceAccount token and in-cluster configuration,
+the Secret and ConfigMap volumes, probes, restarts. Two replicas: one leads, every one admits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, wait_for
+
+pytestmark = pytest.mark.e2e
+CHART = REPO / "charts" / "autoglm-operator"
+RELEASE, NAMESPACE = "op", "autoglm-operator"
+FULL = f"{RELEASE}-autoglm-operator"
+
+
+@pytest.fixture(scope="module")
+def plane():
+    from autoglm_devcluster.cli import default_crds
+    from autoglm_devcluster.cluster import DevCluster
+
+    dev = DevCluster("chart")
+    dev.up(crds=default_crds(require_upstream=True), data_plane=True)
+    yield dev
+    if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
+        dev.down()
+
+
+def _helm(dev, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    from autoglm_devcluster import toolchain
+    result = subprocess.run([str(toolchain.ensure(toolchain.HELM).path()), "--kubeconfig", str(dev.kubeconfig), *args],
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args[:2])} failed: {result.stderr}")
+    return result
+
+
+def _values(tmp: Path) -> Path:
+    from autoglm_devcluster.images import OPA, OPERATOR
+    from autoglm_devcluster.node import REAL_NODE_LABEL, REAL_NODE_TOLERATION
+    values = {"image": {"repository": OPERATOR.repository, "tag": OPERATOR.tag(), "pullPolicy": "Never"},
+              "opa": {"image": OPA.reference},
+              "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
+              "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}
+    path = tmp / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _pods(dev) -> list[dict]:
+    return json.loads(dev.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/instance=" + RELEASE,
+                                  "-o", "json").stdout)["items"]
+
+
+def _ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def _metric(pod: dict, name: str) -> float:
+    text = urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def _leader_and_follower(dev) -> tuple[dict, dict]:
+    pods = wait_for(lambda: (lambda ps: ps if len(ps) == 2 and all(_ready(p) for p in ps) else None)(
+        [p for p in _pods(dev) if not p["metadata"].get("deletionTimestamp")]), 120, what="two Ready replicas")
+    leaders = wait_for(lambda: [p for p in pods if _metric(p, "autoglm_operator_leader") == 1], 60, what="a leader")
+    assert len(leaders) == 1
+    return leaders[0], next(p for p in pods if p is not leaders[0])
+
+
+def _apply(dev, path_or_text: str | Path, namespace: str = "default", check: bool = True):
+    text = path_or_text.read_text() if isinstance(path_or_text, Path) else path_or_text
+    return dev.kubectl("apply", "-n", namespace, "-f", "-", input=text, check=check)
+
+
+@pytest.fixture(scope="module")
+def installed(plane, tmp_path_factory):
+    dev = plane
+    values = _values(tmp_path_factory.mktemp("chart"))
+    # the examples' claim pvc://model-store in the default namespace (KWOK runs those Triton pods)
+    from conftest import model_store
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store("default")))
+    _helm(dev, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace", "-f", str(values),
+          "--wait", "--timeout", "240s")
+    yield dev, values
+
+
+def test_two_real_replicas_one_leader_webhook_refuses_and_admits(installed):
+    dev, _ = installed
+    leader, follower = _leader_and_follower(dev)
+    for pod in (leader, follower):
+        statuses = {c["name"]: c for c in pod["status"]["containerStatuses"]}
+        assert set(statuses) == {"operator", "opa"} and all(c["ready"] for c in statuses.values())
+        assert "containerd://" in statuses["operator"]["containerID"]  # a real container, not a placeholder
+        # the operator reached the API server through in-cluster configuration and its projected token
+        mounts = dev.kubectl("exec", "-n", NAMESPACE, pod["metadata"]["name"], "-c", "operator", "--",
+                             "cat", "/proc/1/cmdline").stdout
+        assert "autoglm-operator" in mounts and "--leader-elect" in mounts
+    holder = json.loads(dev.kubectl("get", "lease", "-n", NAMESPACE, FULL, "-o", "json").stdout)["spec"]
+    assert holder["holderIdentity"].startswith(leader["metadata"]["name"])
+
+    refused = _apply(dev, REPO / "examples" / "admission" / "bad-registry.yaml", check=False)
+    assert refused.returncode != 0 and "allowed-registries" in refused.stderr and "docker.io" in refused.stderr, \
+        refused.stderr
+    good = yaml.safe_load((REPO / "examples" / "canary-10.yaml").read_text())
+    good["metadata"]["name"] = "good"
+    _apply(dev, yaml.safe_dump(good))
+    dev.kubectl("wait", "--for=condition=Ready", "agd/good", "--timeout=90s")
+
+    def canary_weight() -> int | None:
+        route = json.loads(dev.kubectl("get", "httproute", "good", "-o", "json", check=False).stdout or "{}")
+        refs = ((route.get("spec") or {}).get("rules") or [{}])[0].get("backendRefs") or []
+        return {r["name"]: r["weight"] for r in refs}.get("good-canary")
+    wait_for(lambda: canary_weight() == 10, 60, what="route at 10%")
+    follower_writes = _metric(follower, "autoglm_operator_api_writes_total")
+    dev.kubectl("patch", "agd", "good", "--type=merge", "-p", '{"spec":{"canary":{"weight":25}}}')
+    wait_for(lambda: canary_weight() == 25, 30, what="weight edit reaching the route")
+    assert _metric(leader, "autoglm_operator_api_writes_total") > 0
+    assert _metric(follower, "autoglm_operator_api_writes_total") == follower_writes == 0
+
+
+def _host_pids_of(pod: dict, container: str) -> list[int]:
+    """The host processes of one container of a pod (by its cgroup), to kill them as a crash would."""
+    uid = pod["metadata"]["uid"].replace("-", "_")
+    container_id = next(c["containerID"] for c in pod["status"]["containerStatuses"]
+                        if c["name"] == container).split("://", 1)[1]
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cgroup = (proc / "cgroup").read_text()
+            except OSError:
+                continue
+            if container_id in cgroup and (pod["metadata"]["uid"] in cgroup or uid in cgroup):
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_leader_killed_the_other_takes_over(installed):
+    dev, _ = installed
+    leader, follower = _leader_and_follower(dev)
+    old_holder = json.loads(dev.kubectl("get", "lease", "-n", NAMESPACE, FULL, "-o", "json").stdout)["spec"][
+        "holderIdentity"]
+    pids = _host_pids_of(leader, "operator")
+    assert pids, "the leader's operator process runs on this machine"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    # Until the kubelet reports the container dead (a second or two), the webhook Service may still
+    # send the API server's admission call to it: a client retries, as kubectl users and GitOps do.
+    wait_for(lambda: dev.kubectl("patch", "agd", "good", "--type=merge", "-p", '{"spec":{"canary":{"weight":5}}}',
+                                 check=False).returncode == 0, 20, interval=0.5, what="the edit admitted")
+
+    def canary_weight():
+        route = json.loads(dev.kubectl("get", "httproute", "good", "-o", "json").stdout)
+        return {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}["good-canary"]
+    wait_for(lambda: canary_weight() == 5, 45, what="the edit reconciled by the new leader")
+    # A new holder: the other replica, or the killed container that the kubelet restarted (a new
+    # candidate identity); either way exactly one replica leads.
+    holder = json.loads(dev.kubectl("get", "lease", "-n", NAMESPACE, FULL, "-o", "json").stdout)["spec"]
+    assert holder["holderIdentity"] != old_holder and holder["leaseTransitions"] >= 1
+    restarted = wait_for(lambda: next((p for p in _pods(dev) if p["metadata"]["name"] == leader["metadata"]["name"]
+                                       and _ready(p)), None), 90, what="the killed container restarted and Ready")
+    operator = next(c for c in restarted["status"]["containerStatuses"] if c["name"] == "operator")
+    assert operator["restartCount"] >= 1
+    leading = wait_for(lambda: (lambda ls: ls if sum(ls) == 1 else None)(
+        [_metric(p, "autoglm_operator_leader") for p in (restarted, follower)]), 30, what="exactly one leader")
+    assert sum(leading) == 1
+
+
+def test_upgrade_with_a_tightened_policy_is_enforced_without_restarting_the_operator(installed, tmp_path):
+    dev, values = installed
+    before = {p["metadata"]["name"]: {c["name"]: (c["containerID"], c["restartCount"])
+                                      for c in p["status"]["containerStatuses"]} for p in _pods(dev)}
+    # A copy of the chart with a lower GPU cap per resource (links resolved, as `helm package` does).
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart, symlinks=False)
+    data = chart / "files" / "policies" / "autoglm" / "config" / "data.json"
+    policy = json.loads(data.read_text())
+    policy["max_gpus_per_resource"] = 1
+    data.write_text(json.dumps(policy))
+    two = yaml.safe_load((REPO / "examples" / "admission" / "good-cloud.yaml").read_text())
+    two["metadata"]["name"] = f"two-gpus-{uuid.uuid4().hex[:4]}"
+    assert _apply(dev, yaml.safe_dump(two), check=False).returncode == 0  # 2 GPUs: allowed today
+    _helm(dev, "upgrade", RELEASE, str(chart), "-n", NAMESPACE, "-f", str(values), "--wait", "--timeout", "120s")
+
+    def create_another():  # a new object each time: re-applying an unchanged one sends nothing to admission
+        two["metadata"]["name"] = f"two-gpus-{uuid.uuid4().hex[:6]}"
+        result = _apply(dev, yaml.safe_dump(two), check=False)
+        return result if result.returncode != 0 else None
+    refused = wait_for(create_another, 120, interval=2, what="the tightened policy enforced")
+    assert "gpu-quota" in refused.stderr, refused.stderr
+    after = {p["metadata"]["name"]: {c["name"]: (c["containerID"], c["restartCount"])
+                                     for c in p["status"]["containerStatuses"]} for p in _pods(dev)}
+    assert {k: v["operator"] for k, v in after.items()} == {k: v["operator"] for k, v in before.items()}
+
+
+def test_uninstall_leaves_only_the_crds(installed):
+    dev, _ = installed
+    dev.kubectl("delete", "agd", "--all", "-n", "default", "--wait=true", "--timeout=60s")
+    _helm(dev, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s")
+    # the pods go with their ReplicaSet (garbage collection, then a graceful stop that releases the Lease)
+    wait_for(lambda: dev.kubectl("get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings,pdb", "-n",
+                                 NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name").stdout.split()
+             == [], 60, what="nothing of the release left")
+    # The operator's Lease stays in the namespace (it is the operator's, not the chart's; as with
+    # controller-runtime). Its holder is not released here: Helm removes the Lease RoleBinding at the
+    # same time as the Deployment, so the stopping pods may no longer update it.
+    for kind in ("clusterrole", "clusterrolebinding", "validatingwebhookconfiguration"):
+        assert dev.kubectl("get", kind, FULL, check=False).returncode != 0
+    assert dev.kubectl("get", "crd", "autoglmdeployments.serving.autoglm.io", check=False).returncode == 0
