@@ -111,15 +111,17 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
     import asyncio
     from pathlib import Path
 
-    from .admission.certificates import ensure_webhook_certificate
+    from .admission.certificates import ReloadingServerContext, ensure_webhook_certificate
     from .admission.opa import OpaDecider
     from .admission.reviewer import AdmissionReviewer
     from .admission.webhook_configuration import HANDLER_ID, WEBHOOK_PATH
 
     cert = ensure_webhook_certificate(Path(webhook["cert_dir"]), webhook["hosts"])
+    tls = ReloadingServerContext(cert.certfile, cert.keyfile)
     settings.admission.server = kopf.WebhookServer(
         addr=webhook["listen_address"], port=webhook["port"], path=WEBHOOK_PATH, host=webhook["hosts"][0],
-        certfile=str(cert.certfile), pkeyfile=str(cert.keyfile))
+        context=tls.context, certfile=str(cert.certfile), pkeyfile=str(cert.keyfile))
+    memo.certificate_task = asyncio.create_task(tls.watch())
     memo.reviewer = AdmissionReviewer(client, OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
                                                          webhook["opa_fail_open"]))
     memo.reviewer.start()
@@ -141,8 +143,9 @@ async def admit(body: kopf.Body, old: kopf.Body | None, operation: str | None, u
 async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "leader_task", None):
         memo.leader_task.cancel()
-    if getattr(memo, "audit_task", None):
-        memo.audit_task.cancel()
+    for task in ("audit_task", "certificate_task"):
+        if getattr(memo, task, None):
+            getattr(memo, task).cancel()
     if getattr(memo, "reviewer", None):
         memo.reviewer.stop()
     await memo.controller.stop()

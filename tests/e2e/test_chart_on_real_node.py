@@ -207,6 +207,75 @@ def test_upgrade_with_a_tightened_policy_is_enforced_without_restarting_the_oper
     assert {k: v["operator"] for k, v in after.items()} == {k: v["operator"] for k, v in before.items()}
 
 
+def _served_leaf(pod: dict) -> bytes:
+    import socket
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((pod["status"]["podIP"], 9443), timeout=5) as raw, \
+            context.wrap_socket(raw) as tls:
+        return tls.getpeercert(binary_form=True)
+
+
+def test_certificate_rotation_refuses_nothing(installed, tmp_path):
+    """A rotation as cert-manager does it: the new CA joins the webhook's caBundle, the Secret gets
+    the new certificate, every replica reloads it in place, the old CA leaves. A stream of
+    admission requests (server-side dry runs) meanwhile: none refused."""
+    import base64
+    import threading
+
+    from cryptography import x509
+
+    from autoglm_operator.admission.certificates import ensure_webhook_certificate
+
+    dev, _ = installed
+    service = f"{FULL}-webhook"
+    new = ensure_webhook_certificate(tmp_path / "new", [f"{service}.{NAMESPACE}.svc",
+                                                        f"{service}.{NAMESPACE}.svc.cluster.local"])
+    new_leaf = x509.load_pem_x509_certificate(new.certfile.read_bytes()).public_bytes(
+        __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER)
+    secret = json.loads(dev.kubectl("get", "secret", "-n", NAMESPACE, f"{FULL}-webhook-tls", "-o", "json").stdout)
+    old_ca = base64.b64decode(secret["data"]["ca.crt"])
+    pods_before = {p["metadata"]["name"]: [c["restartCount"] for c in p["status"]["containerStatuses"]]
+                   for p in _pods(dev)}
+
+    body = yaml.safe_load((REPO / "examples" / "admission" / "good-cloud.yaml").read_text())
+    body["spec"]["runtime"]["replicas"] = 1
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def stream():
+        while not stop.is_set():
+            body["metadata"]["name"] = f"rotation-{uuid.uuid4().hex[:6]}"
+            r = dev.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(body), check=False)
+            outcomes.append("ok" if r.returncode == 0 else r.stderr.strip())
+    worker = threading.Thread(target=stream)
+    worker.start()
+    try:
+        def ca_bundle(pem: bytes) -> None:
+            patch = [{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle",
+                      "value": base64.b64encode(pem).decode()}]
+            dev.kubectl("patch", "validatingwebhookconfiguration", FULL, "--type=json", "-p", json.dumps(patch))
+        wait_for(lambda: len(outcomes) >= 5, 30, what="requests flowing")
+        ca_bundle(old_ca + new.ca_pem)
+        data = {"ca.crt": new.ca_pem, "tls.crt": new.certfile.read_bytes(), "tls.key": new.keyfile.read_bytes()}
+        dev.kubectl("patch", "secret", "-n", NAMESPACE, f"{FULL}-webhook-tls", "--type=merge", "-p", json.dumps(
+            {"data": {k: base64.b64encode(v).decode() for k, v in data.items()}}))
+        wait_for(lambda: all(_served_leaf(p) == new_leaf for p in _pods(dev)), 120, interval=1,
+                 what="every replica serving the new certificate")
+        ca_bundle(new.ca_pem)
+        served = len(outcomes)
+        wait_for(lambda: len(outcomes) >= served + 10, 60, what="requests after the old CA left")
+    finally:
+        stop.set()
+        worker.join(30)
+    refused = [o for o in outcomes if o != "ok"]
+    assert not refused and len(outcomes) > 20, (len(outcomes), refused[:3])
+    pods_after = {p["metadata"]["name"]: [c["restartCount"] for c in p["status"]["containerStatuses"]]
+                  for p in _pods(dev)}
+    assert pods_after == pods_before  # reloaded in place: no container restarted
+
+
 def test_uninstall_leaves_only_the_crds(installed):
     dev, _ = installed
     dev.kubectl("delete", "agd", "--all", "-n", "default", "--wait=true", "--timeout=60s")

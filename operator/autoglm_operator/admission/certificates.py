@@ -1,11 +1,18 @@
 """The webhook's TLS: a self-signed CA and a serving certificate, made with ``cryptography``
-(kopf[dev]'s builder fails on OpenSSL 3). Existing files are reused until near expiry."""
+(kopf[dev]'s builder fails on OpenSSL 3). Existing files are reused until near expiry.
+
+A read-only folder (a mounted Secret: the chart's, or cert-manager's) is never written: its
+certificate is used while valid and reloaded when the Secret changes, without a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import ipaddress
+import logging
+import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +49,23 @@ def _valid(cert_path: Path, hosts: list[str], min_days: int = 30) -> bool:
     return remaining.days >= min_days and set(hosts) <= names
 
 
+log = logging.getLogger(__name__)
+
+
+class CertificateError(RuntimeError):
+    pass
+
+
 def ensure_webhook_certificate(directory: Path, hosts: list[str], days: int = 365) -> WebhookCertificate:
     directory.mkdir(parents=True, exist_ok=True)
     ca_file, cert_file, key_file = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    if not os.access(directory, os.W_OK):  # provided by a Secret: use it while valid, never write
+        if ca_file.exists() and key_file.exists() and _valid(cert_file, hosts, min_days=0):
+            return WebhookCertificate(cert_file, key_file, ca_file.read_bytes())
+        raise CertificateError(
+            f"the webhook certificate in {directory} (read-only, so not renewed here) is missing, expired, or does "
+            f"not name {', '.join(hosts)}: renew the Secret mounted there (cert-manager renews it by itself), "
+            "or point --webhook-cert-dir at a writable folder for a self-signed certificate")
     if ca_file.exists() and key_file.exists() and _valid(cert_file, hosts):
         return WebhookCertificate(cert_file, key_file, ca_file.read_bytes())
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -76,3 +97,40 @@ def ensure_webhook_certificate(directory: Path, hosts: list[str], days: int = 36
                                            serialization.NoEncryption()))
     key_file.chmod(0o600)
     return WebhookCertificate(cert_file, key_file, ca_pem)
+
+
+class ReloadingServerContext:
+    """The webhook server's TLS context, reloaded in place when the certificate files change (a
+    rotated Secret): handshakes after the reload present the new certificate, connections already
+    open keep theirs, and the server never restarts. A half-written pair is skipped until whole."""
+
+    def __init__(self, certfile: Path, keyfile: Path):
+        self.certfile, self.keyfile = certfile, keyfile
+        self.context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+        self._loaded: tuple[bytes, bytes] | None = None
+        self.reloads = 0
+        self.reload()
+
+    def reload(self) -> bool:
+        current = (self.certfile.read_bytes(), self.keyfile.read_bytes())
+        if current == self._loaded:
+            return False
+        # Check the pair on a scratch context first: a failed load leaves a context half-changed
+        # (the new certificate with the old key), which would fail every handshake.
+        ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(self.certfile),
+                                                                                   str(self.keyfile))
+        self.context.load_cert_chain(str(self.certfile), str(self.keyfile))
+        first = self._loaded is None
+        self._loaded = current
+        if not first:
+            self.reloads += 1
+            log.warning("webhook certificate reloaded from %s", self.certfile)
+        return True
+
+    async def watch(self, interval: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.reload()
+            except (OSError, ssl.SSLError) as e:
+                log.warning("webhook certificate in %s not reloaded (keeping the previous one): %s", self.certfile, e)
