@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     localize = sub.add_parser("localize", help="print AutoGLMDeployment manifests adapted to run on the real node: "
                                                "the locally built Triton image, its node selector and toleration")
     localize.add_argument("files", nargs="+")
+    sub.add_parser("chart-values", help="print Helm values that run the chart on the real node with the locally "
+                                        "built operator, OPA and Triton images")
     store = sub.add_parser("model-store", help="print a path to DIR that the Triton image's non-root user can "
                                                "read (DIR itself, or a copy under /tmp when a parent is private)")
     store.add_argument("dir")
@@ -72,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "localize":
         from .node import localize
         print(localize([Path(f) for f in args.files]), end="")
+    elif args.command == "chart-values":
+        import yaml
+
+        from .node import chart_values
+        print(yaml.safe_dump(chart_values()), end="")
     elif args.command == "model-store":
         from .node import readable_model_store
         print(readable_model_store(Path(args.dir)))

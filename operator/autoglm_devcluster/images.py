@@ -70,7 +70,7 @@ class Image:
 def _operator_source_digest() -> str:
     """The operator's wheel inputs: a change to its code or CRDs is a new image."""
     h = hashlib.sha256()
-    roots = [paths.REPO_ROOT / "pyproject.toml", paths.REPO_ROOT / "README.md", paths.REPO_ROOT / "crds",
+    roots = [paths.REPO_ROOT / "pyproject.toml", paths.REPO_ROOT / "crds",
              paths.REPO_ROOT / "operator" / "autoglm_operator"]
     for root in roots:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()
@@ -221,10 +221,22 @@ def ensure(image: Image) -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log.warning("building image %s (first time only; cached under %s)", image.reference, cache_dir())
-    _build(image, podman_env())
+    env = podman_env()
+    _build(image, env)
     log.warning("built image %s in %.0f s (%d MB)", image.reference, time.monotonic() - started,
                 image.archive.stat().st_size >> 20)
+    _prune_older(image, env)
     return image.archive
+
+
+def _prune_older(image: Image, env: dict[str, str]) -> None:
+    """Earlier builds of the same image (another source or recipe) are of no further use."""
+    stem = image.name.rsplit("/", 1)[1]
+    for old in cache_dir().glob(f"{stem}-*.oci.tar"):
+        if old != image.archive:
+            old.unlink(missing_ok=True)
+            subprocess.run(["podman", "rmi", "--force", f"{image.name}:{old.name[len(stem) + 1:-len('.oci.tar')]}"],
+                           env=env, capture_output=True)
 
 
 #: Imported into the real node's containerd: the pod sandbox, Triton, and the chart's operator and OPA.

@@ -435,3 +435,13 @@ def readable_model_store(directory: Path) -> Path:
     for p in [copy, *(q for q in copy.rglob("*") if q.is_dir())]:
         p.chmod(0o755)
     return copy
+
+
+def chart_values() -> dict:
+    """Helm values for the operator's chart on the dev cluster: the locally built images (imported
+    into the real node's containerd, never pulled) and the real node's selector and toleration."""
+    return {"image": {"repository": images.OPERATOR.repository, "tag": images.OPERATOR.tag(), "pullPolicy": "Never"},
+            "opa": {"image": images.OPA.reference},
+            "modelSource": {"shellImage": images.TRITON_CPU.reference},
+            "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}

@@ -99,9 +99,26 @@ def decide_traffic(spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
                            f"canary v{spec.canary.version} gets {configured}% of traffic")
 
 
+def _token_time(token: str) -> datetime.datetime | None:
+    try:
+        parsed = datetime.datetime.fromisoformat(token.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
 def abort_requested(abort_token: str | None, retry_token: str | None) -> bool:
-    """``kubectl autoglm abort`` and ``retry`` stamp RFC 3339 times; the later one wins."""
-    return bool(abort_token) and (not retry_token or abort_token > retry_token)
+    """``kubectl autoglm abort`` and ``retry`` stamp RFC 3339 times; the later one wins, compared as
+    times (``…:00Z`` is earlier than ``…:00.5Z``, though it sorts after it as text). Tokens that are
+    not times (hand-written) fall back to text order."""
+    if not abort_token:
+        return False
+    if not retry_token:
+        return True
+    abort_at, retry_at = _token_time(abort_token), _token_time(retry_token)
+    if abort_at is not None and retry_at is not None:
+        return abort_at > retry_at
+    return abort_token > retry_token
 
 
 def rollback_state(*, previous: dict[str, Any] | None, revision: str | None, retry_token: str | None,

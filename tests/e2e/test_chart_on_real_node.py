@@ -47,14 +47,9 @@ def _helm(dev, *args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def _values(tmp: Path) -> Path:
-    from autoglm_devcluster.images import OPA, OPERATOR
-    from autoglm_devcluster.node import REAL_NODE_LABEL, REAL_NODE_TOLERATION
-    values = {"image": {"repository": OPERATOR.repository, "tag": OPERATOR.tag(), "pullPolicy": "Never"},
-              "opa": {"image": OPA.reference},
-              "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
-              "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}
+    from autoglm_devcluster.node import chart_values  # what `autoglm-dev-cluster chart-values` prints
     path = tmp / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
+    path.write_text(yaml.safe_dump(chart_values()))
     return path
 
 

@@ -58,7 +58,9 @@ def test_lint_template_and_schema(helm):
     namespaced = list(yaml.safe_load_all(helm(
         "template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "webhook.certificates.source=cert-manager",
         "--set", "watchNamespaces={ml,prod}").stdout))
-    assert sum(1 for d in namespaced if d and d["kind"] == "Role") == 2
+    roles = [d["metadata"] for d in namespaced if d and d["kind"] == "Role"]
+    assert sorted(r["namespace"] for r in roles if not r["name"].endswith("-leader-election")) == ["ml", "prod"]
+    assert [r["name"] for r in roles if r["name"].endswith("-leader-election")] == ["t-autoglm-operator-leader-election"]
     assert any(d and d["kind"] == "Certificate" for d in namespaced)
     bad = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "replicas=0", check=False)
     assert bad.returncode != 0 and "/replicas" in bad.stderr and "minimum" in bad.stderr

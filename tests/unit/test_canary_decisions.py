@@ -123,3 +123,12 @@ def test_steps_walk_while_healthy_and_hold_when_not():
     assert (done.weight, done.status["index"]) == (50, 2)
     restarted = walk_steps(spec, done.status, "another-canary", True, t0 + datetime.timedelta(seconds=140))
     assert restarted.weight == 10
+
+
+def test_abort_and_retry_tokens_compare_as_times():
+    from autoglm_operator.canary import abort_requested
+    # as text "…:00Z" sorts after "…:00.500000Z"; as times it is half a second earlier
+    assert not abort_requested("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.500000Z")
+    assert abort_requested("2026-01-01T00:00:00.500000Z", "2026-01-01T00:00:00Z")
+    assert abort_requested("2026-01-01T00:00:01Z", None) and not abort_requested(None, "2026-01-01T00:00:00Z")
+    assert abort_requested("b", "a")  # hand-written tokens that are not times: text order

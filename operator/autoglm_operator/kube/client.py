@@ -109,7 +109,8 @@ class KubeClient:
         """Merge-patch the AutoGLMDeployment's status subresource (never its spec)."""
         API_WRITES.labels("patch-status", r.KIND, namespace).inc()
         return self._call("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
-                          body={"status": status}, content_type="application/merge-patch+json")
+                          body={"status": status}, content_type="application/merge-patch+json",
+                          query=[("fieldManager", r.FIELD_MANAGER)])
 
     def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about the AutoGLMDeployment (what `kubectl describe` shows)."""
@@ -134,7 +135,7 @@ class KubeClient:
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         API_WRITES.labels("patch", kind, namespace or "").inc()
         return self._call("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
-                          content_type="application/merge-patch+json")
+                          content_type="application/merge-patch+json", query=[("fieldManager", r.FIELD_MANAGER)])
 
 
 def api_error_message(error: ApiException) -> str:
