@@ -13,8 +13,9 @@ mkdir -p out
 
 echo "== helm install: the operator (2 replicas, one leader) with its OPA admission sidecar"
 .venv/bin/autoglm-dev-cluster chart-values > out/dev-chart-values.yaml
+# (Helm notes that the chart's CRD and policies are links into the repository: one copy of each)
 "$HELM" upgrade --install autoglm charts/autoglm-operator -n autoglm-operator --create-namespace \
-  -f out/dev-chart-values.yaml --wait --timeout 300s >/dev/null
+  -f out/dev-chart-values.yaml --wait --timeout 300s 2>&1 >/dev/null | { grep -v "found symbolic link" || true; } >&2
 k -n autoglm-operator get pods -o wide
 echo "leader: $(k -n autoglm-operator get lease autoglm-autoglm-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || echo '(electing)')"
 
@@ -34,15 +35,22 @@ k wait --for=condition=Ready agd/autoglm-phone --timeout=120s >/dev/null
 k get agd autoglm-phone; k get pods -l serving.autoglm.io/deployment=autoglm-phone -o wide
 
 echo; echo "== Canary: Triton in real containers on the real node, 20 % to v2 through the Gateway"
-.venv/bin/autoglm-dev-cluster localize examples/gateway-echo.yaml | k apply -f - >/dev/null
+.venv/bin/autoglm-dev-cluster localize examples/gateway-echo.yaml > out/echo.yaml
+# (the chart's values admit the local images; after an upgrade OPA reloads its data within a minute)
+for _ in $(seq 60); do k apply --dry-run=server -f out/echo.yaml >/dev/null 2>&1 && break; sleep 2; done
+k apply -f out/echo.yaml >/dev/null
 k wait --for=condition=Ready agd/echo --timeout=180s >/dev/null
 k get pods -l serving.autoglm.io/deployment=echo -o wide
 GATEWAY="$(.venv/bin/python -c 'from autoglm_devcluster.cluster import DevCluster; print(DevCluster().gateway_url)')"
 REQUEST='{"inputs":[{"name":"INPUT0","shape":[1],"datatype":"FP32","data":[1.5]}]}'
-curl -sf --retry 30 --retry-all-errors --retry-delay 1 -H "Host: echo.example" -X POST "$GATEWAY/v2/models/echo/infer" -d "$REQUEST" >/dev/null
+k wait --for=jsonpath='{.status.traffic.effectiveCanaryWeight}'=20 agd/echo --timeout=120s >/dev/null
+for _ in $(seq 150); do   # until Envoy has the route and the canary answers
+  curl -s -H "Host: echo.example" -X POST "$GATEWAY/v2/models/echo/infer" -d "$REQUEST" | grep -q '"VERSION","datatype":"INT32","shape":\[1\],"data":\[2\]' && break
+  sleep 0.2
+done
 echo "200 requests through Envoy, by the version that answered:"
 for _ in $(seq 200); do curl -s -H "Host: echo.example" -X POST "$GATEWAY/v2/models/echo/infer" -d "$REQUEST"; echo; done \
-  | grep -o '"name":"VERSION"[^]]*]' | grep -o '[0-9]*]$' | tr -d ']' | sort | uniq -c | sed 's/ \([0-9]*\)$/ x v\1/'
+  | sed -n 's/.*"name":"VERSION"[^}]*"data":\[\([0-9]*\)\].*/v\1/p' | sort | uniq -c
 
 echo; echo "== Rollback: a canary for autoglm-phone whose pod stops being ready"
 k apply -f examples/canary-10.yaml >/dev/null

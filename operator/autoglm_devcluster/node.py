@@ -444,4 +444,13 @@ def chart_values() -> dict:
             "opa": {"image": images.OPA.reference},
             "modelSource": {"shellImage": images.TRITON_CPU.reference},
             "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
-            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            # the policies also admit the locally built images (Triton on CPU)
+            "policyData": {"allowed_registries": [*_policy_data()["allowed_registries"], "localhost/autoglm/"]}}
+
+
+def _policy_data() -> dict:
+    import json
+
+    from . import paths
+    return json.loads((paths.REPO_ROOT / "policies" / "autoglm" / "config" / "data.json").read_text())
