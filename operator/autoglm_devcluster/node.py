@@ -223,6 +223,10 @@ oom_score = 0
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False, "nodeStatusUpdateFrequency": "4s",
             "fileCheckFrequency": "0s", "syncFrequency": "10s",
+            # Crash-loop back-off capped at 5 s instead of 5 minutes (KubeletCrashLoopBackOffMax,
+            # beta and on in 1.36): tests and benchmarks that kill containers repeatedly do not
+            # wait minutes; pods still show CrashLoopBackOff between restarts.
+            "crashLoopBackOff": {"maxContainerRestartPeriod": "5s"},
         }
         config_file = self.root / "kubelet.yaml"
         config_file.write_text(yaml.safe_dump(config))

@@ -42,9 +42,18 @@ class LeaseTimings:
                              f"(got {self.lease_duration} / {self.renew_deadline} / {self.retry_period})")
 
 
+def instance_prefix() -> str:
+    """``<pod name>_<pod uid>_`` in a pod (HOSTNAME and POD_UID, which the chart passes), else ``<host>_``.
+    One pod runs one operator container at a time, so an identity with this pod's prefix but another
+    suffix belongs to an earlier container of this very pod: one that has exited."""
+    pod_uid = os.environ.get("POD_UID", "")
+    host = os.environ.get("HOSTNAME") or socket.gethostname()
+    return f"{host}_{pod_uid[:8]}_" if pod_uid else f"{host}_"
+
+
 def default_identity() -> str:
-    """The pod's name (HOSTNAME in a pod) plus a random suffix: a restarted container is a new candidate."""
-    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    """The pod's name and UID plus a random suffix: a restarted container is a new candidate."""
+    return f"{instance_prefix()}{uuid.uuid4().hex[:8]}"
 
 
 def micro_time(now: float) -> str:
@@ -60,6 +69,9 @@ class LeaderElector:
         self.client = client
         self.namespace, self.name = namespace, name
         self.identity = identity or default_identity()
+        #: Set when the identity names its pod's UID: a Lease held by an earlier container of the
+        #: same pod (killed, OOM, crashed; the kubelet restarted us) is taken at once, not after expiry.
+        self.earlier_self_prefix = instance_prefix() if identity is None and os.environ.get("POD_UID") else None
         self.timings = timings
         self.clock, self.wall_clock = clock, wall_clock
         self._observed_spec: dict[str, Any] | None = None
@@ -99,8 +111,12 @@ class LeaderElector:
         holder = spec.get("holderIdentity") or ""
         held_by_other = holder and holder != self.identity
         duration = float(spec.get("leaseDurationSeconds") or self.timings.lease_duration)
-        if held_by_other and self._observed_at + duration > now:
+        earlier_self = bool(self.earlier_self_prefix) and holder.startswith(self.earlier_self_prefix)
+        if held_by_other and not earlier_self and self._observed_at + duration > now:
             return False
+        if earlier_self and held_by_other:
+            log.warning("leader election: the lease is held by %s, an earlier container of this pod that has "
+                        "exited: taking it now", holder)
         if holder == self.identity:
             mine["acquireTime"] = spec.get("acquireTime") or mine["acquireTime"]
             mine["leaseTransitions"] = spec.get("leaseTransitions", 0)

@@ -189,7 +189,12 @@ def test_upgrade_with_a_tightened_policy_is_enforced_without_restarting_the_oper
     two = yaml.safe_load((REPO / "examples" / "admission" / "good-cloud.yaml").read_text())
     two["metadata"]["name"] = f"two-gpus-{uuid.uuid4().hex[:4]}"
     assert _apply(dev, yaml.safe_dump(two), check=False).returncode == 0  # 2 GPUs: allowed today
+    tls_before = json.loads(dev.kubectl("get", "secret", "-n", NAMESPACE, f"{FULL}-webhook-tls", "-o", "json").stdout)
     _helm(dev, "upgrade", RELEASE, str(chart), "-n", NAMESPACE, "-f", str(values), "--wait", "--timeout", "120s")
+    # self-signed mode: the upgrade keeps the certificate (Helm looks the Secret up), so the
+    # API server's caBundle and every replica's certificate still match
+    tls_after = json.loads(dev.kubectl("get", "secret", "-n", NAMESPACE, f"{FULL}-webhook-tls", "-o", "json").stdout)
+    assert tls_after["data"] == tls_before["data"]
 
     def create_another():  # a new object each time: re-applying an unchanged one sends nothing to admission
         two["metadata"]["name"] = f"two-gpus-{uuid.uuid4().hex[:6]}"

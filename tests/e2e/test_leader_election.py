@@ -99,3 +99,29 @@ def test_two_replicas_one_writes_and_the_other_takes_over(kubectl, tmp_path):
         for log in logs:
             log.close()
         kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_a_restarted_container_of_the_leading_pod_takes_the_lease_at_once(kube, kubectl, monkeypatch):
+    """The kubelet restarted the leader's container (crash, OOM, SIGKILL): the new container, in the
+    same pod, knows the holder exited and takes over without waiting for the lease to expire; a
+    container of another pod still waits."""
+    from autoglm_operator.leader import LeaderElector, LeaseTimings
+
+    namespace = f"lease-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", namespace)
+    timings = LeaseTimings(lease_duration=60, renew_deadline=30, retry_period=1)
+    monkeypatch.setenv("HOSTNAME", "operator-abc")
+    monkeypatch.setenv("POD_UID", "0f3c5a1e-1111-2222-3333-444455556666")
+    first = LeaderElector(kube, namespace, "autoglm", timings=timings)
+    assert first.try_acquire_or_renew()
+    monkeypatch.setenv("HOSTNAME", "operator-xyz")
+    monkeypatch.setenv("POD_UID", "9a9a9a9a-1111-2222-3333-444455556666")
+    other_pod = LeaderElector(kube, namespace, "autoglm", timings=timings)
+    assert not other_pod.try_acquire_or_renew()  # another pod: waits the full lease duration
+    monkeypatch.setenv("HOSTNAME", "operator-abc")
+    monkeypatch.setenv("POD_UID", "0f3c5a1e-1111-2222-3333-444455556666")
+    restarted = LeaderElector(kube, namespace, "autoglm", timings=timings)
+    assert restarted.identity != first.identity
+    assert restarted.try_acquire_or_renew()
+    assert kubectl.get_json("lease", "-n", namespace, "autoglm")["spec"]["holderIdentity"] == restarted.identity
+    kubectl("delete", "namespace", namespace, "--wait=false")
