@@ -3,7 +3,11 @@
 Each trial kills the leading replica, then edits spec.canary.weight and times how long the edit
 takes to reach the HTTPRoute (the new leader's first reconcile of it):
   * SIGKILL: the leader's processes killed from the host, as a crash or an OOM kill would; the
-    Lease must expire (leaseDurationSeconds 15 by default) before another replica takes over;
+    kubelet restarts the container, which knows the Lease's holder was an earlier container of its
+    own pod and takes over at once (else the other replica takes over when the Lease expires);
+  * SIGSTOP: the leader frozen (a hung process, a partitioned node): nobody restarts it, the Lease
+    must expire (leaseDurationSeconds 15) before the other replica takes over; then SIGCONT: the
+    resumed old leader must write nothing (its write guard) and step down;
   * graceful: `kubectl delete pod` (SIGTERM): the leader releases the Lease as it stops.
 Floor, in the same run: the same edit with a healthy leader. Writes by a replica that was not
 leading are counted from each replica's own write counter (autoglm_operator_api_writes_total).
@@ -114,22 +118,48 @@ def main() -> int:
                     pass
         return found
 
-    results: dict[str, list[float]] = {"healthy leader (floor)": [], "SIGKILL": [], "graceful (pod delete)": []}
+    results: dict[str, list[float]] = {"healthy leader (floor)": [], "SIGKILL": [], "SIGSTOP (hung leader)": [],
+                                       "graceful (pod delete)": []}
     foreign_writes = 0
+    resumed_scrapes = [0, 0]  # resumed leaders whose counter was read / that exited before a read
     try:
         for trial in range(args.trials):
             leader, _ = settled()
             results["healthy leader (floor)"].append(edit_and_time(time.monotonic()))
-            for mode in ("SIGKILL", "graceful (pod delete)"):
+            for mode in ("SIGKILL", "SIGSTOP (hung leader)", "graceful (pod delete)"):
                 leader, followers = settled()
                 before = {f["metadata"]["uid"]: metric(f, "autoglm_operator_api_writes_total") for f in followers}
                 t0 = time.monotonic()
                 if mode == "SIGKILL":
                     for pid in host_pids(leader):
                         os.kill(pid, signal.SIGKILL)
+                elif mode.startswith("SIGSTOP"):
+                    frozen = host_pids(leader)
+                    frozen_writes = metric(leader, "autoglm_operator_api_writes_total")
+                    for pid in frozen:
+                        os.kill(pid, signal.SIGSTOP)
                 else:
                     k("delete", "pod", "-n", NAMESPACE, leader["metadata"]["name"], "--wait=false")
                 results[mode].append(edit_and_time(t0))
+                if mode.startswith("SIGSTOP"):
+                    # another edit for the new leader, then wake the old one: it must not write
+                    edit_and_time(time.monotonic())
+                    for pid in frozen:
+                        os.kill(pid, signal.SIGCONT)
+                    # its counter, read until the process exits (it steps down and the kubelet restarts it)
+                    seen = []
+                    for _ in range(40):
+                        alive = [pid for pid in frozen if Path(f"/proc/{pid}").exists()]
+                        value = metric(leader, "autoglm_operator_api_writes_total") if alive else None
+                        if value is None:
+                            break
+                        seen.append(value)
+                        time.sleep(0.05)
+                    if seen and frozen_writes is not None:
+                        foreign_writes += max(seen) - frozen_writes
+                        resumed_scrapes[0] += 1
+                    else:
+                        resumed_scrapes[1] += 1
                 # a follower wrote nothing until it led: its writes now are those of its own leadership
                 for f in followers:
                     if metric(f, "autoglm_operator_leader") == 0:
@@ -143,9 +173,11 @@ def main() -> int:
     print(f"\nLeader failover of the Helm-installed operator, 2 replicas on the real node, "
           f"Lease 15 s / renew 10 s / retry 2 s ({args.trials} trials each)\n")
     print(table([(m, len(v), f"{pct(v, .5):.2f}", f"{pct(v, .99):.2f}", f"{max(v):.2f}",
-                  "p99 < 15 s" if m == "SIGKILL" else "") for m, v in results.items()],
+                  "p99 < 15 s" if m.startswith("SIG") else "") for m, v in results.items()],
                 ("leader", "n", "p50 s", "p99 s", "max s", "goal")))
-    print(f"\nwrites by a replica while it was not leading: {foreign_writes:.0f}")
+    print(f"\nwrites by a replica while it was not leading (followers during each failover, and each frozen "
+          f"leader after it resumed): {foreign_writes:.0f}; resumed leaders read {resumed_scrapes[0]}, exited before "
+          f"a read {resumed_scrapes[1]}")
     return 0
 
 

@@ -81,6 +81,7 @@ async def _lead(memo: kopf.Memo, client: Any, webhook: dict[str, Any] | None, el
     from .leader import LEADER, LeaderElector
 
     memo.elector = LeaderElector(client, election["namespace"], election["name"], timings=election["timings"])
+    client.write_guard = memo.elector.may_write
     LEADER.set(0)
     await memo.elector.acquire()
     LEADER.set(1)

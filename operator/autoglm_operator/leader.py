@@ -137,6 +137,11 @@ class LeaderElector:
         self.is_leader = True
         return True
 
+    def may_write(self) -> bool:
+        """True while this replica leads and renewed within the renew deadline (the fencing check
+        before every write: the Lease cannot have passed to another replica yet)."""
+        return self.is_leader and self.clock() - self.last_renewed < self.timings.renew_deadline
+
     def seconds_until_attempt(self) -> float:
         """A follower looks again every retry period, or right when the observed lease expires."""
         if self._observed_spec and self._observed_spec.get("holderIdentity"):

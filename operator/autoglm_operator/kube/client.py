@@ -56,10 +56,22 @@ def collection_path(kind: str, namespace: str | None) -> str:
     return f"/{prefix}/{plural}"
 
 
+class NotLeading(RuntimeError):
+    """A write refused because this replica no longer (surely) holds the leader Lease."""
+
+
 class KubeClient:
     def __init__(self, configuration: kubernetes.client.Configuration):
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 4, 64)
         self.api = kubernetes.client.ApiClient(configuration)
+        #: With leader election: true only while this replica's Lease is fresh. Checked before every
+        #: write, so a leader that was paused (SIGSTOP, a long GC, a partition) and resumes after
+        #: another replica took over writes nothing before it notices and steps down.
+        self.write_guard: Any = None
+
+    def _may_write(self) -> None:
+        if self.write_guard is not None and not self.write_guard():
+            raise NotLeading("not writing: this replica's leader Lease is not fresh (another replica may lead)")
 
     def _call(self, method: str, path: str, body: Any = None, query: list | None = None,
               content_type: str = "application/json", timeout: float = 30) -> Any:
@@ -92,11 +104,13 @@ class KubeClient:
         """Server-side apply under the operator's single field manager."""
         meta = obj["metadata"]
         path = f"{collection_path(obj['kind'], meta.get('namespace'))}/{meta['name']}"
+        self._may_write()
         API_WRITES.labels("apply", obj["kind"], meta.get("namespace") or "").inc()
         return self._call("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
                           query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")])
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
+        self._may_write()
         API_WRITES.labels("delete", kind, namespace or "").inc()
         try:
             self._call("DELETE", f"{collection_path(kind, namespace)}/{name}",
@@ -107,6 +121,7 @@ class KubeClient:
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the AutoGLMDeployment's status subresource (never its spec)."""
+        self._may_write()
         API_WRITES.labels("patch-status", r.KIND, namespace).inc()
         return self._call("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
                           body={"status": status}, content_type="application/merge-patch+json",
@@ -126,6 +141,7 @@ class KubeClient:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
             "source": {"component": r.FIELD_MANAGER}, "reportingComponent": r.FIELD_MANAGER,
         }
+        self._may_write()
         API_WRITES.labels("create", "Event", meta["namespace"]).inc()
         try:
             self._call("POST", collection_path("Event", meta["namespace"]), body=body)
@@ -133,6 +149,7 @@ class KubeClient:
             log.warning("could not post Event %s: %s", reason, e.reason)
 
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self._may_write()
         API_WRITES.labels("patch", kind, namespace or "").inc()
         return self._call("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
                           content_type="application/merge-patch+json", query=[("fieldManager", r.FIELD_MANAGER)])
