@@ -147,3 +147,23 @@ def test_second_reconcile_writes_nothing_and_replica_edit_keeps_pods(operator, k
     assert pods_before < pods_after, "a replica edit must not restart existing Triton pods"
     changed = {k for k, v in children_versions(kubectl, namespace).items() if before.get(k) != v}
     assert changed == {("deployments", "steady-stable")}
+
+
+def test_triton_pods_pass_pod_security_restricted(operator, kubectl, namespace):
+    """In a namespace that enforces Pod Security "restricted" (the API server's own admission), the
+    default Triton pods are admitted and run; the relaxed profile is refused there, as it should be."""
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    body = agd("locked", replicas=1)
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/locked", "--timeout=60s")
+    pod = kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/deployment=locked")["items"][0]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    relaxed = agd("relaxed", replicas=1)
+    relaxed["metadata"]["namespace"] = namespace
+    relaxed["spec"]["runtime"]["podSecurity"] = {"profile": "baseline"}
+    kubectl.apply(relaxed)
+    wait_for(lambda: "violates PodSecurity" in kubectl("get", "events", "-n", namespace, "--field-selector",
+                                                       "reason=FailedCreate").stdout, 30,
+             what="the baseline pods refused by the namespace's restricted enforcement")

@@ -83,3 +83,26 @@ def test_cpu_python_model_has_no_gpu():
     pod = dep["spec"]["template"]["spec"]
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
     assert 'backend: "python"' in desired_config_pbtxt(s, s.tracks()[0])
+
+
+def test_triton_pods_are_restricted_by_default_and_baseline_on_request():
+    pod = next(c for c in desired_children(OWNER, spec()) if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    relaxed = spec(runtime={"replicas": 1, "podSecurity": {"profile": "baseline"}})
+    pod = next(c for c in desired_children(OWNER, relaxed) if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert "runAsNonRoot" not in pod["securityContext"] and pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False}
+
+
+def test_s3_key_pair_is_required_so_a_typo_never_falls_back_to_node_credentials():
+    s = spec(model={"name": "m", "repository": {"uri": "s3://bucket/repo", "secretRef": {"name": "aws"}},
+                    "version": 1, "engines": [{"computeCapability": "9.0", "file": "a.plan"}]})
+    init = next(c for c in desired_children(OWNER, s) if c["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "initContainers"][0]
+    optional = {e["name"]: e["valueFrom"]["secretKeyRef"]["optional"] for e in init["env"]}
+    assert optional == {"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False,
+                        "AWS_SESSION_TOKEN": True, "AWS_DEFAULT_REGION": True}

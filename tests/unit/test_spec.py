@@ -17,6 +17,7 @@ def test_defaults_match_the_crd():
     assert s.placement.target == "cloud" and s.canary is None
     assert s.rollback.enabled and s.rollback.analysis_interval_seconds == 10
     assert [t.name for t in s.tracks()] == ["stable"]
+    assert (s.runtime.pod_security.profile, s.runtime.pod_security.run_as_user) == ("restricted", 1000)
 
 
 def test_canary_track_inherits_engines_unless_given():

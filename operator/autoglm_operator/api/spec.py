@@ -92,6 +92,12 @@ class Batching:
 
 
 @dataclass(frozen=True)
+class PodSecurity:
+    profile: str = "restricted"  # restricted | baseline
+    run_as_user: int = 1000
+
+
+@dataclass(frozen=True)
 class Runtime:
     image: str = DEFAULT_IMAGE
     replicas: int = 1
@@ -99,6 +105,7 @@ class Runtime:
     batching: Batching = Batching()
     instances_per_gpu: int = 1
     extra_args: tuple[str, ...] = ()
+    pod_security: PodSecurity = PodSecurity()
 
 
 @dataclass(frozen=True)
@@ -258,6 +265,8 @@ def parse_spec(spec: Mapping[str, Any]) -> AutoGLMDeploymentSpec:
                           tuple(int(b) for b in _get(dyn, "preferredBatchSizes", ()))),
         instances_per_gpu=int(_get(rt, "instancesPerGpu", 1)),
         extra_args=tuple(_get(rt, "extraArgs", ())),
+        pod_security=PodSecurity(str(_get(_get(rt, "podSecurity", {}), "profile", "restricted")),
+                                 int(_get(_get(rt, "podSecurity", {}), "runAsUser", 1000))),
     )
 
     pl = _get(spec, "placement", {})

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..api.spec import AutoGLMDeploymentSpec, Track
 
+OPTIONAL_AWS_KEYS = ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
 MODELS_DIR = "/models"
 SOURCE_DIR = "/model-source"
 CONFIG_DIR = "/model-config"
@@ -78,7 +79,10 @@ def desired_model_source(spec: AutoGLMDeploymentSpec, track: Track, config_map: 
             copy = f"aws s3 cp --recursive {shlex.quote(url)} {shlex.quote(target_version)}"
             image = images.s3
             if repo.secret_name:
-                env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": repo.secret_name, "key": k, "optional": True}}}
+                # The key pair is required: a typo in the Secret must stop the pod with an error naming
+                # the key, never fall back silently to the node's cloud credentials.
+                env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": repo.secret_name, "key": k,
+                                                                  "optional": k in OPTIONAL_AWS_KEYS}}}
                        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")]
         else:
             copy = f"gsutil -m cp -r {shlex.quote(url)} {shlex.quote(target_dir)}/"
@@ -91,7 +95,26 @@ def desired_model_source(spec: AutoGLMDeploymentSpec, track: Track, config_map: 
     init = {"name": "model-repository", "image": image, "command": ["/bin/sh", "-c", script],
             "volumeMounts": mounts,
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-            "securityContext": {"allowPrivilegeEscalation": False}}
+            "securityContext": container_security_context(spec)}
     if env:
         init["env"] = env
     return ModelSource(volumes, [init], serving_mounts)
+
+
+def container_security_context(spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
+    """Every container of a Triton pod: no privilege escalation; under the restricted profile
+    also no capabilities (Pod Security "restricted")."""
+    if spec.runtime.pod_security.profile == "restricted":
+        return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    return {"allowPrivilegeEscalation": False}
+
+
+def pod_security_context(spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
+    """The pod's: restricted runs as ``runAsUser`` (non-root) with the RuntimeDefault seccomp
+    profile; baseline keeps the image's own user."""
+    context: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    security = spec.runtime.pod_security
+    if security.profile == "restricted":
+        context.update(runAsNonRoot=True, runAsUser=security.run_as_user, runAsGroup=security.run_as_user,
+                       fsGroup=security.run_as_user)
+    return context

@@ -11,7 +11,8 @@ from .. import placement
 from ..api import resource as r
 from ..api.spec import AutoGLMDeploymentSpec, Track
 from . import names
-from .model_source import MODELS_DIR, ModelSourceImages, desired_model_source
+from .model_source import (MODELS_DIR, ModelSourceImages, container_security_context, desired_model_source,
+                           pod_security_context)
 from .triton_config import desired_config_pbtxt
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -94,8 +95,11 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
             "volumeMounts": [{"name": "model-repository", "mountPath": MODELS_DIR},
                              *source.serving_mounts,
                              {"name": "dshm", "mountPath": "/dev/shm"}],
-            "securityContext": {"allowPrivilegeEscalation": False},
+            "securityContext": container_security_context(spec),
         }],
+        # Triton needs no Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(spec),
         "volumes": source.volumes + [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
         "affinity": placement.pod_affinity(spec, track),
         "tolerations": placement.pod_tolerations(spec),
