@@ -167,7 +167,7 @@ class Reconciler:
         provider = provider_for(spec)
         if provider is not None:
             desired += provider.desired_routes(owner, spec, Weights(100 - traffic.effective, traffic.effective))
-        applied = await self._apply_changed(desired)
+        applied, refused = await self._apply_changed(owner, desired)
         if applied:
             events.append(("Normal", "Applied", "Applied " + ", ".join(applied)))
         pruned, drain_wait = await self._prune(owner, spec, desired, routed=provider is not None)
@@ -195,6 +195,9 @@ class Reconciler:
             if conflicts:
                 outcome.status["traffic"]["conflicts"] = conflicts
                 self._mark_route_conflicts(body, outcome, conflicts)
+        if refused:
+            outcome.status["notOwned"] = refused
+            self._mark_not_owned(body, outcome, refused)
         analysis = self._analysis.get(key)
         if analysis and analysis.failures:
             outcome.status["analysis"] = {"consecutiveMetricFailures": analysis.failures,
@@ -311,15 +314,47 @@ class Reconciler:
         if before != conflicts:
             outcome.events.append(("Warning", "RouteConflict", message))
 
-    async def _apply_changed(self, desired: list[dict[str, Any]]) -> list[str]:
-        """Apply, concurrently, each child whose desired content differs from what was last applied."""
-        changed = []
+    @staticmethod
+    def _mark_not_owned(body: dict[str, Any], outcome: Outcome, refused: list[str]) -> None:
+        message = (f"not applied: {', '.join(refused)} already exist(s) and belong(s) to something else; this "
+                   "resource never takes over an object it did not create. Fix: delete or rename the existing "
+                   "object, or give this AutoGLMDeployment another name")
+        for c in outcome.status["conditions"]:
+            if c["type"] in (DEGRADED, READY):
+                target = "True" if c["type"] == DEGRADED else "False"
+                if c["status"] != target:
+                    was = condition(body.get("status"), c["type"]) or {}
+                    since = was.get("lastTransitionTime") if was.get("status") == target else None
+                    c.update(status=target, lastTransitionTime=since or now_rfc3339())
+                c.update(reason="ChildNotOwned", message=message)
+        outcome.status["phase"] = "Degraded"
+        if (body.get("status") or {}).get("notOwned") != refused:
+            outcome.events.append(("Warning", "ChildNotOwned", message))
+
+    async def _not_ours(self, owner: Owner, obj: dict[str, Any]) -> bool:
+        """An object of the child's kind and name exists that this resource does not own (someone
+        else's: server-side apply with force would take it over, and garbage collection would
+        later delete it with the resource). Read only for children the store does not hold."""
+        meta = obj["metadata"]
+        existing = await self._io_call(self.client.get, obj["kind"], meta["namespace"], meta["name"])
+        if existing is None:
+            return False
+        refs = (existing.get("metadata") or {}).get("ownerReferences") or []
+        return not any(ref.get("uid") == owner.uid for ref in refs)
+
+    async def _apply_changed(self, owner: Owner, desired: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+        """Apply, concurrently, each child whose desired content differs from what was last applied;
+        never one whose name is taken by an object this resource does not own (those are returned)."""
+        changed, refused = [], []
         for obj in desired:
             digest = content_hash(obj)
             obj["metadata"].setdefault("annotations", {})[r.ANNOTATION_DESIRED_HASH] = digest
             meta = obj["metadata"]
             live = self.store.get(obj["kind"], meta["namespace"], meta["name"])
             if live and ((live["metadata"].get("annotations") or {}).get(r.ANNOTATION_DESIRED_HASH) == digest):
+                continue
+            if live is None and await self._not_ours(owner, obj):
+                refused.append(f"{obj['kind']} {meta['name']}")
                 continue
             changed.append(obj)
         # Every apply runs to its end before a failure is raised: an abandoned one would fail unseen.
@@ -334,7 +369,7 @@ class Reconciler:
                 self.on_child_written(obj["kind"], before, self.store.get(obj["kind"], ns, name))
         if failed:
             raise failed[0]
-        return [f"{o['kind']} {o['metadata']['name']}" for o in changed]
+        return [f"{o['kind']} {o['metadata']['name']}" for o in changed], refused
 
     async def _prune(self, owner: Owner, spec: AutoGLMDeploymentSpec, desired: list[dict[str, Any]],
                      routed: bool) -> tuple[list[str], float | None]:

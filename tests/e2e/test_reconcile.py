@@ -167,3 +167,30 @@ def test_triton_pods_pass_pod_security_restricted(operator, kubectl, namespace):
     wait_for(lambda: "violates PodSecurity" in kubectl("get", "events", "-n", namespace, "--field-selector",
                                                        "reason=FailedCreate").stdout, 30,
              what="the baseline pods refused by the namespace's restricted enforcement")
+
+
+def test_an_existing_object_of_a_childs_name_is_never_taken_over(operator, kubectl, namespace):
+    """A Service the user made, with the name the resource's client Service would have: the
+    operator refuses to apply over it (Degraded, ChildNotOwned, naming it and the fix), never adds
+    its ownerReference, and deleting the resource leaves it where it was."""
+    theirs = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "taken", "namespace": namespace},
+              "spec": {"selector": {"app": "someone-else"}, "ports": [{"port": 80}]}}
+    kubectl.apply(theirs)
+    body = agd("taken", replicas=1)
+    body["metadata"]["namespace"] = namespace
+
+    def degraded():
+        st = (kubectl.get_json("agd", "-n", namespace, "taken").get("status") or {})
+        c = condition(st, "Degraded") or {}
+        return c if c.get("reason") == "ChildNotOwned" else None
+    kubectl.apply(body)
+    cond = wait_for(degraded, 30, what="Degraded=ChildNotOwned")
+    assert cond["status"] == "True" and "Service taken" in cond["message"] and "Fix:" in cond["message"]
+    assert "ChildNotOwned" in kubectl("get", "events", "-n", namespace, "--field-selector",
+                                      "reason=ChildNotOwned").stdout
+    service = kubectl.get_json("service", "-n", namespace, "taken")
+    assert not service["metadata"].get("ownerReferences") and service["spec"]["selector"] == {"app": "someone-else"}
+    kubectl("wait", "-n", namespace, "--for=condition=Available", "deploy/taken-stable", "--timeout=60s")
+    kubectl("delete", "agd", "-n", namespace, "taken", "--wait=true", "--timeout=30s")
+    wait_for(lambda: not kubectl.get_json("deployments", "-n", namespace)["items"], 30, what="its own children gone")
+    assert kubectl.get_json("service", "-n", namespace, "taken")["spec"]["selector"] == {"app": "someone-else"}
