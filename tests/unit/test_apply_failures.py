@@ -12,11 +12,15 @@ from kubernetes.client.rest import ApiException
 
 from autoglm_operator.kube.store import ObservedStore
 from autoglm_operator.reconciler import Reconciler
+from autoglm_operator.render import Owner
 
 
 class NamespaceGone:
     def __init__(self) -> None:
         self.finished: list[str] = []
+
+    def get(self, kind, namespace, name):  # nothing of that name exists yet
+        return None
 
     def apply(self, obj):
         time.sleep(0.3 if obj["metadata"]["name"] == "slow" else 0)
@@ -32,6 +36,6 @@ def test_every_apply_ends_before_the_first_failure_is_raised():
 
     async def run():
         with pytest.raises(ApiException):
-            await reconciler._apply_changed(desired)
+            await reconciler._apply_changed(Owner("o", "gone", "uid-1"), desired)
         return list(client.finished)
     assert sorted(asyncio.run(run())) == ["fast", "slow"]
