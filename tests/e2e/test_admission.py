@@ -3,6 +3,7 @@ webhook asks a real OPA server loaded from policies/, and kubectl shows the outc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -170,6 +171,30 @@ def test_audit_reports_resources_that_a_changed_policy_now_refuses(admission, ku
     finally:
         opa.stop()
         opa.start()  # back to the repository's data
+
+
+def test_emergency_levers_pass_while_opa_is_down(admission, kubectl, opa):
+    """Abort/retry annotations, scale-downs, a lower canary weight and removing the canary only take
+    risk away: admitted while OPA is down. Anything else is still refused then."""
+    ns = admission["namespace"]
+    body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+    body["metadata"].update(name="lever", namespace=ns)
+    body["spec"]["canary"] = {"version": 2, "weight": 20, "replicas": 1}
+    assert kubectl.apply(body, check=False).returncode == 0
+    opa.stop()
+    try:
+        def patch(p: dict) -> subprocess.CompletedProcess:
+            return kubectl("patch", "agd", "-n", ns, "lever", "--type=merge", "-p", json.dumps(p), check=False)
+        assert patch({"metadata": {"annotations": {"serving.autoglm.io/abort": "2026-11-25T00:00:00Z"}}}).returncode == 0
+        assert patch({"spec": {"runtime": {"replicas": 1}}}).returncode == 0
+        assert patch({"spec": {"canary": {"weight": 0}}}).returncode == 0
+        assert patch({"spec": {"canary": None}}).returncode == 0
+        refused = patch({"spec": {"runtime": {"replicas": 2}}})  # not a relief: judged, and OPA is away
+        assert refused.returncode != 0 and "unreachable" in refused.stderr, refused.stderr
+    finally:
+        opa.start()
+    spec = kubectl.get_json("agd", "-n", ns, "lever")["spec"]
+    assert spec["runtime"]["replicas"] == 1 and "canary" not in spec
 
 
 def test_opa_down_denies_with_a_message_and_webhook_down_fails_closed(admission, kubectl, opa):
