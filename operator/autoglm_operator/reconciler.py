@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,24 @@ RECONCILE_SECONDS = Histogram("autoglm_operator_reconcile_seconds", "Time of one
 CHILD_KINDS = ("ConfigMap", "Service", "Deployment", *ROUTE_KINDS)
 #: Conflicting routes named in status and Events; beyond that, a count.
 MAX_LISTED_CONFLICTS = 5
+
+
+class ChildApplyError(ApiException):
+    """The API server refused a child: which one, and its message."""
+
+    def __init__(self, child: str, error: ApiException):
+        super().__init__(status=error.status, reason=error.reason)
+        self.body, self.child, self.cause = error.body, child, error
+
+
+#: Back-off of a reconcile whose applies the API server refuses: 2, 4, 8 ... 300 s, +-20 % jitter.
+APPLY_BACKOFF_FIRST, APPLY_BACKOFF_MAX = 2.0, 300.0
+
+
+def apply_backoff(failures: int, rand: float) -> float:
+    """Seconds before retrying after ``failures`` consecutive failed reconciles (``rand`` in [0, 1))."""
+    base = min(APPLY_BACKOFF_MAX, APPLY_BACKOFF_FIRST * 2 ** max(0, failures - 1))
+    return base * (0.8 + 0.4 * rand)
 
 
 @dataclass
@@ -97,6 +116,7 @@ class Reconciler:
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
         self._background: set[asyncio.Task] = set()
         self._analysis: dict[tuple[str, str], AnalysisState] = {}
+        self._apply_failures: dict[tuple[str, str], int] = {}  # consecutive failed reconciles, for back-off
         self._drain_started: dict[tuple[str, str], float] = {}
         #: Seconds a removed canary keeps serving after routes stopped naming it.
         self.drain_seconds = 3.0
@@ -123,17 +143,43 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         started = time.monotonic()
+        key = (namespace, name)
         try:
             outcome = await self._reconcile(body)
             RECONCILES.labels("ok").inc()
+            self._apply_failures.pop(key, None)
         except ApiException as e:
             RECONCILES.labels("error").inc()
-            log.warning("reconcile %s/%s failed: %s", namespace, name, api_error_message(e))
-            return 5.0
+            failures = self._apply_failures[key] = self._apply_failures.get(key, 0) + 1
+            delay = apply_backoff(failures, random.random())
+            log.warning("reconcile %s/%s failed (%d in a row; retrying in %.1f s): %s", namespace, name, failures,
+                        delay, api_error_message(e))
+            if isinstance(e, ChildApplyError) and e.status != 404:  # 404: the namespace is going away
+                await self._write_status(body, self._apply_failed(body, e, delay))
+            return delay
         finally:
             RECONCILE_SECONDS.observe(time.monotonic() - started)
         await self._write_status(body, outcome)
         return outcome.requeue_after
+
+    def _apply_failed(self, body: dict[str, Any], error: ChildApplyError, delay: float) -> Outcome:
+        """A child the API server refused: status keeps all it knew (tracks, traffic, a rollback) and
+        says which child failed with the API server's own message; one Event per new message."""
+        message = (f"{error.child} was refused by the API server: {api_error_message(error)}. Fix the field it "
+                   f"names in this AutoGLMDeployment; retrying with back-off (next in {delay:.0f} s)")
+        generation = int(body["metadata"].get("generation") or 0)
+        current = dict(body.get("status") or {})
+        previous = condition(current, DEGRADED) or {}
+        status = {**current, **self._status(body, generation, [
+            Condition(READY, False, "ApplyFailed", message), Condition(PROGRESSING, False, "ApplyFailed", message),
+            Condition(DEGRADED, True, "ApplyFailed", message)], phase="Degraded")}
+        same = previous.get("reason") == "ApplyFailed" and previous.get("message", "").split(". Fix")[0] == \
+            message.split(". Fix")[0]
+        if same:  # only the retry countdown changed: keep the message, write nothing new
+            for c in status["conditions"]:
+                if c.get("reason") == "ApplyFailed":
+                    c["message"] = (condition(current, c["type"]) or {}).get("message", c["message"])
+        return Outcome(status, events=[] if same else [("Warning", "ApplyFailed", message)])
 
     async def _reconcile(self, body: dict[str, Any]) -> Outcome:
         meta = body["metadata"]
@@ -368,7 +414,12 @@ class Reconciler:
                 self.store.observe(obj["kind"], "MODIFIED", obj)
                 self.on_child_written(obj["kind"], before, self.store.get(obj["kind"], ns, name))
         if failed:
-            raise failed[0]
+            index = next(i for i, e in enumerate(results) if isinstance(e, BaseException))
+            child = changed[index]
+            error = failed[0]
+            if isinstance(error, ApiException):
+                raise ChildApplyError(f"{child['kind']} {child['metadata']['name']}", error)
+            raise error
         return [f"{o['kind']} {o['metadata']['name']}" for o in changed], refused
 
     async def _prune(self, owner: Owner, spec: AutoGLMDeploymentSpec, desired: list[dict[str, Any]],

@@ -194,3 +194,29 @@ def test_an_existing_object_of_a_childs_name_is_never_taken_over(operator, kubec
     kubectl("delete", "agd", "-n", namespace, "taken", "--wait=true", "--timeout=30s")
     wait_for(lambda: not kubectl.get_json("deployments", "-n", namespace)["items"], 30, what="its own children gone")
     assert kubectl.get_json("service", "-n", namespace, "taken")["spec"]["selector"] == {"app": "someone-else"}
+
+
+def test_a_child_the_api_server_refuses_is_a_condition_naming_it(operator, kubectl, namespace):
+    """The CRD accepts a hostname that the HTTPRoute schema refuses: the resource must not say
+    Ready; it says which child failed with the API server's message, once as an Event."""
+    body = agd("badhost", replicas=1)
+    body["metadata"]["namespace"] = namespace
+    body["spec"]["traffic"] = {"gateway": {"name": "gw"}, "hostnames": ["Bad_Host.Example"]}
+    kubectl.apply(body)
+
+    def failed():
+        st = kubectl.get_json("agd", "-n", namespace, "badhost").get("status") or {}
+        c = condition(st, "Degraded") or {}
+        return (st, c) if c.get("reason") == "ApplyFailed" else None
+    st, cond = wait_for(failed, 30, what="Degraded=ApplyFailed")
+    assert cond["status"] == "True" and "HTTPRoute badhost" in cond["message"] and "hostnames" in cond["message"]
+    assert condition(st, "Ready")["status"] == "False" and st["phase"] == "Degraded"
+    assert st["observedGeneration"] == 1
+    wait_for(lambda: "ApplyFailed" in kubectl("get", "events", "-n", namespace, "--field-selector",
+                                               "reason=ApplyFailed").stdout, 10, what="the Warning Event")
+    # fixed by the user: the route is applied and the condition clears
+    kubectl("patch", "agd", "-n", namespace, "badhost", "--type=merge", "-p",
+            '{"spec":{"traffic":{"hostnames":["good.example"]}}}')
+    wait_for(lambda: (condition(kubectl.get_json("agd", "-n", namespace, "badhost").get("status") or {},
+                                "Degraded") or {}).get("reason") != "ApplyFailed", 30, what="the failure cleared")
+    assert kubectl.get_json("httproute", "-n", namespace, "badhost")["spec"]["hostnames"] == ["good.example"]

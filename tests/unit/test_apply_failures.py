@@ -35,7 +35,15 @@ def test_every_apply_ends_before_the_first_failure_is_raised():
                for kind, name in (("ConfigMap", "fast"), ("Service", "slow"))]
 
     async def run():
-        with pytest.raises(ApiException):
+        with pytest.raises(ApiException) as raised:
             await reconciler._apply_changed(Owner("o", "gone", "uid-1"), desired)
+        assert raised.value.child in ("ConfigMap fast", "Service slow")  # which child failed, for status
         return list(client.finished)
     assert sorted(asyncio.run(run())) == ["fast", "slow"]
+
+
+def test_failed_applies_back_off_exponentially_with_jitter():
+    from autoglm_operator.reconciler import apply_backoff
+    assert [round(apply_backoff(n, 0.5), 3) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert apply_backoff(20, 0.5) == 300.0  # capped
+    assert 1.6 <= apply_backoff(1, 0.0) < apply_backoff(1, 0.999) <= 2.4  # +-20 % jitter
