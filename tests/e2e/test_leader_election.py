@@ -61,15 +61,19 @@ def _operator(namespace: str, metrics_port: int, log) -> subprocess.Popen:
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, cwd=REPO)
 
 
-def test_two_replicas_one_writes_and_the_other_takes_over(kubectl, tmp_path):
+@pytest.fixture
+def replicas(kubectl, tmp_path):
+    """Two operator processes with leader election on one namespace, a resource reconciled by the
+    leader: (namespace, processes, metrics ports, log paths, leader index, follower index)."""
     from autoglm_devcluster.processes import free_port
 
     namespace = f"leader-{uuid.uuid4().hex[:5]}"
     kubectl("create", "namespace", namespace)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
     ports = [free_port(), free_port()]
-    logs = [open(tmp_path / f"operator-{i}.log", "ab") for i in range(2)]
-    procs = [_operator(namespace, ports[i], logs[i]) for i in range(2)]
+    logs = [tmp_path / f"operator-{i}.log" for i in range(2)]
+    handles = [open(p, "ab") for p in logs]
+    procs = [_operator(namespace, ports[i], handles[i]) for i in range(2)]
     try:
         body = agd("one", replicas=1)
         body["metadata"]["namespace"] = namespace
@@ -77,28 +81,32 @@ def test_two_replicas_one_writes_and_the_other_takes_over(kubectl, tmp_path):
         kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/one", "--timeout=60s")
         writes = wait_for(lambda: [_writes(p) for p in ports], 10, what="both replicas' metrics")
         leader = 0 if writes[0] > 0 else 1
-        follower = 1 - leader
-        assert writes[leader] > 0 and writes[follower] == 0, writes
-        holder = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]["holderIdentity"]
-        assert holder
-
-        procs[leader].send_signal(signal.SIGKILL)
-        procs[leader].wait(10)
-        kubectl("patch", "agd", "-n", namespace, "one", "--type=merge", "-p",
-                json.dumps({"spec": {"runtime": {"replicas": 2}}}))
-        wait_for(lambda: kubectl.get_json("deployment", "-n", namespace, "one-stable")["spec"]["replicas"] == 2,
-                 30, what="the edit reconciled by the surviving replica")
-        assert _writes(ports[follower]) > 0
-        new_holder = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]["holderIdentity"]
-        assert new_holder != holder
+        assert writes[leader] > 0 and writes[1 - leader] == 0, writes
+        yield namespace, procs, ports, logs, leader, 1 - leader
     finally:
         for p in procs:
             if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
                 p.terminate()
                 p.wait(15)
-        for log in logs:
-            log.close()
+        for h in handles:
+            h.close()
         kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_two_replicas_one_writes_and_the_other_takes_over(kubectl, replicas):
+    namespace, procs, ports, _, leader, follower = replicas
+    holder = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]["holderIdentity"]
+    assert holder
+    procs[leader].send_signal(signal.SIGKILL)
+    procs[leader].wait(10)
+    kubectl("patch", "agd", "-n", namespace, "one", "--type=merge", "-p",
+            json.dumps({"spec": {"runtime": {"replicas": 2}}}))
+    wait_for(lambda: kubectl.get_json("deployment", "-n", namespace, "one-stable")["spec"]["replicas"] == 2,
+             30, what="the edit reconciled by the surviving replica")
+    assert _writes(ports[follower]) > 0
+    new_holder = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]["holderIdentity"]
+    assert new_holder != holder
 
 
 def test_a_restarted_container_of_the_leading_pod_takes_the_lease_at_once(kube, kubectl, monkeypatch):
@@ -127,44 +135,18 @@ def test_a_restarted_container_of_the_leading_pod_takes_the_lease_at_once(kube, 
     kubectl("delete", "namespace", namespace, "--wait=false")
 
 
-def test_a_frozen_leader_is_replaced_and_steps_down_when_it_wakes(kubectl, tmp_path):
+def test_a_frozen_leader_is_replaced_and_steps_down_when_it_wakes(kubectl, replicas):
     """SIGSTOP (a hung process, a partitioned node): nobody restarts it, the Lease expires, the
     other replica takes over; woken with SIGCONT, the old leader writes nothing (its writes are
     fenced by the Lease's freshness) and exits."""
-    from autoglm_devcluster.processes import free_port
-
-    namespace = f"frozen-{uuid.uuid4().hex[:5]}"
-    kubectl("create", "namespace", namespace)
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
-    ports = [free_port(), free_port()]
-    logs = [tmp_path / f"operator-{i}.log" for i in range(2)]
-    handles = [open(p, "ab") for p in logs]
-    procs = [_operator(namespace, ports[i], handles[i]) for i in range(2)]
-    try:
-        body = agd("one", replicas=1)
-        body["metadata"]["namespace"] = namespace
-        kubectl.apply(body)
-        kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/one", "--timeout=60s")
-        writes = wait_for(lambda: [_writes(p) for p in ports], 10, what="both replicas' metrics")
-        leader = 0 if writes[0] > 0 else 1
-        follower = 1 - leader
-        procs[leader].send_signal(signal.SIGSTOP)
-        kubectl("patch", "agd", "-n", namespace, "one", "--type=merge", "-p",
-                json.dumps({"spec": {"runtime": {"replicas": 3}}}))
-        wait_for(lambda: kubectl.get_json("deployment", "-n", namespace, "one-stable")["spec"]["replicas"] == 3,
-                 30, what="the edit reconciled by the other replica once the lease expired")
-        procs[leader].send_signal(signal.SIGCONT)
-        assert procs[leader].wait(20) == 1  # it noticed it no longer leads, and exited
-        handles[leader].flush()
-        assert "stepping down" in logs[leader].read_text()
-        assert kubectl.get_json("deployment", "-n", namespace, "one-stable")["spec"]["replicas"] == 3
-        assert _writes(ports[follower]) > 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.terminate()
-                p.wait(15)
-        for h in handles:
-            h.close()
-        kubectl("delete", "namespace", namespace, "--wait=false")
+    namespace, procs, ports, logs, leader, follower = replicas
+    procs[leader].send_signal(signal.SIGSTOP)
+    kubectl("patch", "agd", "-n", namespace, "one", "--type=merge", "-p",
+            json.dumps({"spec": {"runtime": {"replicas": 3}}}))
+    wait_for(lambda: kubectl.get_json("deployment", "-n", namespace, "one-stable")["spec"]["replicas"] == 3,
+             30, what="the edit reconciled by the other replica once the lease expired")
+    procs[leader].send_signal(signal.SIGCONT)
+    assert procs[leader].wait(20) == 1  # it noticed it no longer leads, and exited
+    assert "stepping down" in logs[leader].read_text()
+    assert kubectl.get_json("deployment", "-n", namespace, "one-stable")["spec"]["replicas"] == 3
+    assert _writes(ports[follower]) > 0
