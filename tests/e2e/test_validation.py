@@ -67,3 +67,23 @@ def test_valid_edge_resource_with_jetson_engine_is_admitted(kubectl, namespace):
 def test_explain_reads_well(kubectl):
     out = kubectl("explain", "agd.spec.model.engines").stdout
     assert "compute capability" in out.lower() and "computeCapability" in out
+
+
+@pytest.mark.parametrize("name", ["1model", "model.v2", "m" * 64])
+def test_a_name_no_child_could_carry_is_refused_naming_the_field(kubectl, namespace, name):
+    """Names a custom resource may have but a Service or a label value may not (a leading digit,
+    a dot, more than 63 characters) are refused at apply, naming metadata.name: never accepted and
+    then silently failing to reconcile."""
+    body = agd(name)
+    body["metadata"]["namespace"] = namespace
+    result = kubectl.apply(body, check=False)
+    assert result.returncode != 0 and "metadata.name must be a DNS-1035 label" in result.stderr, result.stderr
+
+
+def test_the_longest_name_allowed_reconciles(operator, kubectl, namespace):
+    name = "a" + "b" * 61 + "c"  # 63 characters: children's names are hash-shortened to fit
+    body = agd(name, replicas=1)
+    body["metadata"]["namespace"] = namespace
+    body["spec"]["canary"] = {"version": 2, "weight": 10, "replicas": 1}
+    kubectl.apply(body)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", f"agd/{name}", "--timeout=60s")
