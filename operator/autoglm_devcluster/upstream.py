@@ -2,13 +2,12 @@
 
 ``go mod download`` gives the module's files from the Go module proxy; the CRDs the dev cluster
 installs are copied from there to ``<cache>/upstream-crds/<name>/``. A warm run touches neither
-Go nor the network. AUTOGLM_UPSTREAM_CRDS_DIR points at a folder of ready copies instead.
+Go nor the network. Nothing is read from outside the clone and the cache.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -40,19 +39,14 @@ def _target_name(file: str) -> str:
 
 def crds(name: str) -> Path:
     """The folder holding one set of upstream CRDs, fetched from the Go module proxy the first time."""
-    override = os.environ.get("AUTOGLM_UPSTREAM_CRDS_DIR")
-    if override:
-        folder = Path(override) / name
-        if not folder.is_dir():
-            raise FileNotFoundError(f"upstream CRDs {name} not found at {folder} (AUTOGLM_UPSTREAM_CRDS_DIR)")
-        return folder
     crd_set = SETS[name]
     target = paths.cache_root() / "upstream-crds" / name
     if all((target / _target_name(f)).is_file() for f in crd_set.files):
         return target
     from .toolchain import _go
+    target.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([_go(), "mod", "download", "-json", f"{crd_set.module}@{crd_set.version}"],
-                          capture_output=True, text=True, cwd=paths.cache_root() if paths.cache_root().exists() else None)
+                          capture_output=True, text=True, cwd=target.parent)  # outside any Go module
     if proc.returncode != 0:
         raise RuntimeError(f"could not fetch {crd_set.module}@{crd_set.version} from the Go module proxy "
                            f"(for its CRDs): {(proc.stdout + proc.stderr).strip()[-1000:]}")
