@@ -67,8 +67,7 @@ def operator(cluster):
 
     args = ["run", "--standalone", "--namespace", f"{E2E_NAMESPACE_PREFIX}*", "-m", "autoglm_operator.handlers"]
     with KopfRunner(args, timeout=60) as runner:
-        time.sleep(2)
-        yield runner
+        yield runner  # tests wait on their resources' conditions, not on the operator's start
     assert runner.exception is None, runner.exception
 
 
@@ -96,6 +95,17 @@ def model_store(namespace: str, path: Path | None = None) -> list[dict[str, Any]
          "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "autoglm-models",
                   "resources": {"requests": {"storage": "1Gi"}}, "volumeName": pv}},
     ]
+
+
+def reconciles_finished() -> float:
+    """Reconciles the in-process operator has finished, status write included (its queue metric)."""
+    from autoglm_operator.controller import QUEUE_LATENCY
+    return sum(s.value for m in QUEUE_LATENCY.collect() for s in m.samples if s.name.endswith("_count"))
+
+
+def wait_reconciled(after: float, timeout: float = 30, what: str = "a reconcile") -> None:
+    """Until the in-process operator has finished a reconcile begun after ``after`` was read."""
+    wait_for(lambda: reconciles_finished() > after, timeout, what=what)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:

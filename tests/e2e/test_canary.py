@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import agd, wait_for
+from conftest import agd, reconciles_finished, wait_for, wait_reconciled
 
 pytestmark = pytest.mark.e2e
 
@@ -105,9 +105,14 @@ def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, nam
     assert ROLLBACKS.labels(namespace, "sick", st["rollback"]["reason"])._value.get() == 1
 
     # Healing the pods does not bring the canary back by itself...
+    finished = reconciles_finished()
     for pod in canary_pods(kubectl, namespace, "sick"):
         kubectl("annotate", "-n", namespace, f"pod/{pod}", fault.split("=")[0] + "-")
-    time.sleep(3)
+    wait_for(lambda: all(p["status"].get("conditions") and all(
+        c["status"] == "True" for c in p["status"]["conditions"] if c["type"] == "Ready")
+        for p in kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/track=canary")["items"]),
+        30, what="canary pods healed")
+    wait_reconciled(finished, what="a reconcile after the pods healed")
     assert route_weights(kubectl, namespace, "sick")["canary"] == 0
     # ...a retry does (crash-looped pods keep their restart count: allow them more for the retry).
     if "crash" in fault:
@@ -135,8 +140,9 @@ def test_offline_edge_node_is_not_a_model_failure(operator, kubectl, namespace, 
         def pod_marked_not_ready():
             p = kubectl.get_json("pods", "-n", namespace, pod["metadata"]["name"])
             return any(c["type"] == "Ready" and c["status"] == "False" for c in p["status"]["conditions"])
+        finished = reconciles_finished()
         wait_for(pod_marked_not_ready, 30, what="node controller marking the canary pod not ready")
-        time.sleep(5)
+        wait_reconciled(finished, what="a reconcile that saw the pod not ready")
         st = kubectl.get_json("agd", "-n", namespace, "edge")["status"]
         assert "rollback" not in st, st.get("rollback")
     finally:
@@ -195,14 +201,20 @@ def test_routes_taking_each_others_requests_are_reported_on_the_newer_one(operat
     assert events and events[0]["type"] == "Warning"
     kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/second", "--timeout=60s")
     versions = kubectl.get_json("agd", "-n", namespace, "second")["metadata"]["resourceVersion"]
-    time.sleep(2)  # a standing conflict is reported once, not rewritten by every reconcile
+    # a standing conflict is reported once, not rewritten by every reconcile: poke second with a
+    # change to one of its children (not the resource itself) and let that reconcile finish
+    finished = reconciles_finished()
+    kubectl("label", "configmap", "-n", namespace, "second-stable-config", "poke=1")
+    wait_reconciled(finished, what="a reconcile of second after its child changed")
     assert kubectl.get_json("agd", "-n", namespace, "second")["metadata"]["resourceVersion"] == versions
 
     # The fix the message names. first still matches every hostname, so second stays in conflict
     # until first narrows too; then first's route change alone must clear second.
     kubectl("patch", "agd", "-n", namespace, "second", "--type=merge", "-p",
             '{"spec":{"traffic":{"hostnames":["second.example.com"]}}}')
-    time.sleep(2)
+    generation = kubectl.get_json("agd", "-n", namespace, "second")["metadata"]["generation"]
+    wait_for(lambda: kubectl.get_json("agd", "-n", namespace, "second")["status"].get("observedGeneration")
+             == generation, 30, what="second's edit reconciled")
     assert conflict("second")
     kubectl("patch", "agd", "-n", namespace, "first", "--type=merge", "-p",
             '{"spec":{"traffic":{"hostnames":["first.example.com"]}}}')

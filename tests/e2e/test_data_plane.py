@@ -132,6 +132,14 @@ def route_canary_weight(dev, namespace, name):
     return {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}.get(f"{name}-canary")
 
 
+def route_accepted_at_its_generation(dev, namespace, name) -> bool:
+    """The Gateway's controller accepted the route as it is now (status.parents[].conditions)."""
+    route = json.loads(dev.kubectl("get", "httproute", "-n", namespace, name, "-o", "json").stdout)
+    conditions = [c for p in (route.get("status") or {}).get("parents") or [] for c in p.get("conditions") or []]
+    return any(c["type"] == "Accepted" and c["status"] == "True"
+               and c.get("observedGeneration") == route["metadata"]["generation"] for c in conditions)
+
+
 def test_split_follows_weight_edits_through_envoy_into_triton(plane):
     dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("split", namespace, 10)))
@@ -146,7 +154,8 @@ def test_split_follows_weight_edits_through_envoy_into_triton(plane):
         dev.kubectl("patch", "agd", "-n", namespace, "split", "--type=merge", "-p",
                     json.dumps({"spec": {"canary": {"weight": weight}}}))
         wait_for(lambda: route_canary_weight(dev, namespace, "split") == weight, 10, what="route")
-        time.sleep(1.0)  # Envoy Gateway translates and pushes the route
+        wait_for(lambda: route_accepted_at_its_generation(dev, namespace, "split"), 10,
+                 what="Envoy Gateway accepted the route's new generation")
         counts = client.versions(2000)
         assert abs(counts["v2"] / 2000 - weight / 100) <= 0.04, (weight, counts)
 
@@ -211,7 +220,7 @@ def test_promotion_under_steady_load_loses_no_request(plane):
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        time.sleep(1)
+        wait_for(lambda: sum(results.values()) >= 100, 30, what="load flowing before the promotion")
         dev.kubectl("patch", "agd", "-n", namespace, "promo", "--type=json", "-p",
                     '[{"op":"replace","path":"/spec/model/version","value":2},{"op":"remove","path":"/spec/canary"}]')
         wait_for(lambda: json.loads(dev.kubectl("get", "agd", "-n", namespace, "promo", "-o", "json").stdout)
@@ -219,7 +228,8 @@ def test_promotion_under_steady_load_loses_no_request(plane):
         dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/promo", "--timeout=120s")
         wait_for(lambda: client.versions(50, threads=1) == Counter({"v2": 50}), 60, interval=0.5,
                  what="only v2 answering")
-        time.sleep(1)
+        served = results["v2"]
+        wait_for(lambda: results["v2"] >= served + 100, 30, what="load still flowing after the promotion")
     finally:
         done.set()
         worker.join()

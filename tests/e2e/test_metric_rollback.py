@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 
 from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
 from autoglm_devcluster.triton import TritonProcess
-from conftest import REPO, agd, wait_for
+from conftest import REPO, agd, reconciles_finished, wait_for
 from test_canary import route_weights
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -85,8 +85,11 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
         kubectl.apply(body)
         wait_for(lambda: route_weights(kubectl, namespace, "metrics") == {"stable": 50, "canary": 50}, 60, what="50/50")
         with Load(stable, canary, "flaky") as load:
-            # The negative: a healthy canary under steady load for 8 analysis intervals.
-            time.sleep(16)
+            # The negative: a healthy canary under steady load for 8 analysis intervals (each interval's
+            # analysis is a reconcile the operator schedules; wait for at least 8 of them to finish).
+            finished = reconciles_finished()
+            wait_for(lambda: reconciles_finished() >= finished + 8 and load.sent["canary"] > 100, 60,
+                     what="8 analyses of a healthy canary under load")
             st = kubectl.get_json("agd", "-n", namespace, "metrics")["status"]
             assert "rollback" not in st and "analysis" not in st, st
             assert load.sent["canary"] > 100 and load.errors["canary"] == 0
@@ -98,7 +101,8 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
             elapsed = time.monotonic() - started
             load.canary_share = 0.0  # clients follow the route: all traffic to stable
             errors_after = dict(load.errors)
-            time.sleep(3)
+            sent = load.sent["stable"]
+            wait_for(lambda: load.sent["stable"] >= sent + 100, 30, what="100 more requests, all to stable")
             assert load.errors["stable"] == errors_after["stable"] == 0
         st = kubectl.get_json("agd", "-n", namespace, "metrics")["status"]
         assert st["rollback"]["reason"] == "errorRatio", st["rollback"]

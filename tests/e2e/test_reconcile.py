@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
 
-from conftest import REPO, agd, wait_for
+from conftest import REPO, agd, reconciles_finished, wait_for, wait_reconciled
 
 pytestmark = pytest.mark.e2e
 
@@ -17,11 +15,6 @@ def operator_writes(namespace: str | None = None) -> float:
     from autoglm_operator.kube.client import API_WRITES
     return sum(s.value for m in API_WRITES.collect() for s in m.samples
                if s.name.endswith("_total") and (namespace is None or s.labels["namespace"] == namespace))
-
-
-def operator_reconciles() -> float:
-    from autoglm_operator.reconciler import RECONCILES
-    return sum(s.value for m in RECONCILES.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 def _diff(a, b, path=""):
@@ -120,7 +113,8 @@ def test_second_reconcile_writes_nothing_and_replica_edit_keeps_pods(operator, k
     body["metadata"]["namespace"] = namespace
     kubectl.apply(body)
     kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/steady", "--timeout=60s")
-    time.sleep(2)
+    wait_for(lambda: (status(kubectl, namespace, "steady").get("tracks") or {}).get("stable", {})
+             .get("readyReplicas") == 2, 30, what="both pods counted in status")
     before = children_versions(kubectl, namespace)
     def status_writes():
         obj = json.loads(kubectl("get", "agd", "-n", namespace, "steady", "-o", "json", "--show-managed-fields").stdout)
@@ -129,11 +123,10 @@ def test_second_reconcile_writes_nothing_and_replica_edit_keeps_pods(operator, k
     status_before = status_writes()
 
     writes_before = operator_writes(namespace)
-    reconciles_before = operator_reconciles()
+    finished_before = reconciles_finished()
     # An edit that changes nothing the operator renders (a label) triggers a reconcile.
     kubectl("label", "agd", "-n", namespace, "steady", "team=ml")
-    wait_for(lambda: operator_reconciles() > reconciles_before, 10, what="a reconcile after the label edit")
-    time.sleep(2)
+    wait_reconciled(finished_before, 10, what="a reconcile, status write included, after the label edit")
     assert children_versions(kubectl, namespace) == before
     assert status_writes() == status_before, "a reconcile with nothing to change wrote the status"
     assert operator_writes(namespace) == writes_before, "a reconcile with nothing to change made an API call that writes"

@@ -16,6 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from autoglm_devcluster.processes import free_port
 from conftest import REPO, agd, model_store, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -56,10 +57,18 @@ def _converged(kubectl, namespace: str) -> bool:
     return set(children) == expected
 
 
-def _start_operator(namespace: str, log) -> subprocess.Popen:
+def _start_operator(namespace: str, log, metrics_port: int = 0) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace,
-                             "--metrics-port", "0", "--health-port", "0"],
+                             "--metrics-port", str(metrics_port), "--metrics-address", "127.0.0.1",
+                             "--health-port", "0"],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, cwd=REPO)
+
+
+def _reconciles_finished(metrics_port: int) -> float:
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("autoglm_operator_queue_seconds_count"))
 
 
 def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp_path):
@@ -84,11 +93,18 @@ def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp
             time.sleep(rng.uniform(0.05, 1.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            proc = _start_operator(namespace, log)
+            metrics_port = free_port()
+            proc = _start_operator(namespace, log, metrics_port)
         wait_for(lambda: _converged(kubectl, namespace), 90, interval=1, what="convergence after kills")
-        # And it stays converged: no write loop.
+        # And it stays converged: no write loop. Every resource is reconciled once more (an annotation
+        # wakes it) and its children are left exactly as they were.
         before = {k: v["metadata"]["resourceVersion"] for k, v in _children(kubectl, namespace).items()}
-        time.sleep(3)
+        finished = _reconciles_finished(metrics_port)
+        items = kubectl.get_json("agd", "-n", namespace)["items"]
+        for item in items:
+            kubectl("annotate", "agd", "-n", namespace, item["metadata"]["name"], "poke=1", "--overwrite")
+        wait_for(lambda: _reconciles_finished(metrics_port) >= finished + len(items), 30,
+                 what="a reconcile of every resource")
         assert before == {k: v["metadata"]["resourceVersion"] for k, v in _children(kubectl, namespace).items()}
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -23,18 +23,24 @@ def test_workqueue_dedups_and_requeues_changes_during_work():
     async def main():
         q = WorkQueue()
         seen = []
-        gate = asyncio.Event()
+        gate, started, twice = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def handler(key):
             seen.append(key)
             if len(seen) == 1:
+                started.set()
                 q.add("a")  # changed while being reconciled -> once more afterwards
                 await gate.wait()
+            else:
+                twice.set()
         q.add("a"); q.add("a")
         q.start(2, handler)
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(started.wait(), 5)
+        for _ in range(20):  # let the idle second worker run: it must not take "a" while "a" is active
+            await asyncio.sleep(0)
+        assert seen == ["a"]
         gate.set()
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(twice.wait(), 5)
         await q.stop()
         return seen
     assert asyncio.run(main()) == ["a", "a"]
