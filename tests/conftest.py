@@ -97,6 +97,14 @@ def model_store(namespace: str, path: Path | None = None) -> list[dict[str, Any]
     ]
 
 
+def metric_sum(url: str, name: str) -> float:
+    """The sum of every sample of one metric an operator exposes at ``url`` (0 when it has none)."""
+    import urllib.request
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
 def reconciles_finished() -> float:
     """Reconciles the in-process operator has finished, status write included (its queue metric)."""
     from autoglm_operator.controller import QUEUE_LATENCY

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from . import fleet, paths, pki, toolchain
-from .processes import ManagedProcess, free_port, port_is_open
+from .processes import ManagedProcess, free_port, port_is_open, wait_while_running
 
 log = logging.getLogger(__name__)
 
@@ -304,16 +304,9 @@ class DevCluster:
 
     # -- helpers -------------------------------------------------------------------------
     def _write_kubeconfig(self, path: Path, who: str, port: int) -> None:
-        config = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": f"autoglm-{self.name}", "cluster": {
-                "server": f"https://127.0.0.1:{port}", "certificate-authority": str(self.pki.ca_cert)}}],
-            "users": [{"name": who, "user": {"client-certificate": str(self.pki.client_cert(who)),
-                                              "client-key": str(self.pki.client_key(who))}}],
-            "contexts": [{"name": f"autoglm-{self.name}", "context": {"cluster": f"autoglm-{self.name}", "user": who}}],
-            "current-context": f"autoglm-{self.name}",
-        }
-        path.write_text(yaml.safe_dump(config))
+        pki.write_kubeconfig(path, cluster=f"autoglm-{self.name}", server=f"https://127.0.0.1:{port}",
+                             ca=self.pki.ca_cert, user=who, cert=self.pki.client_cert(who),
+                             key=self.pki.client_key(who))
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -333,16 +326,4 @@ class DevCluster:
             return False
 
     def _wait(self, what: str, ready, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if ready():
-                    return
-            except Exception:
-                pass
-            for component in self.components():
-                proc = self.process(component)
-                if proc.pid is not None and not proc.is_running():
-                    raise RuntimeError(f"{component} exited while waiting for {what}:\n{proc.log_tail()}")
-            time.sleep(0.2)
-        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        wait_while_running(what, ready, timeout, [self.process(c) for c in self.components()])

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from . import images, pki, toolchain
-from .processes import ManagedProcess, free_port
+from .processes import ManagedProcess, free_port, wait_while_running
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ oom_score = 0
         kubelet_dir = self.root / "kubelet"
         kubelet_dir.mkdir(parents=True, exist_ok=True)
         kubeconfig = self.root / "kubelet.kubeconfig"
-        _write_kubeconfig(kubeconfig, server, cluster_pki.ca_cert, *node_pki)
+        pki.write_kubeconfig(kubeconfig, cluster=f"autoglm-{self.cluster}", server=server, ca=cluster_pki.ca_cert,
+                             user=f"system:node:{NODE_NAME}", cert=node_pki[0], key=node_pki[1])
         port, healthz = free_port(), free_port()
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
@@ -239,8 +240,9 @@ oom_score = 0
 
     def _start_kube_proxy(self, server: str, cluster_pki: pki.ClusterPKI) -> None:
         kubeconfig = self.root / "kube-proxy.kubeconfig"
-        _write_kubeconfig(kubeconfig, server, cluster_pki.ca_cert, cluster_pki.client_cert("kube-proxy"),
-                          cluster_pki.client_key("kube-proxy"))
+        pki.write_kubeconfig(kubeconfig, cluster=f"autoglm-{self.cluster}", server=server, ca=cluster_pki.ca_cert,
+                             user="system:kube-proxy", cert=cluster_pki.client_cert("kube-proxy"),
+                             key=cluster_pki.client_key("kube-proxy"))
         config = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
             "clientConnection": {"kubeconfig": str(kubeconfig)}, "mode": "iptables",
@@ -283,13 +285,12 @@ oom_score = 0
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _kill_containers(self) -> None:
-        """Every process in the node's cgroups (the pods' containers), then their tasks."""
-        for sig in (signal.SIGKILL,):
-            for pid in self._cgroup_pids():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+        """SIGKILL every process in the node's cgroups (the pods' containers)."""
+        for pid in self._cgroup_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + 10
         while self._cgroup_pids() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -380,30 +381,12 @@ oom_score = 0
         return out
 
     def _wait(self, what: str, ready, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            for c in COMPONENTS:
-                proc = self.process(c)
-                if proc.pid is not None and not proc.is_running():
-                    raise RuntimeError(f"{c} exited while waiting for {what}:\n{proc.log_tail()}")
-            time.sleep(0.2)
-        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        wait_while_running(what, ready, timeout, [self.process(c) for c in COMPONENTS])
 
 
 def _directories(base: Path) -> list[Path]:
     """``base`` and every folder below it, tolerating folders that vanish while we look."""
     return [Path(root) for root, _, _ in os.walk(base)]
-
-
-def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> None:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "dev", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": "node", "user": {"client-certificate": str(cert), "client-key": str(key)}}],
-        "contexts": [{"name": "dev", "context": {"cluster": "dev", "user": "node"}}],
-        "current-context": "dev"}))
 
 
 def localize(files: list[Path]) -> str:

@@ -148,3 +148,15 @@ def ensure_node_identity(cluster: ClusterPKI, node: str) -> tuple[Path, Path]:
         _write_key(key_path, key)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def write_kubeconfig(path: Path, *, cluster: str, server: str, ca: Path, user: str, cert: Path, key: Path) -> None:
+    """A kubeconfig with one cluster, one client-certificate user and one context."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster}))

@@ -136,3 +136,19 @@ def terminate(process: subprocess.Popen | None, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_while_running(what: str, ready, timeout: float, processes: list[ManagedProcess]) -> None:
+    """Poll ``ready`` until true; fail at once, with its log, if one of ``processes`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except Exception:
+            pass
+        for proc in processes:
+            if proc.pid is not None and not proc.is_running():
+                raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.log_tail()}")
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

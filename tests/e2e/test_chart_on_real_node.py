@@ -10,14 +10,13 @@ import os
 import shutil
 import signal
 import subprocess
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, wait_for
+from conftest import REPO, metric_sum, wait_for
 
 pytestmark = pytest.mark.e2e
 CHART = REPO / "charts" / "autoglm-operator"
@@ -63,9 +62,7 @@ def _ready(pod: dict) -> bool:
 
 
 def _metric(pod: dict, name: str) -> float:
-    text = urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    return metric_sum(f"http://{pod['status']['podIP']}:8080/metrics", name)
 
 
 def _leader_and_follower(dev) -> tuple[dict, dict]:

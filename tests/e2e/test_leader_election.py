@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 import uuid
 
 import pytest
 import yaml
 
-from conftest import REPO, agd, model_store, wait_for
+from conftest import REPO, agd, metric_sum, model_store, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,9 +46,7 @@ def test_one_holder_takeover_after_expiry_and_release(kube, kubectl):
 
 
 def _writes(port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("autoglm_operator_api_writes_total{"))
+    return metric_sum(f"http://127.0.0.1:{port}/metrics", "autoglm_operator_api_writes_total")
 
 
 def _operator(namespace: str, metrics_port: int, log) -> subprocess.Popen:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoglm_devcluster.processes import free_port
-from conftest import REPO, agd, model_store, wait_for
+from conftest import REPO, agd, metric_sum, model_store, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -65,10 +65,7 @@ def _start_operator(namespace: str, log, metrics_port: int = 0) -> subprocess.Po
 
 
 def _reconciles_finished(metrics_port: int) -> float:
-    import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("autoglm_operator_queue_seconds_count"))
+    return metric_sum(f"http://127.0.0.1:{metrics_port}/metrics", "autoglm_operator_queue_seconds_count")
 
 
 def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp_path):
