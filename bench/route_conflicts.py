@@ -32,7 +32,7 @@ def main() -> int:
     from autoglm_operator.api import resource as r
     from autoglm_operator.controller import Controller
     from autoglm_operator.render.workload import Owner
-    from autoglm_operator.traffic.gateway_api import overlaps, precedes
+    from autoglm_operator.traffic.gateway_api_claims import overlaps, precedes
     from test_route_overlap import routes
 
     rows = []

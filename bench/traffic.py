@@ -18,10 +18,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections import Counter
 
 from common import REPO, pct, table
 

@@ -105,6 +105,12 @@ def metric_sum(url: str, name: str) -> float:
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
+def operator_metric(name: str, /, **labels: str) -> float:
+    """One sample of the in-process operator's metrics, as its /metrics page would show it (0 if none)."""
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def reconciles_finished() -> float:
     """Reconciles the in-process operator has finished, status write included (its queue metric)."""
     from autoglm_operator.controller import QUEUE_LATENCY
@@ -155,3 +161,17 @@ def private_model_store() -> Path:
     root.chmod(0o755)
     shutil.copytree(REPO / "model_repository", root / "models", symlinks=True)
     return root / "models"
+
+
+def canary_agd(name: str, namespace: str, weight: int = 10, **rollback) -> dict:
+    body = agd(name, replicas=2)
+    body["metadata"]["namespace"] = namespace
+    body["spec"]["canary"] = {"version": 2, "weight": weight, "replicas": 1}
+    body["spec"]["traffic"] = {"gateway": {"name": "autoglm-gateway", "namespace": namespace}}
+    body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, **rollback}
+    return body
+
+
+def route_weights(kubectl, namespace: str, name: str, kind: str = "httproute") -> dict[str, int]:
+    route = kubectl.get_json(kind, "-n", namespace, name)
+    return {ref["name"].rsplit("-", 1)[1]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from . import paths, toolchain
+from . import toolchain
 
 ENVOY_VERSION = "1.40.0"
 GATEWAY_NAMESPACE = "autoglm-system"

@@ -33,7 +33,7 @@ KUBEEDGE = CRDSet("kubeedge-v1.23.1", "github.com/kubeedge/kubeedge", "v1.23.1",
 SETS = {s.name: s for s in (GATEWAY_API, KUBEEDGE)}
 
 
-def _target_name(file: str) -> str:
+def target_name(file: str) -> str:
     return file.split("_", 1)[1] if file.startswith("gateway.networking.k8s.io_") else file
 
 
@@ -41,7 +41,7 @@ def crds(name: str) -> Path:
     """The folder holding one set of upstream CRDs, fetched from the Go module proxy the first time."""
     crd_set = SETS[name]
     target = paths.cache_root() / "upstream-crds" / name
-    if all((target / _target_name(f)).is_file() for f in crd_set.files):
+    if all((target / target_name(f)).is_file() for f in crd_set.files):
         return target
     from .toolchain import _go
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ def crds(name: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in crd_set.files:
-        shutil.copyfile(source / f, tmp / _target_name(f))
+        shutil.copyfile(source / f, tmp / target_name(f))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target

@@ -15,6 +15,7 @@ from typing import Any
 
 from .api.spec import AutoGLMDeploymentSpec
 from .analysis.verdicts import Finding
+from .clock import parse_rfc3339, rfc3339
 from .observed import TrackObservation
 
 
@@ -63,7 +64,7 @@ def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, rev
     index, started = 0, now
     if previous and previous.get("canaryRevision") == revision:
         index = min(int(previous.get("index", 0)), len(steps))
-        started = datetime.datetime.fromisoformat(previous["startedAt"].replace("Z", "+00:00"))
+        started = parse_rfc3339(previous["startedAt"]) or now
     recheck = None
     while index < len(steps):
         baked = (now - started).total_seconds()
@@ -78,7 +79,7 @@ def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, rev
             break
     weight = steps[index].weight if index < len(steps) else canary.weight
     status = {"index": index, "of": len(steps), "weight": weight, "canaryRevision": revision,
-              "startedAt": started.replace(microsecond=0).isoformat().replace("+00:00", "Z")}
+              "startedAt": rfc3339(started)}
     return StepProgress(weight, status, recheck)
 
 
@@ -99,14 +100,6 @@ def decide_traffic(spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
                            f"canary v{spec.canary.version} gets {configured}% of traffic")
 
 
-def _token_time(token: str) -> datetime.datetime | None:
-    try:
-        parsed = datetime.datetime.fromisoformat(token.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
-
-
 def abort_requested(abort_token: str | None, retry_token: str | None) -> bool:
     """``kubectl autoglm abort`` and ``retry`` stamp RFC 3339 times; the later one wins, compared as
     times (``…:00Z`` is earlier than ``…:00.5Z``, though it sorts after it as text). Tokens that are
@@ -115,7 +108,7 @@ def abort_requested(abort_token: str | None, retry_token: str | None) -> bool:
         return False
     if not retry_token:
         return True
-    abort_at, retry_at = _token_time(abort_token), _token_time(retry_token)
+    abort_at, retry_at = parse_rfc3339(abort_token), parse_rfc3339(retry_token)
     if abort_at is not None and retry_at is not None:
         return abort_at > retry_at
     return abort_token > retry_token

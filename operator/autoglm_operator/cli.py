@@ -101,7 +101,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _install_crds(args: argparse.Namespace) -> int:
-    import kubernetes
     import yaml
     from .kube.client import load_configuration
 

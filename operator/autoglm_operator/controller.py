@@ -13,8 +13,7 @@ from .kube.client import KubeClient
 from .kube.informer import Informer
 from .kube.store import ObservedStore
 from .reconciler import Reconciler
-from .traffic.gateway_api import ROUTE_KINDS, route_claim
-from .traffic.route_index import RouteIndex
+from .traffic import TrafficProviders
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -27,9 +26,9 @@ class Controller:
     def __init__(self, client: KubeClient, workers: int = 4):
         self.store = ObservedStore()
         self.queue = WorkQueue()
-        self.routes = RouteIndex(r.LABEL_DEPLOYMENT)
-        self.reconciler = Reconciler(client, self.store, workers, self.routes)
-        self.reconciler.on_child_written = self.on_child_written
+        self.traffic = TrafficProviders(r.LABEL_DEPLOYMENT)
+        self.reconciler = Reconciler(client, self.store, workers, self.traffic)
+        self.reconciler.applier.on_child_written = self.on_child_written
         self.workers = workers
 
     async def start(self, namespaces: list[str] | None = None) -> None:
@@ -49,11 +48,13 @@ class Controller:
         self.informers = [Informer(client, kind, ns, selector, self._on_informer_event, loop)
                           for kind in ("ConfigMap", "Service", "Deployment", "Pod") for ns in scopes]
         self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop))
-        if await asyncio.to_thread(_gateway_api_installed, client):
-            self.informers += [Informer(client, kind, ns, selector, self._on_informer_event, loop)
-                               for kind in ROUTE_KINDS for ns in scopes]
-        else:
-            log.warning("Gateway API CRDs not found: spec.traffic.gateway cannot be honoured until they are installed")
+        for provider in self.traffic.all:
+            if await asyncio.to_thread(provider.installed, client.discover):
+                self.informers += [Informer(client, kind, ns, selector, self._on_informer_event, loop)
+                                   for kind in provider.kinds for ns in scopes]
+            else:
+                log.warning("%s not served by this cluster: deployments routed by %s cannot be honoured until their "
+                            "CRDs are installed", "/".join(provider.kinds), type(provider).__name__)
         for informer in self.informers:
             informer.start()
         for informer in self.informers:
@@ -91,6 +92,7 @@ class Controller:
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
             self.queue.forget(key)
+            self.reconciler.forget(key)
             return
         if changed:  # the echo of our own status write needs no second reconcile
             self.queue.add(key)
@@ -104,20 +106,11 @@ class Controller:
         self.on_child_written(kind, old, self.store.get(kind, meta.get("namespace"), meta["name"]))
 
     def on_child_written(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        """A child's stored version changed (seen by watch, or written by a reconcile). When a
-        route appeared, went or moved, the deployments whose routes it beats (or beat) on some
-        requests judge again; older routes are unaffected, so a new route wakes no one."""
-        if kind not in ROUTE_KINDS:
-            return
-        source = old or new
-        assert source is not None
-        self.routes.observe(new, (kind, source["metadata"].get("namespace"), source["metadata"]["name"]))
-        before, after = (route_claim(x) if x is not None else None for x in (old, new))
-        if before is not None and after is not None and before == after:
-            return
-        for claim in (c for c in (before, after) if c is not None):
-            for rival in self.routes.rivals(claim, older=False):
-                self._enqueue_owner(rival.key[1], rival.owner)
+        """A child's stored version changed (seen by watch, or written by a reconcile): a routing
+        object's provider names the deployments that must judge their routes again."""
+        provider = self.traffic.for_kind(kind)
+        for namespace, owner in provider.route_changed(kind, old, new) if provider else []:
+            self._enqueue_owner(namespace, owner)
 
     def _enqueue_owner(self, namespace: str | None, owner: str | None) -> None:
         if owner and self.store.get(r.KIND, namespace, owner) is not None:
@@ -130,14 +123,6 @@ class Controller:
             return  # a heartbeat: nothing a deployment's status depends on changed
         for owner in self.store.all(r.KIND):
             self.queue.add((owner["metadata"]["namespace"], owner["metadata"]["name"]))
-
-
-def _gateway_api_installed(client: KubeClient) -> bool:
-    try:
-        resources = client._call("GET", "/apis/gateway.networking.k8s.io/v1") or {}
-    except Exception:
-        return False
-    return {"httproutes", "grpcroutes"} <= {r_["name"] for r_ in resources.get("resources", [])}
 
 
 def _node_facts(node: dict[str, Any]) -> tuple:

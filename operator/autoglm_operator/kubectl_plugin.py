@@ -12,12 +12,12 @@ Edits are the ones a user (or a GitOps commit) would make; decisions stay in sta
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from typing import Any
 
 from .api import resource as r
+from .clock import rfc3339, utc_now
 
 
 def _client(args):
@@ -38,7 +38,8 @@ def _namespace(args) -> str:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """abort/retry tokens: times to the microsecond, so two requests in one second stay ordered."""
+    return rfc3339(utc_now(), micro=True)
 
 
 def render_status(obj: dict[str, Any]) -> str:

@@ -25,6 +25,8 @@ from typing import Any, Callable
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
 
+from .clock import rfc3339
+
 log = logging.getLogger(__name__)
 
 LEADER = Gauge("autoglm_operator_leader", "1 while this replica leads (holds the Lease) and writes")
@@ -57,7 +59,7 @@ def default_identity() -> str:
 
 
 def micro_time(now: float) -> str:
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(datetime.datetime.fromtimestamp(now, datetime.timezone.utc), micro=True)
 
 
 class LeaderElector:

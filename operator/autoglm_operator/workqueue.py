@@ -75,5 +75,9 @@ class WorkQueue:
             timer.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
+    def waiting(self) -> frozenset[Hashable]:
+        """The keys queued and not yet taken by a worker."""
+        return frozenset(self._queued)
+
     def __len__(self) -> int:
         return self._queue.qsize()

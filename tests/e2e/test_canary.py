@@ -7,23 +7,9 @@ import time
 
 import pytest
 
-from conftest import agd, reconciles_finished, wait_for, wait_reconciled
+from conftest import agd, canary_agd, operator_metric, reconciles_finished, route_weights, wait_for, wait_reconciled
 
 pytestmark = pytest.mark.e2e
-
-
-def canary_agd(name: str, namespace: str, weight: int = 10, **rollback) -> dict:
-    body = agd(name, replicas=2)
-    body["metadata"]["namespace"] = namespace
-    body["spec"]["canary"] = {"version": 2, "weight": weight, "replicas": 1}
-    body["spec"]["traffic"] = {"gateway": {"name": "autoglm-gateway", "namespace": namespace}}
-    body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, **rollback}
-    return body
-
-
-def route_weights(kubectl, namespace: str, name: str, kind: str = "httproute") -> dict[str, int]:
-    route = kubectl.get_json(kind, "-n", namespace, name)
-    return {ref["name"].rsplit("-", 1)[1]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
 
 
 def traffic(kubectl, namespace, name) -> dict:
@@ -49,12 +35,10 @@ def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, na
     generation_before = kubectl.get_json("agd", "-n", namespace, "gray")["metadata"]["generation"]
 
     for weight in (50, 100):
-        started = time.monotonic()
         kubectl("patch", "agd", "-n", namespace, "gray", "--type=merge", "-p",
                 f'{{"spec":{{"canary":{{"weight":{weight}}}}}}}')
         wait_for(lambda: route_weights(kubectl, namespace, "gray") == {"stable": 100 - weight, "canary": weight},
-                 10, interval=0.05, what=f"weight {weight}")
-        assert time.monotonic() - started < 5
+                 10, interval=0.05, what=f"weight {weight}")  # latency: bench/rollback_latency.py
     # The operator never writes spec: only the user's two patches bumped the generation.
     assert kubectl.get_json("agd", "-n", namespace, "gray")["metadata"]["generation"] == generation_before + 2
 
@@ -87,11 +71,8 @@ def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, nam
     wait_for(lambda: route_weights(kubectl, namespace, "sick") == {"stable": 70, "canary": 30}, 60, what="30%")
     for pod in canary_pods(kubectl, namespace, "sick"):
         kubectl("annotate", "-n", namespace, f"pod/{pod}", fault)
-    started = time.monotonic()
     wait_for(lambda: route_weights(kubectl, namespace, "sick") == {"stable": 100, "canary": 0}, 20, interval=0.05,
-             what="rollback to stable")
-    elapsed = time.monotonic() - started
-    assert elapsed < 5, elapsed
+             what="rollback to stable")  # how fast: bench/rollback_latency.py
     st = kubectl.get_json("agd", "-n", namespace, "sick")["status"]
     assert st["rollback"]["state"] == "RolledBack"
     assert st["rollback"]["reason"] in {"readiness", "crashLoop", "restarts"}
@@ -101,8 +82,8 @@ def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, nam
     assert degraded["status"] == "True" and degraded["reason"] == "CanaryRolledBack"
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=CanaryRolledBack").stdout
     assert "canary rolled back" in events
-    from autoglm_operator.reconciler import ROLLBACKS
-    assert ROLLBACKS.labels(namespace, "sick", st["rollback"]["reason"])._value.get() == 1
+    assert operator_metric("autoglm_operator_rollbacks_total", namespace=namespace, name="sick",
+                           signal=st["rollback"]["reason"]) == 1
 
     # Healing the pods does not bring the canary back by itself...
     finished = reconciles_finished()

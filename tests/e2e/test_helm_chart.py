@@ -4,11 +4,9 @@ canary -> rollback -> delete cycle as the chart's ServiceAccount), upgrade and u
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
-from test_canary import canary_agd, route_weights
+from conftest import canary_agd, route_weights, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,7 @@ import tritonclient.http as httpclient
 
 from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
 from autoglm_devcluster.triton import TritonProcess
-from conftest import REPO, agd, reconciles_finished, wait_for
-from test_canary import route_weights
+from conftest import REPO, agd, reconciles_finished, route_weights, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -95,10 +94,8 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
             assert load.sent["canary"] > 100 and load.errors["canary"] == 0
             # Now the canary model starts failing half of its requests.
             fault.write_text("0.5")
-            started = time.monotonic()
             wait_for(lambda: route_weights(kubectl, namespace, "metrics")["canary"] == 0, 40, interval=0.1,
-                     what="metric rollback")
-            elapsed = time.monotonic() - started
+                     what="metric rollback")  # how fast: bench/metric_rollback.py
             load.canary_share = 0.0  # clients follow the route: all traffic to stable
             errors_after = dict(load.errors)
             sent = load.sent["stable"]
@@ -108,5 +105,3 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
         assert st["rollback"]["reason"] == "errorRatio", st["rollback"]
         evidence = st["rollback"]["evidence"]
         assert evidence["source"] == "prometheus" and evidence["value"] > 0.05 and evidence["threshold"] == 0.05
-        # detection bound: failureThreshold intervals plus the rate window filling up
-        assert elapsed < 30, elapsed

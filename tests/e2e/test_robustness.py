@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoglm_devcluster.processes import free_port
-from conftest import REPO, agd, metric_sum, model_store, wait_for
+from conftest import REPO, agd, metric_sum, model_store, operator_metric, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -157,9 +157,7 @@ def fuzz_namespace(kubectl, operator):
           suppress_health_check=list(HealthCheck))
 @given(spec=specs)
 def test_random_specs_are_refused_with_a_message_or_reconciled(kubectl, fuzz_namespace, spec):
-    from autoglm_operator.controller import RECONCILE_CRASHES
-
-    crashes = RECONCILE_CRASHES._value.get()
+    crashes = operator_metric("autoglm_operator_reconcile_crashes_total")
     body = {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
             "metadata": {"name": "fuzzed", "namespace": fuzz_namespace}, "spec": spec}
     result = kubectl.apply(body, check=False)
@@ -181,4 +179,4 @@ def test_random_specs_are_refused_with_a_message_or_reconciled(kubectl, fuzz_nam
         want = _expected_children("fuzzed", current["spec"])
         wait_for(lambda: set(_children(kubectl, fuzz_namespace)) == want, 15, interval=0.1,
                  what=f"children {sorted(want)}")
-    assert RECONCILE_CRASHES._value.get() == crashes, "a reconcile crashed"
+    assert operator_metric("autoglm_operator_reconcile_crashes_total") == crashes, "a reconcile crashed"

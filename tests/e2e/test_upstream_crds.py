@@ -25,6 +25,6 @@ def test_upstream_crds_are_fetched_from_the_go_module_into_an_empty_cache(name, 
     module = json.loads(subprocess.run([_go(), "mod", "download", "-json", f"{crd_set.module}@{crd_set.version}"],
                                        capture_output=True, text=True, check=True, cwd=tmp_path).stdout)["Dir"]
     for f in crd_set.files:
-        copied = folder / upstream._target_name(f)
+        copied = folder / upstream.target_name(f)
         assert copied.read_bytes() == (Path(module) / crd_set.folder / f).read_bytes()
         assert yaml.safe_load(copied.read_text())["kind"] == "CustomResourceDefinition"

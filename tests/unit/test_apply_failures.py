@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from autoglm_operator.kube.store import ObservedStore
-from autoglm_operator.reconciler import Reconciler
+from autoglm_operator.child_applier import ChildApplier, apply_backoff
 from autoglm_operator.render import Owner
 
 
@@ -30,20 +30,22 @@ class NamespaceGone:
 
 def test_every_apply_ends_before_the_first_failure_is_raised():
     client = NamespaceGone()
-    reconciler = Reconciler(client, ObservedStore())
+
+    async def run_io(fn, *args):
+        return await asyncio.to_thread(fn, *args)
+    applier = ChildApplier(client, ObservedStore(), run_io)
     desired = [{"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "gone"}}
                for kind, name in (("ConfigMap", "fast"), ("Service", "slow"))]
 
     async def run():
         with pytest.raises(ApiException) as raised:
-            await reconciler._apply_changed(Owner("o", "gone", "uid-1"), desired)
+            await applier.apply(Owner("o", "gone", "uid-1"), desired)
         assert raised.value.child in ("ConfigMap fast", "Service slow")  # which child failed, for status
         return list(client.finished)
     assert sorted(asyncio.run(run())) == ["fast", "slow"]
 
 
 def test_failed_applies_back_off_exponentially_with_jitter():
-    from autoglm_operator.reconciler import apply_backoff
     assert [round(apply_backoff(n, 0.5), 3) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
     assert apply_backoff(20, 0.5) == 300.0  # capped
     assert 1.6 <= apply_backoff(1, 0.0) < apply_backoff(1, 0.999) <= 2.4  # +-20 % jitter

@@ -5,7 +5,8 @@ from __future__ import annotations
 from autoglm_operator.api.spec import parse_spec
 from autoglm_operator.traffic import Weights
 from autoglm_operator.render.workload import Owner
-from autoglm_operator.traffic.gateway_api import GatewayAPIProvider, overlaps, precedes
+from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
+from autoglm_operator.traffic.gateway_api_claims import overlaps, precedes
 
 
 def routes(name: str, model: str = "m", namespace: str = "ns", **traffic):
@@ -13,7 +14,7 @@ def routes(name: str, model: str = "m", namespace: str = "ns", **traffic):
                                  "format": "onnx"},
                        "runtime": {"replicas": 1, "resources": {"gpus": 0}},
                        "traffic": {"gateway": {"name": "gw", "namespace": "infra"}, **traffic}})
-    http, grpc = GatewayAPIProvider().desired_routes(Owner(name, namespace, "uid-" + name), spec, Weights(100, 0))
+    http, grpc = GatewayAPIProvider("owner").desired_routes(Owner(name, namespace, "uid-" + name), spec, Weights(100, 0))
     return http, grpc
 
 
@@ -79,7 +80,7 @@ def test_a_route_that_appears_moves_or_goes_wakes_the_deployments_it_beats():
         stored[name] = grpc
 
     def queued():
-        keys = set(controller.queue._queued)
+        keys = set(controller.queue.waiting())
         controller.queue = WorkQueue()
         return keys
 
@@ -132,7 +133,7 @@ def test_admission_warns_of_an_older_deployment_that_would_take_the_requests():
 
 
 def test_the_route_index_finds_exactly_the_overlapping_routes():
-    from autoglm_operator.traffic.gateway_api import route_claim
+    from autoglm_operator.traffic.gateway_api_claims import route_claim
     from autoglm_operator.traffic.route_index import RouteIndex
 
     index = RouteIndex("owner")

@@ -1,16 +1,23 @@
 import asyncio
 
+import datetime
+
 from autoglm_operator.conditions import Condition, merge_conditions
 from autoglm_operator.reconciler import merge_patch
 from autoglm_operator.workqueue import WorkQueue
 
 
+def _at(second: int) -> datetime.datetime:
+    return datetime.datetime(2026, 11, 25, 12, 0, second, 500000, tzinfo=datetime.timezone.utc)
+
+
 def test_transition_time_kept_while_status_unchanged():
-    first = merge_conditions(None, [Condition("Ready", False, "RollingOut", "m")], 1, now="T1")
-    again = merge_conditions(first, [Condition("Ready", False, "RollingOut", "m2")], 2, now="T2")
-    assert again[0]["lastTransitionTime"] == "T1"
-    flipped = merge_conditions(again, [Condition("Ready", True, "Available", "ok")], 2, now="T3")
-    assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["status"] == "True"
+    first = merge_conditions(None, [Condition("Ready", False, "RollingOut", "m")], 1, now=_at(1))
+    assert first[0]["lastTransitionTime"] == "2026-11-25T12:00:01Z"  # metav1.Time: seconds, UTC, Z
+    again = merge_conditions(first, [Condition("Ready", False, "RollingOut", "m2")], 2, now=_at(2))
+    assert again[0]["lastTransitionTime"] == "2026-11-25T12:00:01Z"
+    flipped = merge_conditions(again, [Condition("Ready", True, "Available", "ok")], 2, now=_at(3))
+    assert flipped[0]["lastTransitionTime"] == "2026-11-25T12:00:03Z" and flipped[0]["status"] == "True"
 
 
 def test_merge_patch_nulls_removed_keys_and_is_empty_when_equal():

@@ -13,7 +13,6 @@ from typing import Any, Iterable
 
 from prometheus_client import Gauge
 
-from ..api import resource as r
 from ..kube.client import KubeClient
 from .opa import OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from ..api.spec import Canary, Resources, Runtime, default_of
+
 
 def gpus_requested(spec: Mapping[str, Any] | None) -> int:
     """GPUs one AutoGLMDeployment asks for: GPUs per pod x (stable + canary replicas)."""
     spec = spec or {}
     runtime = spec.get("runtime") or {}
-    gpus = int((runtime.get("resources") or {}).get("gpus", 1))
-    replicas = int(runtime.get("replicas", 1))
+    gpus = int((runtime.get("resources") or {}).get("gpus", default_of(Resources, "gpus")))
+    replicas = int(runtime.get("replicas", default_of(Runtime, "replicas")))
     canary = spec.get("canary")
-    canary_replicas = int(canary.get("replicas", 1)) if canary else 0
+    canary_replicas = int(canary.get("replicas", default_of(Canary, "replicas"))) if canary else 0
     return gpus * (replicas + canary_replicas)
 
 

@@ -11,10 +11,11 @@ from typing import Any, Iterable, Mapping
 
 from ..api.spec import SpecError, parse_spec
 from ..render.workload import Owner
-from ..traffic import Weights, provider_for
-from ..traffic.gateway_api import overlaps, precedes
+from ..api import resource as r
+from ..traffic import TrafficProvider, TrafficProviders, Weights
 
 POLICY_ID = "route-overlap"
+_PROVIDERS = TrafficProviders(r.LABEL_DEPLOYMENT)  # used for pure rendering and comparison only
 
 
 def _gateway_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -24,21 +25,21 @@ def _gateway_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return gateway.get("namespace") or (body.get("metadata") or {}).get("namespace", ""), gateway["name"]
 
 
-def _routes(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _routes(body: Mapping[str, Any]) -> tuple[TrafficProvider | None, list[dict[str, Any]]]:
     meta = body.get("metadata") or {}
     try:
         spec = parse_spec(body.get("spec") or {})
     except SpecError:
-        return []  # the schema and CEL rules refuse it with their own message
-    provider = provider_for(spec)
+        return None, []  # the schema and CEL rules refuse it with their own message
+    provider = _PROVIDERS.for_spec(spec)
     if provider is None:
-        return []
+        return None, []
     routes = provider.desired_routes(Owner(meta.get("name", ""), meta.get("namespace", ""), meta.get("uid") or ""),
                                      spec, Weights(100, 0))
     for route in routes:  # a deployment's routes are created just after it: rank them by its age
         if meta.get("creationTimestamp"):
             route["metadata"]["creationTimestamp"] = meta["creationTimestamp"]
-    return routes
+    return provider, routes
 
 
 def route_overlap_warnings(body: Mapping[str, Any], others: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -52,14 +53,13 @@ def route_overlap_warnings(body: Mapping[str, Any], others: Iterable[Mapping[str
                     != (meta.get("namespace"), meta.get("name"))]
     if not same_gateway:
         return []
-    mine = _routes(body)
-    if not mine:
+    provider, mine = _routes(body)
+    if provider is None or not mine:
         return []
     warnings = []
     for other in same_gateway:
-        theirs = _routes(other)
-        kinds = sorted({m["kind"] for m in mine for t in theirs
-                        if precedes(t, m) and overlaps(m, t)})
+        their_provider, theirs = _routes(other)
+        kinds = provider.losing_kinds(mine, theirs) if their_provider is provider else []
         if kinds:
             om = other["metadata"]
             warnings.append(

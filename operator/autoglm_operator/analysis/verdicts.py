@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.spec import RollbackPolicy
+from ..clock import parse_rfc3339
 from ..observed import PodObservation, TrackObservation
 
 
@@ -50,7 +51,9 @@ class MetricSample:
 def _seconds_since(timestamp: str | None, now: datetime.datetime) -> float:
     if not timestamp:
         return 0.0
-    then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    then = parse_rfc3339(timestamp)
+    if then is None:
+        return 0.0
     return max(0.0, (now - then).total_seconds())
 
 

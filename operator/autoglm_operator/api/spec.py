@@ -8,6 +8,7 @@ field and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -198,6 +199,13 @@ class AutoGLMDeploymentSpec:
 
 # -- parsing ---------------------------------------------------------------------------------
 
+def default_of(cls: type, attr: str) -> Any:
+    """The default a spec type declares for one field: the single source of spec defaults (the
+    CRD's ``default:`` values must say the same; tests/unit/test_defaults_drift.py checks)."""
+    f = cls.__dataclass_fields__[attr]  # type: ignore[attr-defined]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def _get(data: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
     if not data:
         return default
@@ -235,7 +243,7 @@ def parse_spec(spec: Mapping[str, Any]) -> AutoGLMDeploymentSpec:
         raise SpecError("spec.model.repository.uri",
                         f"{uri!r} is not a model repository URI; use one of {', '.join(s + '://' for s in URI_SCHEMES)}")
     repository = Repository(uri, _get(_get(repo_raw, "secretRef"), "name"))
-    fmt = _get(model_raw, "format", "tensorrt_plan")
+    fmt = _get(model_raw, "format", default_of(Model, "format"))
     if fmt not in FORMATS:
         raise SpecError("spec.model.format", f"{fmt!r} is not supported; use one of {', '.join(FORMATS)}")
     model = Model(
@@ -257,21 +265,23 @@ def parse_spec(spec: Mapping[str, Any]) -> AutoGLMDeploymentSpec:
     bat = _get(rt, "batching", {})
     dyn = _get(bat, "dynamic", {})
     runtime = Runtime(
-        image=_get(rt, "image", DEFAULT_IMAGE),
-        replicas=int(_get(rt, "replicas", 1)),
-        resources=Resources(int(_get(res, "gpus", 1)), str(_get(res, "cpu", "2")), str(_get(res, "memory", "8Gi"))),
-        batching=Batching(int(_get(bat, "maxBatchSize", 8)), bool(_get(dyn, "enabled", True)),
-                          int(_get(dyn, "maxQueueDelayMicroseconds", 100)),
+        image=_get(rt, "image", default_of(Runtime, "image")),
+        replicas=int(_get(rt, "replicas", default_of(Runtime, "replicas"))),
+        resources=Resources(int(_get(res, "gpus", default_of(Resources, "gpus"))), str(_get(res, "cpu", default_of(Resources, "cpu"))),
+                            str(_get(res, "memory", default_of(Resources, "memory")))),
+        batching=Batching(int(_get(bat, "maxBatchSize", default_of(Batching, "max_batch_size"))),
+                          bool(_get(dyn, "enabled", default_of(Batching, "dynamic_enabled"))),
+                          int(_get(dyn, "maxQueueDelayMicroseconds", default_of(Batching, "max_queue_delay_us"))),
                           tuple(int(b) for b in _get(dyn, "preferredBatchSizes", ()))),
-        instances_per_gpu=int(_get(rt, "instancesPerGpu", 1)),
+        instances_per_gpu=int(_get(rt, "instancesPerGpu", default_of(Runtime, "instances_per_gpu"))),
         extra_args=tuple(_get(rt, "extraArgs", ())),
-        pod_security=PodSecurity(str(_get(_get(rt, "podSecurity", {}), "profile", "restricted")),
-                                 int(_get(_get(rt, "podSecurity", {}), "runAsUser", 1000))),
+        pod_security=PodSecurity(str(_get(_get(rt, "podSecurity", {}), "profile", default_of(PodSecurity, "profile"))),
+                                 int(_get(_get(rt, "podSecurity", {}), "runAsUser", default_of(PodSecurity, "run_as_user")))),
     )
 
     pl = _get(spec, "placement", {})
     placement = Placement(
-        target=_get(pl, "target", "cloud"),
+        target=_get(pl, "target", default_of(Placement, "target")),
         edge_node_groups=tuple(_get(_get(pl, "edge"), "nodeGroups", ())),
         allowed_gpu_products=tuple(_get(pl, "allowedGpuProducts", ())),
         node_selector=dict(_get(pl, "nodeSelector", {})),
@@ -284,22 +294,23 @@ def parse_spec(spec: Mapping[str, Any]) -> AutoGLMDeploymentSpec:
     if cn:
         canary = Canary(
             version=int(cn["version"]),
-            weight=int(_get(cn, "weight", 0)),
-            replicas=int(_get(cn, "replicas", 1)),
+            weight=int(_get(cn, "weight", default_of(Canary, "weight"))),
+            replicas=int(_get(cn, "replicas", default_of(Canary, "replicas"))),
             engines=_engines(cn["engines"], "spec.canary.engines") if cn.get("engines") is not None else None,
-            steps=tuple(CanaryStep(int(s["weight"]), int(_get(s, "bakeSeconds", 60))) for s in _get(cn, "steps", ())),
+            steps=tuple(CanaryStep(int(s["weight"]), int(_get(s, "bakeSeconds", default_of(CanaryStep, "bake_seconds"))))
+                        for s in _get(cn, "steps", ())),
         )
 
     rb = _get(spec, "rollback", {})
     prom = _get(rb, "prometheus")
     rollback = RollbackPolicy(
-        enabled=bool(_get(rb, "enabled", True)),
-        analysis_interval_seconds=int(_get(rb, "analysisIntervalSeconds", 10)),
-        failure_threshold=int(_get(rb, "failureThreshold", 2)),
-        max_error_ratio=float(_get(rb, "maxErrorRatio", 0.05)),
-        max_latency_ms=int(_get(rb, "maxLatencyMilliseconds", 1000)),
-        max_restarts=int(_get(rb, "maxRestarts", 2)),
-        not_ready_seconds=int(_get(rb, "notReadySeconds", 0)),
+        enabled=bool(_get(rb, "enabled", default_of(RollbackPolicy, "enabled"))),
+        analysis_interval_seconds=int(_get(rb, "analysisIntervalSeconds", default_of(RollbackPolicy, "analysis_interval_seconds"))),
+        failure_threshold=int(_get(rb, "failureThreshold", default_of(RollbackPolicy, "failure_threshold"))),
+        max_error_ratio=float(_get(rb, "maxErrorRatio", default_of(RollbackPolicy, "max_error_ratio"))),
+        max_latency_ms=int(_get(rb, "maxLatencyMilliseconds", default_of(RollbackPolicy, "max_latency_ms"))),
+        max_restarts=int(_get(rb, "maxRestarts", default_of(RollbackPolicy, "max_restarts"))),
+        not_ready_seconds=int(_get(rb, "notReadySeconds", default_of(RollbackPolicy, "not_ready_seconds"))),
         prometheus=PrometheusSource(prom["url"], _get(prom, "errorRatioQuery"), _get(prom, "latencyQuery")) if prom else None,
     )
 

@@ -6,7 +6,6 @@ Every write goes through here, so writes are counted (``api_writes_total``) and 
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
+from ..clock import rfc3339, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ API_WRITES = Counter("autoglm_operator_api_writes_total", "Writes the operator m
 
 _PLURALS = {"Deployment": ("apis/apps/v1", "deployments"), "Service": ("api/v1", "services"),
             "ConfigMap": ("api/v1", "configmaps"), "Pod": ("api/v1", "pods"), "Node": ("api/v1", "nodes"),
-            "HTTPRoute": ("apis/gateway.networking.k8s.io/v1", "httproutes"),
-            "GRPCRoute": ("apis/gateway.networking.k8s.io/v1", "grpcroutes"),
             r.KIND: (f"apis/{r.API_VERSION}", r.PLURAL),
             "Event": ("api/v1", "events"), "Namespace": ("api/v1", "namespaces"),
             "ValidatingWebhookConfiguration": ("apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations")}
@@ -47,6 +45,13 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
         kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context,
                                            client_configuration=configuration)
     return configuration
+
+
+def register_api_resource(kind: str, prefix: str, plural: str, cluster_scoped: bool = False) -> None:
+    """Teach the client a kind's API path (traffic providers register theirs)."""
+    _PLURALS[kind] = (prefix, plural)
+    if cluster_scoped:
+        _CLUSTER_SCOPED.add(kind)
 
 
 def collection_path(kind: str, namespace: str | None) -> str:
@@ -87,6 +92,15 @@ class KubeClient:
         if not 200 <= status < 300:
             raise ApiException(status=status, reason=getattr(response, "reason", ""), body=data.decode(errors="replace"))
         return json.loads(data) if data else None
+
+    def discover(self, path: str) -> dict[str, Any] | None:
+        """An API group-version's discovery document (``/apis/<group>/<version>``), or None when not served."""
+        try:
+            return self._call("GET", path)
+        except ApiException as e:
+            if e.status in (404, 503):
+                return None
+            raise
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
@@ -130,7 +144,7 @@ class KubeClient:
     def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about the AutoGLMDeployment (what `kubectl describe` shows)."""
         meta = owner["metadata"]
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        now = rfc3339(utc_now(), micro=True)
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},

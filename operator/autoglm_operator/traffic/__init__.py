@@ -1,15 +1,20 @@
-"""Traffic providers: one small interface, one module per provider (as Flagger's router does).
+"""Traffic providers: the one seam between the operator and a data plane (as Flagger's router is).
 
-A provider renders the routing objects for the weights the operator decided (pure) and
-reads back the weights a live routing object carries. Adding Istio means one new module.
+A provider owns everything about its routing objects: their kinds and API paths, whether the
+cluster serves them (discovery), rendering them for the weights the operator decided (pure),
+reading back what a live object carries and whether the data plane accepted it, and the rules
+for two deployments' routes competing for the same requests. Nothing outside this package
+imports a provider module: adding one is a module here, one line in :data:`PROVIDER_TYPES`,
+and its RBAC in the chart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from ..api.spec import AutoGLMDeploymentSpec
+from ..kube.client import register_api_resource
 
 
 @dataclass(frozen=True)
@@ -18,9 +23,20 @@ class Weights:
     canary: int
 
 
+Discover = Callable[[str], "Mapping[str, Any] | None"]  # GET an API group-version's discovery document
+
+
 class TrafficProvider(Protocol):
-    #: Kinds of the objects the provider owns (pruned when no longer desired).
+    #: Kinds of the objects the provider owns: watched, applied after the workloads, pruned.
     kinds: tuple[str, ...]
+    #: kind -> (API path prefix, plural), for the client (and the chart's RBAC).
+    api_resources: Mapping[str, tuple[str, str]]
+
+    def serves(self, spec: AutoGLMDeploymentSpec) -> bool:
+        """Whether the spec asks for this provider."""
+
+    def installed(self, discover: Discover) -> bool:
+        """Whether the cluster serves the provider's kinds."""
 
     def desired_routes(self, owner: Any, spec: AutoGLMDeploymentSpec, weights: Weights) -> list[dict[str, Any]]:
         """The routing objects that send ``weights`` of the traffic to each track's Service."""
@@ -28,9 +44,44 @@ class TrafficProvider(Protocol):
     def routed_weights(self, route: Mapping[str, Any]) -> Weights | None:
         """The weights a live routing object carries, or None if it routes elsewhere."""
 
+    def route_changed(self, kind: str, old: Mapping[str, Any] | None,
+                      new: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+        """A routing object appeared, changed or went: the deployments (namespace, name) whose
+        standing against other deployments' routes may have changed."""
 
-def provider_for(spec: AutoGLMDeploymentSpec) -> TrafficProvider | None:
-    if spec.traffic.gateway is not None:
-        from .gateway_api import GatewayAPIProvider
-        return GatewayAPIProvider()
-    return None
+    def conflicts(self, owner: Any, routes: list[Mapping[str, Any]]) -> list[str]:
+        """Other deployments' routing objects that take requests ``routes`` (as applied) also match."""
+
+    def losing_kinds(self, mine: list[Mapping[str, Any]], theirs: list[Mapping[str, Any]]) -> list[str]:
+        """Kinds of ``mine`` that would lose some requests to ``theirs`` (pure; admission warnings)."""
+
+
+def _provider_types() -> list[type]:
+    from .gateway_api import GatewayAPIProvider
+    return [GatewayAPIProvider]
+
+
+#: The providers this operator ships.
+PROVIDER_TYPES = _provider_types()
+
+
+class TrafficProviders:
+    """One instance of each provider (they keep an index of live routes), looked up by spec or kind."""
+
+    def __init__(self, owner_label: str) -> None:
+        self.all: list[TrafficProvider] = [t(owner_label) for t in PROVIDER_TYPES]
+
+    def for_spec(self, spec: AutoGLMDeploymentSpec) -> TrafficProvider | None:
+        return next((p for p in self.all if p.serves(spec)), None)
+
+    def for_kind(self, kind: str) -> TrafficProvider | None:
+        return next((p for p in self.all if kind in p.kinds), None)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for p in self.all for k in p.kinds)
+
+
+for _type in PROVIDER_TYPES:
+    for _kind, (_prefix, _plural) in _type.api_resources.items():
+        register_api_resource(_kind, _prefix, _plural)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .gateway_api import RouteClaim, claims_overlap, route_claim
+from .gateway_api_claims import RouteClaim, claims_overlap, route_claim
 
 Key = tuple[str, str, str]  # kind, namespace, name
 

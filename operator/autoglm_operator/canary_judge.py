@@ -1,0 +1,155 @@
+"""The canary judge: from what the kubelet and the metrics show to one decision per reconcile:
+the rollback state to record, where the gray release stands, the weight the canary gets, and
+when to look again.
+
+The analysis state (consecutive failed analyses, the metric scraper) is the only memory kept
+between reconciles; it is reset for a new canary and freed with :meth:`CanaryJudge.forget`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from prometheus_client import Counter
+
+from .analysis.sources import PodScraper, prometheus_sample
+from .analysis.verdicts import Finding, kubelet_verdict, metric_findings
+from .api import resource as r
+from .api.spec import AutoGLMDeploymentSpec
+from .canary import TrafficDecision, canary_revision, decide_traffic, rollback_state, walk_steps
+from .clock import rfc3339
+from .observed import TrackObservation
+from .render import names
+
+log = logging.getLogger(__name__)
+
+ROLLBACKS = Counter("autoglm_operator_rollbacks_total", "Automatic and manual canary rollbacks",
+                    ["namespace", "name", "signal"])
+
+Key = tuple[str, str]  # namespace, name
+RunIO = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop
+
+
+@dataclass
+class AnalysisState:
+    """Per-canary metric analysis kept in memory between reconciles."""
+
+    revision: str | None = None
+    failures: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    last_run: float = 0.0
+    scraper: PodScraper = field(default_factory=PodScraper)
+
+    def reset(self, revision: str | None) -> None:
+        self.revision, self.failures, self.findings, self.last_run = revision, 0, [], 0.0
+        self.scraper = PodScraper()
+
+    def as_status(self) -> dict[str, Any] | None:
+        if not self.failures:
+            return None
+        return {"consecutiveMetricFailures": self.failures, "lastFindings": [f.evidence() for f in self.findings]}
+
+
+@dataclass(frozen=True)
+class CanaryDecision:
+    rollback: dict[str, Any] | None  # the rollback to record in status, or None
+    traffic: TrafficDecision
+    step: dict[str, Any] | None  # status.traffic.step of an automatic gray release
+    analysis: dict[str, Any] | None  # status.analysis while analyses fail
+    recheck_after: float | None  # seconds until the next analysis or step is due
+    events: list[tuple[str, str, str]]
+
+
+class CanaryJudge:
+    def __init__(self, run_io: RunIO):
+        self._run_io = run_io
+        self._analysis: dict[Key, AnalysisState] = {}
+
+    def forget(self, key: Key) -> None:
+        """The resource is gone: free what was kept for it."""
+        self._analysis.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._analysis)
+
+    async def decide(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
+                     now: datetime.datetime) -> CanaryDecision:
+        status = body.get("status") or {}
+        rollback, recheck, events = await self._judge(body, spec, canary, now)
+        previous_step = (status.get("traffic") or {}).get("step")
+        healthy = bool(canary and canary.available and not rollback)
+        steps = walk_steps(spec, previous_step, canary_revision(spec), healthy, now)
+        if steps.recheck_after is not None:
+            recheck = min(recheck or steps.recheck_after, steps.recheck_after)
+        traffic = decide_traffic(spec, canary, rollback, configured=steps.weight if steps.status else None)
+        analysis = self._analysis.get(_key(body))
+        return CanaryDecision(rollback, traffic, steps.status, analysis.as_status() if analysis else None,
+                              recheck, events)
+
+    async def _judge(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
+                     now: datetime.datetime) -> tuple[dict[str, Any] | None, float | None, list]:
+        """Rollback state to record, when to look again (the next analysis), and Events."""
+        key = _key(body)
+        previous = (body.get("status") or {}).get("rollback")
+        annotations = body["metadata"].get("annotations") or {}
+        revision = canary_revision(spec)
+        if revision is None:
+            self.forget(key)
+            return None, None, []
+        analysis = self._analysis.setdefault(key, AnalysisState())
+        if analysis.revision != revision:
+            analysis.reset(revision)
+        finding, recheck = None, None
+        held = (previous and previous.get("canaryRevision") == revision
+                and previous.get("retryToken") == annotations.get(r.ANNOTATION_RETRY))
+        if spec.rollback.enabled and canary is not None and not held:
+            kubelet = kubelet_verdict(canary, spec.rollback)
+            finding, recheck = kubelet.finding, kubelet.recheck_after
+            if finding is None and canary.available:
+                finding, next_in = await self._analyse_metrics(body, spec, canary, analysis)
+                recheck = min(recheck or next_in, next_in)
+        state, events = rollback_state(previous=previous, revision=revision,
+                                       retry_token=annotations.get(r.ANNOTATION_RETRY),
+                                       abort_token=annotations.get(r.ANNOTATION_ABORT), finding=finding,
+                                       now=rfc3339(now))
+        if state and state is not previous:
+            ROLLBACKS.labels(key[0], key[1], state["reason"]).inc()
+            analysis.reset(revision)
+        return state, recheck, events
+
+    async def _analyse_metrics(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation,
+                               analysis: AnalysisState) -> tuple[Finding | None, float]:
+        interval = spec.rollback.analysis_interval_seconds
+        now = time.monotonic()
+        if analysis.last_run and now - analysis.last_run < interval:
+            return None, interval - (now - analysis.last_run)
+        analysis.last_run = now
+        namespace, name = _key(body)
+        try:
+            if spec.rollback.prometheus is not None:
+                sample = await self._run_io(lambda: prometheus_sample(
+                    spec.rollback.prometheus, namespace=namespace, service=names.track_workload(name, "canary"),
+                    model=spec.model.name, track="canary", interval_seconds=interval))
+            else:
+                pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
+                sample = await self._run_io(analysis.scraper.scrape, pods, spec.model.name)
+        except Exception as e:  # an unreachable metrics source is not a verdict on the model
+            log.warning("metric analysis of %s/%s failed: %s", namespace, name, e)
+            return None, interval
+        findings = metric_findings(sample, spec.rollback)
+        if findings:
+            analysis.failures += 1
+            analysis.findings = findings
+        elif sample is not None and sample.requests > 0:
+            analysis.failures, analysis.findings = 0, []
+        if analysis.failures >= spec.rollback.failure_threshold:
+            return findings[0], interval
+        return None, interval
+
+
+def _key(body: dict[str, Any]) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]

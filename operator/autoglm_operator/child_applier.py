@@ -1,0 +1,133 @@
+"""The child applier: server-side apply of each child whose desired content changed (compared by
+hash with what was last applied), pruning of children no longer desired, and the drain of a
+removed canary. Never applies over, or deletes, an object this resource did not create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from kubernetes.client.rest import ApiException
+
+from .api import resource as r
+from .kube.client import KubeClient
+from .kube.store import ObservedStore
+from .render.workload import Owner, content_hash
+
+Key = tuple[str, str]
+RunIO = Callable[..., Awaitable[Any]]
+#: Told of each child written: kind, the stored version before, the one after.
+ChildWritten = Callable[[str, "dict | None", "dict | None"], None]
+
+#: Kinds every deployment renders, in apply order; a traffic provider adds its own after them.
+WORKLOAD_KINDS = ("ConfigMap", "Service", "Deployment")
+
+#: Back-off of a reconcile whose applies the API server refuses: 2, 4, 8 ... 300 s, +-20 % jitter.
+APPLY_BACKOFF_FIRST, APPLY_BACKOFF_MAX = 2.0, 300.0
+
+
+def apply_backoff(failures: int, rand: float) -> float:
+    """Seconds before retrying after ``failures`` consecutive failed reconciles (``rand`` in [0, 1))."""
+    base = min(APPLY_BACKOFF_MAX, APPLY_BACKOFF_FIRST * 2 ** max(0, failures - 1))
+    return base * (0.8 + 0.4 * rand)
+
+
+class ChildApplyError(ApiException):
+    """The API server refused a child: which one, and its message."""
+
+    def __init__(self, child: str, error: ApiException):
+        super().__init__(status=error.status, reason=error.reason)
+        self.body, self.child, self.cause = error.body, child, error
+
+
+def _label(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']} {obj['metadata']['name']}"
+
+
+class ChildApplier:
+    def __init__(self, client: KubeClient, store: ObservedStore, run_io: RunIO,
+                 on_child_written: ChildWritten = lambda kind, old, new: None, drain_seconds: float = 3.0):
+        self.client, self.store, self._run_io = client, store, run_io
+        self.on_child_written = on_child_written
+        #: Seconds a removed canary keeps serving after routes stopped naming it.
+        self.drain_seconds = drain_seconds
+        self._drain_started: dict[Key, float] = {}
+
+    def forget(self, key: Key) -> None:
+        self._drain_started.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._drain_started)
+
+    async def apply(self, owner: Owner, desired: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+        """Apply, concurrently, each child whose desired content differs from what was last applied;
+        never one whose name is taken by an object this resource does not own. Returns the children
+        applied and those refused; raises :class:`ChildApplyError` once every apply has ended."""
+        changed, refused = [], []
+        for obj in desired:
+            digest = content_hash(obj)
+            meta = obj["metadata"]
+            meta.setdefault("annotations", {})[r.ANNOTATION_DESIRED_HASH] = digest
+            live = self.store.get(obj["kind"], meta["namespace"], meta["name"])
+            if live and (live["metadata"].get("annotations") or {}).get(r.ANNOTATION_DESIRED_HASH) == digest:
+                continue
+            if live is None and await self._not_ours(owner, obj):
+                refused.append(_label(obj))
+                continue
+            changed.append(obj)
+        # Every apply runs to its end before a failure is raised: an abandoned one would fail unseen.
+        results = await asyncio.gather(*(self._run_io(self.client.apply, o) for o in changed),
+                                       return_exceptions=True)
+        for obj in results:  # our own writes are in the store at once, before their watch events
+            if isinstance(obj, dict) and obj.get("kind"):
+                ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+                before = self.store.get(obj["kind"], ns, name)
+                self.store.observe(obj["kind"], "MODIFIED", obj)
+                self.on_child_written(obj["kind"], before, self.store.get(obj["kind"], ns, name))
+        for child, error in zip(changed, results):
+            if isinstance(error, ApiException):
+                raise ChildApplyError(_label(child), error)
+            if isinstance(error, BaseException):
+                raise error
+        return [_label(o) for o in changed], refused
+
+    async def _not_ours(self, owner: Owner, obj: dict[str, Any]) -> bool:
+        """An object of the child's kind and name exists that this resource does not own (server-side
+        apply with force would take it over, and garbage collection would later delete it with the
+        resource). Read only for children the store does not hold."""
+        meta = obj["metadata"]
+        existing = await self._run_io(self.client.get, obj["kind"], meta["namespace"], meta["name"])
+        if existing is None:
+            return False
+        refs = (existing.get("metadata") or {}).get("ownerReferences") or []
+        return not any(ref.get("uid") == owner.uid for ref in refs)
+
+    async def prune(self, owner: Owner, desired: list[dict[str, Any]], kinds: tuple[str, ...],
+                    drain_canary: bool) -> tuple[list[str], float | None]:
+        """Delete owned children of ``kinds`` no longer desired. With ``drain_canary``, a canary the
+        routes stopped naming keeps serving for the drain period first (promotion loses no request).
+        Returns what was removed and, while draining, the seconds left."""
+        key = (owner.namespace, owner.name)
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+        canary_left = [o for o in self.store.owned(owner.namespace, owner.name, "Deployment")
+                       if (o["metadata"].get("labels") or {}).get(r.LABEL_TRACK) == "canary"
+                       and ("Deployment", o["metadata"]["name"]) not in wanted]
+        if drain_canary and canary_left:
+            started = self._drain_started.setdefault(key, time.monotonic())
+            remaining = self.drain_seconds - (time.monotonic() - started)
+            if remaining > 0:
+                return [], remaining
+        self.forget(key)
+        removed: list[str] = []
+        for kind in kinds:
+            for obj in self.store.owned(owner.namespace, owner.name, kind):
+                meta = obj["metadata"]
+                if (kind, meta["name"]) in wanted or meta.get("deletionTimestamp"):
+                    continue
+                if not any(ref.get("uid") == owner.uid for ref in meta.get("ownerReferences") or []):
+                    continue
+                await self._run_io(self.client.delete, kind, owner.namespace, meta["name"])
+                removed.append(f"{kind} {meta['name']}")
+        return removed, None

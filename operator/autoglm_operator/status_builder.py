@@ -1,0 +1,163 @@
+"""The status to write and the Events that explain it, built from one reconcile's findings (pure).
+
+Every condition is first said as a :class:`Condition` (the verdict on the tracks, then each further
+cause layered with :func:`conditions.overlay`) and merged once, so ``lastTransitionTime`` is
+decided in :mod:`conditions` alone. Events are chosen by comparing with the previous status:
+a standing fault is reported once, not on every reconcile.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from .canary import TrafficDecision
+from .conditions import DEGRADED, PROGRESSING, READY, Condition, condition, merge_conditions, overlay
+from .observed import TrackObservation
+
+Event = tuple[str, str, str]  # type, reason, message
+
+#: Conflicting routes named in status and Events; beyond that, a count.
+MAX_LISTED_CONFLICTS = 5
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What one reconcile observed and decided, as the status reports it."""
+
+    generation: int
+    tracks: list[TrackObservation]  # every track of the spec
+    judged: list[TrackObservation]  # the tracks readiness is judged on (a rolled-back canary is not)
+    traffic: TrafficDecision
+    has_canary: bool
+    step: dict[str, Any] | None = None
+    rollback: dict[str, Any] | None = None
+    analysis: dict[str, Any] | None = None
+    conflicts: list[str] = field(default_factory=list)
+    not_owned: list[str] = field(default_factory=list)
+
+
+def _replicas(observations: list[TrackObservation]) -> str:
+    return "; ".join(f"{o.track.name} v{o.track.version}: {o.ready_replicas}/{o.desired_replicas} ready"
+                     for o in observations)
+
+
+def _verdict(judged: list[TrackObservation]) -> tuple[list[Condition], str]:
+    """Ready/Progressing/Degraded from the tracks alone, and the phase."""
+    unschedulable = [o for o in judged if o.unschedulable_message]
+    if unschedulable:
+        o = unschedulable[0]
+        message = f"{o.track.name} track cannot be scheduled: {o.unschedulable_message}"
+        return [Condition(READY, False, "Unschedulable", message), Condition(PROGRESSING, False, "Unschedulable",
+                message), Condition(DEGRADED, True, "Unschedulable", message)], "Degraded"
+    if all(o.available for o in judged):
+        message = _replicas(judged)
+        return [Condition(READY, True, "Available", message), Condition(PROGRESSING, False, "Available", message),
+                Condition(DEGRADED, False, "Available", message)], "Ready"
+    message = f"waiting for pods: {_replicas([o for o in judged if not o.available])}"
+    return [Condition(READY, False, "RollingOut", message), Condition(PROGRESSING, True, "RollingOut", message),
+            Condition(DEGRADED, False, "RollingOut", "no failure observed")], "Progressing"
+
+
+def build_status(previous: dict[str, Any], found: Findings, now: datetime.datetime) -> tuple[dict[str, Any], list[Event]]:
+    """The whole status for ``found`` (keys it leaves out are removed) and the Events it calls for."""
+    events: list[Event] = []
+    wanted, phase = _verdict(found.judged)
+    degraded = next(c for c in wanted if c.type == DEGRADED)
+    status: dict[str, Any] = {"tracks": {o.track.name: o.as_status() for o in found.tracks},
+                              "traffic": found.traffic.as_status()}
+    before_traffic = previous.get("traffic") or {}
+    if found.step:
+        status["traffic"]["step"] = found.step
+        before_step = before_traffic.get("step")
+        if before_step and found.step["index"] != before_step.get("index"):
+            events.append(("Normal", "StepAdvanced", f"gray release step {found.step['index']}/{found.step['of']}: "
+                           f"canary weight {found.step['weight']}%"))
+    if found.has_canary and before_traffic.get("effectiveCanaryWeight", 0) != found.traffic.effective:
+        events.append(("Normal", "TrafficShifted", f"canary weight {found.traffic.effective}% "
+                       f"(configured {found.traffic.configured}%): {found.traffic.message}"))
+    if found.rollback:
+        status["rollback"] = found.rollback
+        if not degraded.status:
+            wanted = overlay(wanted, DEGRADED, True, "CanaryRolledBack",
+                             f"canary rolled back on {found.rollback['reason']}: {found.rollback['message']}")
+    if found.conflicts:
+        listed = found.conflicts[:MAX_LISTED_CONFLICTS]  # status stays small on a crowded Gateway
+        if len(found.conflicts) > MAX_LISTED_CONFLICTS:
+            listed.append(f"and {len(found.conflicts) - MAX_LISTED_CONFLICTS} more")
+        status["traffic"]["conflicts"] = listed
+        message = ("requests this deployment's routes match are taken by older routes on the same Gateway "
+                   f"listener: {'; '.join(listed)}. Fix: give the deployments distinct spec.traffic.hostnames, "
+                   "or attach them to different listeners with spec.traffic.gateway.sectionName")
+        wanted = overlay(wanted, DEGRADED, True, "RouteConflict", message, append=True)
+        if before_traffic.get("conflicts") != listed:
+            events.append(("Warning", "RouteConflict", message))
+    if found.not_owned:
+        status["notOwned"] = found.not_owned
+        message = (f"not applied: {', '.join(found.not_owned)} already exist(s) and belong(s) to something else; "
+                   "this resource never takes over an object it did not create. Fix: delete or rename the existing "
+                   "object, or give this AutoGLMDeployment another name")
+        wanted = overlay(overlay(wanted, DEGRADED, True, "ChildNotOwned", message),
+                         READY, False, "ChildNotOwned", message)
+        phase = "Degraded"
+        if previous.get("notOwned") != found.not_owned:
+            events.append(("Warning", "ChildNotOwned", message))
+    if phase == "Ready" and next(c for c in wanted if c.type == DEGRADED).status:
+        phase = "Degraded"
+    if found.analysis:
+        status["analysis"] = found.analysis
+    status["readyReplicasSummary"] = (f"{sum(o.ready_replicas for o in found.judged)}/"
+                                      f"{sum(o.desired_replicas for o in found.judged)}")
+    return _with_conditions(previous, found.generation, wanted, phase, now, status), events
+
+
+def _with_conditions(previous: dict[str, Any], generation: int, wanted: list[Condition], phase: str,
+                     now: datetime.datetime, rest: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"observedGeneration": generation, "phase": phase,
+            "conditions": merge_conditions(previous.get("conditions"), wanted, generation, now), **(rest or {})}
+
+
+def _failed(reason: str, message: str) -> list[Condition]:
+    return [Condition(READY, False, reason, message), Condition(PROGRESSING, False, reason, message),
+            Condition(DEGRADED, True, reason, message)]
+
+
+def invalid_spec_status(previous: dict[str, Any], generation: int, message: str,
+                        now: datetime.datetime) -> tuple[dict[str, Any], list[Event]]:
+    return (_with_conditions(previous, generation, _failed("InvalidSpec", message), "Failed", now),
+            [("Warning", "InvalidSpec", message)])
+
+
+def apply_failed_status(previous: dict[str, Any], generation: int, child: str, api_message: str, retry_in: float,
+                        now: datetime.datetime) -> tuple[dict[str, Any], list[Event]]:
+    """A child the API server refused: status keeps all it knew (tracks, traffic, a rollback) and
+    says which child failed with the API server's own message; one Event per new message (the
+    retry countdown alone changing writes nothing)."""
+    cause = f"{child} was refused by the API server: {api_message}"
+    message = (f"{cause}. Fix the field it names in this AutoGLMDeployment; retrying with back-off "
+               f"(next in {retry_in:.0f} s)")
+    before = condition(previous, DEGRADED) or {}
+    same = before.get("reason") == "ApplyFailed" and before.get("message", "").split(". Fix")[0] == cause
+    if same:
+        message = before["message"]
+    status = {**previous, **_with_conditions(previous, generation, _failed("ApplyFailed", message), "Degraded", now)}
+    return status, [] if same else [("Warning", "ApplyFailed", message)]
+
+
+def phase_events(previous: dict[str, Any], status: dict[str, Any], events: list[Event]) -> list[Event]:
+    """``events`` plus what a change of phase calls for. A new resource gets one Event: what was
+    created and what it waits for. Reaching Ready after rolling out is said by the condition
+    alone (``kubectl wait``, ``kubectl get`` show it); reaching it back from a fault is an Event."""
+    old, new = previous.get("phase"), status.get("phase")
+    if old == new:
+        return events
+    ready = condition(status, READY)
+    message = ready["message"] if ready else str(new)
+    applied = [i for i, e in enumerate(events) if e[1] == "Applied"]
+    if not old and new == "Progressing" and applied:
+        i = applied[0]
+        return [*events[:i], (*events[i][:2], f"{events[i][2]}; {message}"), *events[i + 1:]]
+    if old == "Progressing" and new == "Ready":
+        return events
+    return [*events, ("Normal" if new in ("Ready", "Progressing") else "Warning", f"Phase{new}", message)]
