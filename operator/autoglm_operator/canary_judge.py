@@ -68,10 +68,17 @@ class CanaryJudge:
     def __init__(self, run_io: RunIO):
         self._run_io = run_io
         self._analysis: dict[Key, AnalysisState] = {}
+        self._rollback_signals: dict[Key, set[str]] = {}  # label sets of ROLLBACKS, removed with the resource
 
     def forget(self, key: Key) -> None:
-        """The resource is gone: free what was kept for it."""
+        """The canary or the resource is gone: free what was kept for it."""
         self._analysis.pop(key, None)
+
+    def forget_resource(self, key: Key) -> None:
+        """The resource is gone: free its analysis and its metric label sets too."""
+        self.forget(key)
+        for signal in self._rollback_signals.pop(key, ()):
+            ROLLBACKS.remove(key[0], key[1], signal)
 
     def __len__(self) -> int:
         return len(self._analysis)
@@ -118,6 +125,7 @@ class CanaryJudge:
                                        now=rfc3339(now))
         if state and state is not previous:
             ROLLBACKS.labels(key[0], key[1], state["reason"]).inc()
+            self._rollback_signals.setdefault(key, set()).add(state["reason"])
             analysis.reset(revision)
         return state, recheck, events
 

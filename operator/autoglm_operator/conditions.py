@@ -16,6 +16,8 @@ from typing import Any, Iterable
 from .clock import rfc3339
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+#: Whether the data plane accepted the routes at their current generation (only with a traffic provider).
+TRAFFIC_ACCEPTED = "TrafficAccepted"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ Edits are the ones a user (or a GitOps commit) would make; decisions stay in sta
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 import time
 from typing import Any
 
@@ -42,8 +44,9 @@ def _now() -> str:
     return rfc3339(utc_now(), micro=True)
 
 
-def render_status(obj: dict[str, Any]) -> str:
-    """A human summary of one AutoGLMDeployment (pure, so it is tested without a cluster)."""
+def render_status(obj: dict[str, Any], width: int = 0) -> str:
+    """A human summary of one AutoGLMDeployment (pure, so it is tested without a cluster), each line
+    wrapped at word boundaries to ``width`` columns (0: the terminal's width)."""
     meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     lines = [f"Name:        {meta['namespace']}/{meta['name']}",
              f"Phase:       {st.get('phase', 'Pending')}   (generation {meta.get('generation')}, "
@@ -51,9 +54,18 @@ def render_status(obj: dict[str, Any]) -> str:
     for c in st.get("conditions") or []:
         lines.append(f"  {c['type']:<12} {c['status']:<6} {c.get('reason', ''):<18} {c.get('message', '')}")
     traffic = st.get("traffic") or {}
-    lines.append("Traffic:     canary weight configured "
-                 f"{traffic.get('configuredCanaryWeight', (spec.get('canary') or {}).get('weight', 0))}%, "
-                 f"effective {traffic.get('effectiveCanaryWeight', 0)}%  ({traffic.get('message', 'no canary')})")
+    configured = traffic.get('configuredCanaryWeight', (spec.get('canary') or {}).get('weight', 0))
+    routed = traffic.get('effectiveCanaryWeight', 0)
+    plane = traffic.get("dataPlane")
+    if plane is None:  # no traffic provider: nothing to read back
+        served = "no routing objects"
+    elif plane == "Accepted":
+        served = f"effective {traffic.get('acceptedCanaryWeight', routed)}% (accepted by the data plane)"
+    else:
+        was = traffic.get("acceptedCanaryWeight")
+        served = f"{plane.lower()}; effective {'unknown' if was is None else f'{was}%'} (last accepted)"
+    lines.append(f"Traffic:     canary weight configured {configured}%, routed {routed}%, {served}  "
+                 f"({traffic.get('message', 'no canary')})")
     lines.append("Tracks:")
     for name, t in (st.get("tracks") or {}).items():
         engines = ", ".join(f"{e['file']}@{e.get('gpuProduct') or e['computeCapability']}x{e['pods']}"
@@ -75,7 +87,17 @@ def render_status(obj: dict[str, Any]) -> str:
         lines.append(f"  evidence: {ev.get('signal')}={ev.get('value')} (threshold {ev.get('threshold')}, "
                      f"source {ev.get('source')})")
         lines.append("  lift it with: kubectl autoglm retry " + meta["name"])
-    return "\n".join(lines)
+    return "\n".join(_fit(lines, width or shutil.get_terminal_size((100, 24)).columns))
+
+
+def _fit(lines: list[str], width: int) -> list[str]:
+    """Wrap each line at word boundaries; continuations are indented under the line's text."""
+    out = []
+    for line in lines:
+        indent = " " * min(len(line) - len(line.lstrip()) + 4, max(0, width // 3))
+        out += textwrap.wrap(line, width=max(width, 20), subsequent_indent=indent, break_long_words=False,
+                             break_on_hyphens=False, drop_whitespace=True) or [""]
+    return out
 
 
 def _get(client, ns: str, name: str) -> dict[str, Any]:

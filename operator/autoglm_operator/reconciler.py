@@ -31,12 +31,16 @@ from .observed import TrackObservation, observe_track
 from .render import names
 from .render.workload import Owner
 from .status_builder import Event, Findings
-from .traffic import TrafficProviders, Weights
+from .traffic import TrafficProviders, Weights, read_back
 
 log = logging.getLogger(__name__)
 
 RECONCILES = Counter("autoglm_operator_reconciles_total", "Reconciles by outcome", ["outcome"])
 RECONCILE_SECONDS = Histogram("autoglm_operator_reconcile_seconds", "Time of one reconcile")
+#: The same Event (type, reason, message) for one resource is posted at most once in this window.
+EVENT_REPEAT_SECONDS = 600.0
+STALE_STATUS = Counter("autoglm_operator_stale_status_writes_total",
+                       "Status writes refused because the resource changed after it was read (409)")
 Key = tuple[str, str]
 
 
@@ -66,6 +70,8 @@ class Reconciler:
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
         self._background: set[asyncio.Task] = set()
         self._failures: dict[Key, int] = {}  # consecutive failed reconciles, for back-off
+        #: per resource: Event -> [first posted (monotonic), its name, count], for aggregation
+        self._events_posted: dict[Key, dict[Event, list]] = {}
         self.judge = CanaryJudge(self.run_io)
         self.applier = ChildApplier(client, store, self.run_io)
 
@@ -75,8 +81,9 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         """The resource is gone: free all that was kept for it."""
         self._failures.pop(key, None)
-        self.judge.forget(key)
+        self.judge.forget_resource(key)
         self.applier.forget(key)
+        self._events_posted.pop(key, None)
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Reconcile one resource; returns seconds until it should be looked at again, if ever."""
@@ -127,11 +134,11 @@ class Reconciler:
             events.append(("Normal", "Applied", "Applied " + ", ".join(applied)))
         if pruned:
             events.append(("Normal", "Removed", "Removed " + ", ".join(pruned) + " (no longer in spec)"))
-        conflicts = provider.conflicts(owner, [self.store.get(o["kind"], meta["namespace"], o["metadata"]["name"])
-                                               or o for o in routes]) if provider else []  # routes as applied
+        live = [self.store.get(o["kind"], meta["namespace"], o["metadata"]["name"]) or o for o in routes]
         found = Findings(_generation(body), tracks, [o for o in tracks if not (decision.rollback and o is canary)],
                          decision.traffic, spec.canary is not None, decision.step, decision.rollback,
-                         decision.analysis, conflicts, not_owned)
+                         decision.analysis, provider.conflicts(owner, live) if provider else [], not_owned,
+                         read_back(provider, live) if provider else None)
         status, more = status_builder.build_status(previous, found, now)
         requeue = min((t for t in (decision.recheck_after, draining) if t is not None), default=None)
         return status, events + more, requeue
@@ -157,17 +164,44 @@ class Reconciler:
         patch = merge_patch(previous, status)
         if patch:
             meta = body["metadata"]
-            updated = await self.run_io(self.client.patch_status, meta["namespace"], meta["name"], patch)
+            try:  # computed from this version of the resource: written only onto it
+                updated = await self.run_io(self.client.patch_status, meta["namespace"], meta["name"], patch,
+                                            meta.get("resourceVersion"))
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                STALE_STATUS.inc()  # a newer version is on its way by watch: it is reconciled in turn
+                log.info("status of %s/%s not written: the resource changed meanwhile", meta["namespace"],
+                         meta["name"])
+                return
             if updated:
                 self.store.observe(r.KIND, "MODIFIED", updated)
         self._post_events(body, status_builder.phase_events(previous, status, events))
 
     def _post_events(self, body: dict[str, Any], events: list[Event]) -> None:
-        """Events are best effort: posted beside the reconcile, never in its way."""
-        for type_, reason, message in events:
-            task = asyncio.create_task(self.run_io(self.client.event, body, type_, reason, message))
+        """Events are best effort: posted beside the reconcile, never in its way. The same Event
+        for the same resource within :data:`EVENT_REPEAT_SECONDS` bumps the count of the one
+        posted (``kubectl describe`` shows "x3 over 2m"), as client-go's recorder does."""
+        key, now = (body["metadata"]["namespace"], body["metadata"]["name"]), time.monotonic()
+        posted = self._events_posted.setdefault(key, {})
+        for event in events:
+            seen = posted.get(event)
+            if seen is not None and now - seen[0] < EVENT_REPEAT_SECONDS and seen[1] is not None:
+                seen[2] += 1
+                work = self.run_io(self.client.event_repeated, key[0], seen[1], seen[2])
+            else:
+                seen = posted[event] = [now, None, 1]
+                work = self._post_event(body, event, seen)
+            if len(posted) > 64:  # keep the newest few per resource
+                for old in sorted(posted, key=lambda e: posted[e][0])[:len(posted) - 64]:
+                    del posted[old]
+            task = asyncio.create_task(work)
             self._background.add(task)
             task.add_done_callback(self._event_posted)
+
+    async def _post_event(self, body: dict[str, Any], event: Event, record: list) -> None:
+        created = await self.run_io(self.client.event, body, *event)
+        record[1] = (created or {}).get("metadata", {}).get("name")
 
     def _event_posted(self, task: asyncio.Task) -> None:
         self._background.discard(task)

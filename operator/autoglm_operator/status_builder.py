@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .canary import TrafficDecision
-from .conditions import DEGRADED, PROGRESSING, READY, Condition, condition, merge_conditions, overlay
+from .conditions import DEGRADED, PROGRESSING, READY, TRAFFIC_ACCEPTED, Condition, condition, merge_conditions, overlay
 from .observed import TrackObservation
+from .traffic import DataPlaneState
 
 Event = tuple[str, str, str]  # type, reason, message
 
@@ -36,6 +37,7 @@ class Findings:
     analysis: dict[str, Any] | None = None
     conflicts: list[str] = field(default_factory=list)
     not_owned: list[str] = field(default_factory=list)
+    data_plane: DataPlaneState | None = None  # read back from the routing objects; None without a provider
 
 
 def _replicas(observations: list[TrackObservation]) -> str:
@@ -105,11 +107,36 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
             events.append(("Warning", "ChildNotOwned", message))
     if phase == "Ready" and next(c for c in wanted if c.type == DEGRADED).status:
         phase = "Degraded"
+    if found.data_plane is not None:
+        wanted.append(_read_back(status, previous, found))
     if found.analysis:
         status["analysis"] = found.analysis
     status["readyReplicasSummary"] = (f"{sum(o.ready_replicas for o in found.judged)}/"
                                       f"{sum(o.desired_replicas for o in found.judged)}")
     return _with_conditions(previous, found.generation, wanted, phase, now, status), events
+
+
+def _read_back(status: dict[str, Any], previous: dict[str, Any], found: Findings) -> Condition:
+    """status.traffic says what the data plane accepted (kept from before while a change is pending),
+    and the TrafficAccepted condition how long a change has waited (its lastTransitionTime)."""
+    plane = found.data_plane
+    assert plane is not None
+    traffic = status["traffic"]
+    accepted = plane.canary_weight if plane.state == "Accepted" else \
+        (previous.get("traffic") or {}).get("acceptedCanaryWeight")
+    traffic["dataPlane"] = plane.state
+    if accepted is not None and found.has_canary:
+        traffic["acceptedCanaryWeight"] = accepted
+    if found.rollback and found.has_canary:
+        status["rollback"] = {**status["rollback"], "routedAway": plane.state == "Accepted" and accepted == 0}
+    if plane.state == "Accepted":
+        return Condition(TRAFFIC_ACCEPTED, True, "Accepted", "the data plane accepted the routes at their current "
+                         f"generation (canary weight {accepted if found.has_canary else 0}%)")
+    if plane.state == "Refused":
+        return Condition(TRAFFIC_ACCEPTED, False, "Refused", f"{plane.message}. Fix the Gateway or "
+                         "spec.traffic it names; the previous routing stays in effect")
+    return Condition(TRAFFIC_ACCEPTED, None, "Pending", f"{plane.message}; requests follow the previous routing "
+                     "until it does (this condition's lastTransitionTime says since when)")
 
 
 def _with_conditions(previous: dict[str, Any], generation: int, wanted: list[Condition], phase: str,

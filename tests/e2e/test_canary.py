@@ -3,8 +3,6 @@ automatic rollback on kubelet signals (KWOK-injected readiness failure and crash
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from conftest import agd, canary_agd, operator_metric, reconciles_finished, route_weights, wait_for, wait_reconciled

@@ -213,3 +213,24 @@ def test_a_child_the_api_server_refuses_is_a_condition_naming_it(operator, kubec
     wait_for(lambda: (condition(kubectl.get_json("agd", "-n", namespace, "badhost").get("status") or {},
                                 "Degraded") or {}).get("reason") != "ApplyFailed", 30, what="the failure cleared")
     assert kubectl.get_json("httproute", "-n", namespace, "badhost")["spec"]["hostnames"] == ["good.example"]
+
+
+def test_a_status_computed_from_an_older_version_never_overwrites_a_newer_one(operator, kubectl, kube, namespace):
+    """Two writers (a paused old leader, a stale cache): the status write carries the resourceVersion
+    it was computed from, so the API server refuses it and observedGeneration never goes back."""
+    from autoglm_operator.kube.store import ObservedStore
+    from autoglm_operator.reconciler import Reconciler
+    import asyncio
+
+    body = agd("stale", replicas=0)
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+    old = wait_for(lambda: (lambda o: o if (o.get("status") or {}).get("observedGeneration") == 1 else None)(
+        kubectl.get_json("agd", "-n", namespace, "stale")), what="generation 1 reconciled")
+    kubectl("patch", "agd", "-n", namespace, "stale", "--type=merge", "-p", '{"spec":{"runtime":{"replicas":1}}}')
+    wait_for(lambda: status(kubectl, namespace, "stale").get("observedGeneration") == 2, what="generation 2 reconciled")
+
+    stale_store = ObservedStore()  # a second writer that still sees generation 1
+    stale_store.observe("AutoGLMDeployment", "ADDED", old)
+    asyncio.run(Reconciler(kube, stale_store).reconcile(namespace, "stale"))
+    assert status(kubectl, namespace, "stale")["observedGeneration"] == 2

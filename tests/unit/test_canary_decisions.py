@@ -99,8 +99,41 @@ def test_render_status_reads_well():
                       "rollback": {"state": "RolledBack", "time": "T", "reason": "errorRatio", "message": "bad",
                                    "evidence": {"signal": "errorRatio", "value": 0.5, "threshold": 0.05,
                                                 "source": "prometheus"}}}}
-    text = render_status(obj)
-    assert "configured 10%, effective 0%" in text and "RolledBack" in text and "retry x" in text
+    text = render_status(obj, width=200)
+    assert "configured 10%, routed 0%, no routing objects" in text and "RolledBack" in text and "retry x" in text
+    obj["status"]["traffic"].update(dataPlane="Pending", acceptedCanaryWeight=10)
+    assert "routed 0%, pending; effective 10% (last accepted)" in render_status(obj, width=200)
+    obj["status"]["traffic"].update(dataPlane="Accepted", acceptedCanaryWeight=0)
+    assert "routed 0%, effective 0% (accepted by the data plane)" in render_status(obj, width=200)
+    obj["status"]["conditions"][0]["message"] = "a-long-word " * 30
+    narrow = render_status(obj, width=60)
+    assert all(len(line) <= 60 for line in narrow.splitlines())
+    words = " ".join(narrow.split())
+    assert "a-long-word " * 29 in words + " "  # wrapped between words, never inside one
+
+
+def test_the_gateway_provider_reads_back_what_the_controller_accepted():
+    from autoglm_operator.traffic import read_back
+    from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
+
+    provider = GatewayAPIProvider("owner")
+
+    def route(generation, *conditions):
+        parents = [{"controllerName": "gateway.envoyproxy.io/gatewayclass-controller",
+                    "conditions": [{"type": t, "status": s, "reason": r, "message": m, "observedGeneration": g}
+                                   for t, s, r, m, g in conditions]}] if conditions else []
+        return {"kind": "HTTPRoute", "metadata": {"name": "m", "generation": generation},
+                "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [
+                    {"name": "m-stable", "weight": 80}, {"name": "m-canary", "weight": 20}]}]},
+                "status": {"parents": parents}}
+    ok = (("Accepted", "True", "Accepted", "", 3), ("ResolvedRefs", "True", "ResolvedRefs", "", 3))
+    assert read_back(provider, [route(3, *ok)]).state == "Accepted"
+    assert read_back(provider, [route(3, *ok)]).canary_weight == 20
+    assert read_back(provider, [route(4, *ok)]).state == "Pending"  # accepted an older generation only
+    assert read_back(provider, [route(4)]).state == "Pending"  # no controller answered
+    refused = read_back(provider, [route(4, ("Accepted", "True", "Accepted", "", 4),
+                                         ("ResolvedRefs", "False", "BackendNotFound", "service m-canary not found", 4))])
+    assert refused.state == "Refused" and "BackendNotFound" in refused.message and "m-canary" in refused.message
 
 
 def test_steps_walk_while_healthy_and_hold_when_not():

@@ -133,18 +133,24 @@ class KubeClient:
             if e.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch the AutoGLMDeployment's status subresource (never its spec)."""
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> dict[str, Any]:
+        """Merge-patch the AutoGLMDeployment's status subresource (never its spec). With
+        ``resource_version``, only if the resource is still at that version (else 409 Conflict),
+        so a status computed from an older version never overwrites a newer one."""
         self._may_write()
         API_WRITES.labels("patch-status", r.KIND, namespace).inc()
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return self._call("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
-                          body={"status": status}, content_type="application/merge-patch+json",
+                          body=body, content_type="application/merge-patch+json",
                           query=[("fieldManager", r.FIELD_MANAGER)])
 
-    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> dict[str, Any] | None:
         """Post a core/v1 Event about the AutoGLMDeployment (what `kubectl describe` shows)."""
         meta = owner["metadata"]
-        now = rfc3339(utc_now(), micro=True)
+        now = rfc3339(utc_now())  # metav1.Time
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
@@ -158,9 +164,21 @@ class KubeClient:
         self._may_write()
         API_WRITES.labels("create", "Event", meta["namespace"]).inc()
         try:
-            self._call("POST", collection_path("Event", meta["namespace"]), body=body)
+            return self._call("POST", collection_path("Event", meta["namespace"]), body=body)
         except ApiException as e:  # an Event is best effort; never fail a reconcile for it
             log.warning("could not post Event %s: %s", reason, e.reason)
+            return None
+
+    def event_repeated(self, namespace: str, name: str, count: int) -> None:
+        """The same Event happened again: its count and lastTimestamp move (no new object)."""
+        self._may_write()
+        API_WRITES.labels("patch", "Event", namespace).inc()
+        try:
+            self._call("PATCH", f"{collection_path('Event', namespace)}/{name}",
+                       body={"count": count, "lastTimestamp": rfc3339(utc_now())},
+                       content_type="application/merge-patch+json")
+        except ApiException as e:
+            log.warning("could not update Event %s: %s", name, e.reason)
 
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self._may_write()

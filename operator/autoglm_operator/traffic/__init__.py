@@ -44,6 +44,10 @@ class TrafficProvider(Protocol):
     def routed_weights(self, route: Mapping[str, Any]) -> Weights | None:
         """The weights a live routing object carries, or None if it routes elsewhere."""
 
+    def accepted(self, route: Mapping[str, Any]) -> tuple[bool | None, str]:
+        """Whether the data plane accepted the live routing object at its current generation: True,
+        False (refused: the data plane's reason), or None (no answer for this generation yet)."""
+
     def route_changed(self, kind: str, old: Mapping[str, Any] | None,
                       new: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         """A routing object appeared, changed or went: the deployments (namespace, name) whose
@@ -54,6 +58,29 @@ class TrafficProvider(Protocol):
 
     def losing_kinds(self, mine: list[Mapping[str, Any]], theirs: list[Mapping[str, Any]]) -> list[str]:
         """Kinds of ``mine`` that would lose some requests to ``theirs`` (pure; admission warnings)."""
+
+
+@dataclass(frozen=True)
+class DataPlaneState:
+    """What the data plane shows of a deployment's routing objects (read back, never assumed)."""
+
+    state: str  # Accepted | Pending | Refused
+    message: str
+    canary_weight: int | None  # the canary's weight in the accepted objects; None unless Accepted
+
+
+def read_back(provider: TrafficProvider, live: list[Mapping[str, Any]]) -> DataPlaneState:
+    """Combine the provider's verdict on each live routing object: refused if any is, accepted if
+    all are (at their current generation), pending otherwise."""
+    verdicts = [provider.accepted(route) for route in live]
+    refused = [message for ok, message in verdicts if ok is False]
+    if refused:
+        return DataPlaneState("Refused", "; ".join(refused), None)
+    pending = [message for ok, message in verdicts if ok is None]
+    if pending or not live:
+        return DataPlaneState("Pending", "; ".join(pending), None)
+    weights = [w for w in (provider.routed_weights(route) for route in live) if w is not None]
+    return DataPlaneState("Accepted", "", weights[0].canary if weights else None)
 
 
 def _provider_types() -> list[type]:
@@ -68,8 +95,8 @@ PROVIDER_TYPES = _provider_types()
 class TrafficProviders:
     """One instance of each provider (they keep an index of live routes), looked up by spec or kind."""
 
-    def __init__(self, owner_label: str) -> None:
-        self.all: list[TrafficProvider] = [t(owner_label) for t in PROVIDER_TYPES]
+    def __init__(self, owner_label: str, types: list[type] | None = None) -> None:
+        self.all: list[TrafficProvider] = [t(owner_label) for t in (PROVIDER_TYPES if types is None else types)]
 
     def for_spec(self, spec: AutoGLMDeploymentSpec) -> TrafficProvider | None:
         return next((p for p in self.all if p.serves(spec)), None)

@@ -83,6 +83,31 @@ class GatewayAPIProvider:
                 stable += weight
         return Weights(stable, canary)
 
+    def accepted(self, route: Mapping[str, Any]) -> tuple[bool | None, str]:
+        """Read back what the Gateway's controller said in ``status.parents`` (Flagger's GetRoutes
+        habit): accepted means Accepted and ResolvedRefs True for every parent, at the route's
+        current generation; a parent's False condition is a refusal with its message."""
+        generation = (route.get("metadata") or {}).get("generation")
+        parents = ((route.get("status") or {}).get("parents")) or []
+        wanted = (route.get("spec") or {}).get("parentRefs") or []
+        answered = 0
+        for parent in parents:
+            conditions = {c.get("type"): c for c in parent.get("conditions") or []}
+            current = [c for c in conditions.values() if c.get("observedGeneration") in (None, generation)]
+            refused = [c for c in current if c.get("type") in ("Accepted", "ResolvedRefs") and c.get("status") == "False"]
+            if refused:
+                c = refused[0]
+                return False, (f"{route.get('kind')} {route['metadata']['name']}: {c.get('type')}=False "
+                               f"({c.get('reason')}) by {parent.get('controllerName', 'the Gateway controller')}: "
+                               f"{c.get('message', '')}")
+            if all((conditions.get(t) or {}).get("status") == "True" and conditions[t] in current
+                   for t in ("Accepted", "ResolvedRefs")):
+                answered += 1
+        if wanted and answered >= len(wanted):
+            return True, ""
+        return None, (f"{route.get('kind')} {(route.get('metadata') or {}).get('name')}: generation {generation} not "
+                      "yet accepted by the Gateway's controller")
+
     # -- routes of different deployments competing for the same requests ---------------------------
     def route_changed(self, kind: str, old: Mapping[str, Any] | None,
                       new: Mapping[str, Any] | None) -> list[tuple[str, str]]:
