@@ -203,6 +203,11 @@ class Reconciler:
         created = await self.run_io(self.client.event, body, *event)
         record[1] = (created or {}).get("metadata", {}).get("name")
 
+    async def events_posted(self) -> None:
+        """Wait until the Events posted so far are written (or failed): for an orderly stop."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     def _event_posted(self, task: asyncio.Task) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:  # retrieved here, never left to surface later

@@ -29,6 +29,11 @@ def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, na
     assert (t["configuredCanaryWeight"], t["effectiveCanaryWeight"]) == (10, 10)
     route = kubectl.get_json("httproute", "-n", namespace, "gray")
     assert route["spec"]["parentRefs"][0]["name"] == "autoglm-gateway"
+    # No Gateway controller runs on this cluster: status says the change is pending, never "served"
+    st = kubectl.get_json("agd", "-n", namespace, "gray")["status"]
+    accepted = next(c for c in st["conditions"] if c["type"] == "TrafficAccepted")
+    assert (accepted["status"], accepted["reason"], st["traffic"]["dataPlane"]) == ("Unknown", "Pending", "Pending")
+    assert "acceptedCanaryWeight" not in st["traffic"] and "not yet accepted" in accepted["message"]
     assert route["spec"]["rules"][0]["matches"][0]["path"]["value"] == "/v2/models/autoglm-phone-9b"
     generation_before = kubectl.get_json("agd", "-n", namespace, "gray")["metadata"]["generation"]
 

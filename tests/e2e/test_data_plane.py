@@ -140,6 +140,14 @@ def route_accepted_at_its_generation(dev, namespace, name) -> bool:
                and c.get("observedGeneration") == route["metadata"]["generation"] for c in conditions)
 
 
+def agd_status(dev, namespace, name) -> dict:
+    return json.loads(dev.kubectl("get", "agd", "-n", namespace, name, "-o", "json").stdout).get("status") or {}
+
+
+def condition_of(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
 def test_split_follows_weight_edits_through_envoy_into_triton(plane):
     dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("split", namespace, 10)))
@@ -156,7 +164,13 @@ def test_split_follows_weight_edits_through_envoy_into_triton(plane):
         wait_for(lambda: route_canary_weight(dev, namespace, "split") == weight, 10, what="route")
         wait_for(lambda: route_accepted_at_its_generation(dev, namespace, "split"), 10,
                  what="Envoy Gateway accepted the route's new generation")
-        counts = client.versions(2000)
+        # The operator's status reports what the data plane accepted, not what it wrote ...
+        reported = wait_for(lambda: (lambda t: t if t.get("acceptedCanaryWeight") == weight else None)(
+            agd_status(dev, namespace, "split").get("traffic") or {}), 10, what="status reads back the weight")
+        assert reported["dataPlane"] == "Accepted"
+        accepted = condition_of(agd_status(dev, namespace, "split"), "TrafficAccepted")
+        assert accepted["status"] == "True" and f"canary weight {weight}%" in accepted["message"]
+        counts = client.versions(2000)  # ... and that is what clients get
         assert abs(counts["v2"] / 2000 - weight / 100) <= 0.04, (weight, counts)
 
 
@@ -198,6 +212,10 @@ def test_failing_canary_is_rolled_back_and_clients_stop_seeing_errors(plane):
     assert window < 10, f"clients saw errors for {window:.1f} s"
     status = json.loads(dev.kubectl("get", "agd", "-n", namespace, "sick", "-o", "json").stdout)["status"]
     assert status["rollback"]["reason"] == "errorRatio" and status["rollback"]["evidence"]["source"] == "scrape"
+    # the rollback is done when the data plane accepted the route that sends the canary nothing
+    wait_for(lambda: (agd_status(dev, namespace, "sick").get("rollback") or {}).get("routedAway") is True, 10,
+             what="status says the data plane routed away from the canary")
+    assert agd_status(dev, namespace, "sick")["traffic"]["acceptedCanaryWeight"] == 0
     after = client.versions(500)
     assert after == Counter({"v1": 500}), after
 
