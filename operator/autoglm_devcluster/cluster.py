@@ -167,6 +167,33 @@ class DevCluster:
         if not quiet:
             log.warning("dev cluster %r is down", self.name)
 
+    # -- faults, for the chaos tests ---------------------------------------------------------------
+    def stop_component(self, component: str) -> None:
+        """Stop one control-plane process (etcd, kube-apiserver, ...); its data stays."""
+        self.process(component).stop()
+
+    def start_component(self, component: str) -> None:
+        """Start a stopped control-plane process again, on the ports it had, and wait until it serves."""
+        ports = self.ports()
+        assert ports is not None, f"dev cluster {self.name!r} is not up"
+        start = {"etcd": self._start_etcd, "kube-apiserver": self._start_apiserver,
+                 "kube-controller-manager": self._start_controller_manager,
+                 "kube-scheduler": self._start_scheduler, "kwok": self._start_kwok}[component]
+        start(ports)
+
+    def etcd(self, method: str, body: dict) -> dict:
+        """One call to etcd's v3 JSON gateway (``kv/range``, ``kv/deleterange``, ``kv/compaction``);
+        keys and values are base64 as the gateway wants them. For faults the API server cannot
+        make: an object gone without a watch event, history compacted away."""
+        import urllib.request
+        ports = self.ports()
+        assert ports is not None
+        request = urllib.request.Request(f"http://127.0.0.1:{ports.etcd_client}/v3/{method}",
+                                         data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
     def status(self) -> dict[str, bool]:
         return {c: self.process(c).is_running() for c in self.components()}
 

@@ -19,6 +19,8 @@ from .workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 RECONCILE_CRASHES = Counter("autoglm_operator_reconcile_crashes_total", "Reconciles that raised an unexpected error")
+RELIST_DELETIONS = Counter("autoglm_operator_relist_deletions_total",
+                           "Objects found gone by a re-list (deleted while no watch ran)", ["kind"])
 QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change being observed to its reconcile ending")
 
 
@@ -45,13 +47,13 @@ class Controller:
         selector = f"{r.LABEL_MANAGED_BY}={r.FIELD_MANAGER}"
         literal = bool(namespaces) and not any(set(n) & set("*?[!") for n in namespaces)
         scopes: list[str | None] = list(namespaces) if literal else [None]
-        self.informers = [Informer(client, kind, ns, selector, self._on_informer_event, loop)
+        self.informers = [Informer(client, kind, ns, selector, self._on_informer_event, loop, self._on_list)
                           for kind in ("ConfigMap", "Service", "Deployment", "Pod") for ns in scopes]
-        self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop))
+        self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop, self._on_list))
         for provider in self.traffic.all:
             if await asyncio.to_thread(provider.installed, client.discover):
-                self.informers += [Informer(client, kind, ns, selector, self._on_informer_event, loop)
-                                   for kind in provider.kinds for ns in scopes]
+                self.informers += [Informer(client, kind, ns, selector, self._on_informer_event, loop,
+                                            self._on_list) for kind in provider.kinds for ns in scopes]
             else:
                 log.warning("%s not served by this cluster: deployments routed by %s cannot be honoured until their "
                             "CRDs are installed", "/".join(provider.kinds), type(provider).__name__)
@@ -60,6 +62,16 @@ class Controller:
         for informer in self.informers:
             await asyncio.to_thread(informer.synced.wait)
         self.queue.start(self.workers, self._process)
+
+    def _on_list(self, kind: str, namespace: str | None, items: list[dict[str, Any]], version: str) -> None:
+        """A (re-)list: each listed object as an event, then a deletion for each stored one the list
+        no longer has (deleted while no watch ran: a restart, a 410 after compaction)."""
+        gone = self.store.missing_from(kind, namespace, items, version)
+        for obj in items:
+            self._on_informer_event(kind, None, obj)
+        for obj in gone:
+            RELIST_DELETIONS.labels(kind).inc()
+            self._on_informer_event(kind, "DELETED", obj)
 
     def _on_informer_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         if kind == "Node":

@@ -93,7 +93,7 @@ class Reconciler:
         started, key = time.monotonic(), (namespace, name)
         previous = body.get("status") or {}
         try:
-            status, events, requeue = await self._reconcile(body)
+            body, status, events, requeue = await self._reconcile(body)
             RECONCILES.labels("ok").inc()
             self._failures.pop(key, None)
         except ApiException as e:
@@ -112,16 +112,23 @@ class Reconciler:
         await self._write(body, status, events)
         return requeue
 
-    async def _reconcile(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Event], float | None]:
+    async def _reconcile(self, body: dict[str, Any]) -> tuple[dict, dict[str, Any], list[Event], float | None]:
+        """The status and Events for ``body``, the version of it they are to be written onto, and
+        when to look again."""
         meta, previous, now = body["metadata"], body.get("status") or {}, self.clock()
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as e:
-            return (*status_builder.invalid_spec_status(previous, _generation(body), str(e), now), None)
+            return (body, *status_builder.invalid_spec_status(previous, _generation(body), str(e), now), None)
         owner = Owner(meta["name"], meta["namespace"], meta["uid"])
         tracks = self._observe(owner, spec)
         canary = next((o for o in tracks if o.track.name == "canary"), None)
         decision = await self.judge.decide(body, spec, canary, now)
+        if decision.rollback and decision.rollback != previous.get("rollback"):
+            # Crash-safe: the decision is recorded before traffic moves, so an operator killed in
+            # between finds it on restart and routes away, instead of judging a canary anew that,
+            # getting no traffic, would look healthy.
+            body = await self._patch_status(body, {"rollback": decision.rollback})
         desired = render.desired_children(owner, spec)
         provider = self.traffic.for_spec(spec)
         routes = provider.desired_routes(owner, spec, Weights(100 - decision.traffic.effective,
@@ -141,7 +148,7 @@ class Reconciler:
                          read_back(provider, live) if provider else None)
         status, more = status_builder.build_status(previous, found, now)
         requeue = min((t for t in (decision.recheck_after, draining) if t is not None), default=None)
-        return status, events + more, requeue
+        return body, status, events + more, requeue
 
     def _observe(self, owner: Owner, spec: AutoGLMDeploymentSpec) -> list[TrackObservation]:
         nodes = {n["metadata"]["name"]: n for n in self.store.all("Node")}
@@ -163,20 +170,27 @@ class Reconciler:
         previous = body.get("status") or {}
         patch = merge_patch(previous, status)
         if patch:
-            meta = body["metadata"]
-            try:  # computed from this version of the resource: written only onto it
-                updated = await self.run_io(self.client.patch_status, meta["namespace"], meta["name"], patch,
-                                            meta.get("resourceVersion"))
+            try:
+                await self._patch_status(body, patch)
             except ApiException as e:
                 if e.status != 409:
                     raise
                 STALE_STATUS.inc()  # a newer version is on its way by watch: it is reconciled in turn
-                log.info("status of %s/%s not written: the resource changed meanwhile", meta["namespace"],
-                         meta["name"])
+                log.info("status of %s/%s not written: the resource changed meanwhile", body["metadata"]["namespace"],
+                         body["metadata"]["name"])
                 return
-            if updated:
-                self.store.observe(r.KIND, "MODIFIED", updated)
         self._post_events(body, status_builder.phase_events(previous, status, events))
+
+    async def _patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch status onto the very version ``body`` is (409 when it changed meanwhile);
+        the stored result is the version to write onto next."""
+        meta = body["metadata"]
+        updated = await self.run_io(self.client.patch_status, meta["namespace"], meta["name"], patch,
+                                    meta.get("resourceVersion"))
+        if not updated:
+            return body
+        self.store.observe(r.KIND, "MODIFIED", updated)
+        return updated
 
     def _post_events(self, body: dict[str, Any], events: list[Event]) -> None:
         """Events are best effort: posted beside the reconcile, never in its way. The same Event

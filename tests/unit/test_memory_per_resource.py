@@ -17,7 +17,7 @@ from autoglm_operator.controller import Controller
 
 def body(name: str) -> dict:
     return {"apiVersion": r.API_VERSION, "kind": r.KIND,
-            "metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": "1",
+            "metadata": {"name": name, "namespace": "churn", "uid": f"u-{name}", "resourceVersion": "1",
                          "annotations": {r.ANNOTATION_ABORT: "2026-11-25T12:00:00.000001Z"}},
             "spec": {"model": {"name": "m", "repository": {"uri": "pvc://s/t"}, "version": 1, "format": "python"},
                      "runtime": {"resources": {"gpus": 0}}, "canary": {"version": 2, "weight": 10}}}
@@ -34,10 +34,10 @@ def test_deleting_a_resource_frees_its_analysis_and_its_metric_label_sets():
         assert decision.rollback["reason"] == "manual"  # the abort annotation rolled it back
     assert len(judge) == 50
     assert REGISTRY.get_sample_value("autoglm_operator_rollbacks_total",
-                                     {"namespace": "ns", "name": "r7", "signal": "manual"}) == 1
+                                     {"namespace": "churn", "name": "r7", "signal": "manual"}) == 1
     for i in range(50):
         controller.on_owner_event("DELETED", body(f"r{i}"))
     assert len(judge) == 0 and len(controller.reconciler.applier) == 0
     assert REGISTRY.get_sample_value("autoglm_operator_rollbacks_total",
-                                     {"namespace": "ns", "name": "r7", "signal": "manual"}) is None
-    assert not [s for m in ROLLBACKS.collect() for s in m.samples if s.labels.get("namespace") == "ns"]
+                                     {"namespace": "churn", "name": "r7", "signal": "manual"}) is None
+    assert not [s for m in ROLLBACKS.collect() for s in m.samples if s.labels.get("namespace") == "churn"]

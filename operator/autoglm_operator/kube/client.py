@@ -114,6 +114,10 @@ class KubeClient:
         query = [("labelSelector", label_selector)] if label_selector else []
         return self._call("GET", collection_path(kind, namespace), query=query).get("items", [])
 
+    def list_page(self, kind: str, namespace: str | None, query: list | None = None) -> dict[str, Any]:
+        """One list response, with its metadata.resourceVersion (where a watch resumes)."""
+        return self._call("GET", collection_path(kind, namespace), query=query or [])
+
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's single field manager."""
         meta = obj["metadata"]

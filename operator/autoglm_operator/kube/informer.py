@@ -21,13 +21,17 @@ from .client import KubeClient, collection_path
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str | None, dict[str, Any]], None]
+#: Told, after each (re-)list, of every object the list returned: the store replaces its view of
+#: this kind and scope with them (objects deleted while no watch ran are then forgotten).
+ReplaceSink = Callable[[str, "str | None", list[dict[str, Any]], str], None]
 
 
 class Informer:
     def __init__(self, client: KubeClient, kind: str, namespace: str | None, label_selector: str | None,
-                 sink: EventSink, loop: asyncio.AbstractEventLoop):
+                 sink: EventSink, loop: asyncio.AbstractEventLoop, replace: ReplaceSink | None = None):
         self.client, self.kind, self.namespace, self.selector = client, kind, namespace, label_selector
-        self.sink, self.loop = sink, loop
+        self.sink, self.loop, self.replace = sink, loop, replace
+        self.lists = 0  # how many times it listed (the first, then one per watch failure)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"informer-{kind}", daemon=True)
         self.synced = threading.Event()
@@ -43,11 +47,21 @@ class Informer:
         self.loop.call_soon_threadsafe(self.sink, self.kind, event_type, obj)
 
     def _list(self) -> str:
+        """List, and hand over the whole list: list-replace semantics (client-go's Replace), so an
+        object deleted while no watch ran is removed from the store, never kept as a ghost."""
         query = [("labelSelector", self.selector)] if self.selector else []
-        data = self.client._call("GET", collection_path(self.kind, self.namespace), query=query)
-        for obj in data.get("items", []):
-            self._emit(None, obj)
-        return data["metadata"]["resourceVersion"]
+        data = self.client.list_page(self.kind, self.namespace, query)
+        items = data.get("items", [])
+        for obj in items:
+            obj.setdefault("kind", self.kind)
+        rv = data["metadata"]["resourceVersion"]
+        self.lists += 1
+        if self.replace is not None:
+            self.loop.call_soon_threadsafe(self.replace, self.kind, self.namespace, items, rv)
+        else:
+            for obj in items:
+                self._emit(None, obj)
+        return rv
 
     def _run(self) -> None:
         rv = None
@@ -57,9 +71,10 @@ class Informer:
                     rv = self._list()
                     self.synced.set()
                 rv = self._watch(rv)
-            except Exception as e:  # network blips, API server restarts: back off and resume
-                if not self._stop.is_set():
-                    log.warning("watch of %s interrupted (%s); resuming", self.kind, e)
+            except Exception as e:  # API server restarts, network blips: list again (what was missed
+                if not self._stop.is_set():  # meanwhile, deletions included, comes with the list)
+                    log.warning("watch of %s interrupted (%s); listing again", self.kind, e)
+                    rv = None
                     time.sleep(1)
 
     def _watch(self, rv: str) -> str | None:

@@ -64,6 +64,19 @@ class ObservedStore:
             self._by_owner[owner].add(key)
         return True
 
+    def missing_from(self, kind: str, namespace: str | None, listed: list[dict[str, Any]],
+                     list_version: str) -> list[dict[str, Any]]:
+        """Objects of ``kind`` (in ``namespace``, or all) the store holds that a list taken at
+        ``list_version`` did not return, leaving out any written after the list was taken: the
+        ones deleted while no watch ran, for which the store must synthesise a deletion."""
+        present = {((o.get("metadata") or {}).get("namespace"), o["metadata"]["name"]) for o in listed}
+        gone = []
+        for (_, ns, name), obj in list(self._by_kind.get(kind, {}).items()):
+            if (namespace is None or ns == namespace) and (ns, name) not in present \
+                    and not _older({"metadata": {"resourceVersion": list_version}}, obj):
+                gone.append(obj)
+        return gone
+
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self._objects.get((kind, namespace, name))
 

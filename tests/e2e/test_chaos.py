@@ -1,0 +1,91 @@
+"""Chaos on the embedded cluster: real components stopped and started under the running operator,
+each scenario with its expected end state (no lost object, no ghost, no status lie).
+
+The fast subset runs here; ``bench/chaos.py`` runs every scenario, repeated, and prints the table
+of docs/reliability.md."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from conftest import canary_agd, route_weights, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def no_status_lie(kubectl, namespace: str, name: str) -> dict:
+    """Status agrees with the cluster: the generation is observed, the route carries the weight status
+    reports, and every track's ready count is what its Deployment shows."""
+    obj = kubectl.get_json("agd", "-n", namespace, name)
+    st = obj.get("status") or {}
+    assert st.get("observedGeneration") == obj["metadata"]["generation"], st
+    traffic = st["traffic"]
+    assert route_weights(kubectl, namespace, name) == {"stable": 100 - traffic["effectiveCanaryWeight"],
+                                                       "canary": traffic["effectiveCanaryWeight"]}
+    for track, t in st["tracks"].items():
+        deployment = kubectl.get_json("deployment", "-n", namespace, f"{name}-{track}")
+        assert t["readyReplicas"] == (deployment.get("status") or {}).get("readyReplicas", 0), (track, t)
+    return st
+
+
+def settled(kubectl, namespace: str, name: str, weights: dict) -> dict | None:
+    try:
+        if route_weights(kubectl, namespace, name) != weights:
+            return None
+        return no_status_lie(kubectl, namespace, name)
+    except (AssertionError, KeyError):
+        return None
+
+
+def restart(cluster, component: str, down_seconds: float) -> None:
+    cluster.stop_component(component)
+    time.sleep(down_seconds)  # the outage itself (what is asserted is waited for, below)
+    cluster.start_component(component)
+
+
+def test_children_deleted_while_no_watch_ran_are_found_by_the_relist(operator, cluster, kubectl, namespace):
+    """The API server is down; meanwhile a child goes (deleted in etcd, as through another API server)
+    and etcd's history is compacted: the operator's watch cannot resume (410), lists again, learns of
+    the deletion from the list alone, and recreates the child."""
+    kubectl.apply(canary_agd("relist", namespace, weight=20))
+    wait_for(lambda: settled(kubectl, namespace, "relist", {"stable": 80, "canary": 20}), 60, what="80/20")
+    config = f"{'relist'}-stable-config"
+    assert kubectl("get", "configmap", "-n", namespace, config, check=False).returncode == 0
+    cluster.stop_component("kube-apiserver")
+    try:
+        removed = cluster.etcd("kv/deleterange", {"key": b64(f"/registry/configmaps/{namespace}/{config}")})
+        assert removed.get("deleted") == "1", removed
+        revision = int(cluster.etcd("kv/range", {"key": b64("/registry/")})["header"]["revision"])
+        cluster.etcd("kv/compaction", {"revision": str(revision), "physical": True})
+    finally:
+        cluster.start_component("kube-apiserver")
+    wait_for(lambda: kubectl("get", "configmap", "-n", namespace, config, check=False).returncode == 0, 60,
+             what="the child deleted while no watch ran, recreated")
+    wait_for(lambda: settled(kubectl, namespace, "relist", {"stable": 80, "canary": 20}), 60, what="settled again")
+
+
+def test_api_server_restart_during_a_rollback_ends_rolled_back(operator, cluster, kubectl, namespace):
+    kubectl.apply(canary_agd("abort", namespace, weight=30))
+    wait_for(lambda: settled(kubectl, namespace, "abort", {"stable": 70, "canary": 30}), 60, what="70/30")
+    kubectl("annotate", "agd", "-n", namespace, "abort", "serving.autoglm.io/abort=2026-11-25T12:00:00.000001Z")
+    restart(cluster, "kube-apiserver", 2)
+    st = wait_for(lambda: settled(kubectl, namespace, "abort", {"stable": 100, "canary": 0}), 60,
+                  what="rolled back after the API server came back")
+    assert st["rollback"]["reason"] == "manual" and st["traffic"]["effectiveCanaryWeight"] == 0
+
+
+def test_etcd_restart_during_a_weight_edit_ends_at_the_new_weight(operator, cluster, kubectl, namespace):
+    kubectl.apply(canary_agd("edit", namespace, weight=10))
+    wait_for(lambda: settled(kubectl, namespace, "edit", {"stable": 90, "canary": 10}), 60, what="90/10")
+    kubectl("patch", "agd", "-n", namespace, "edit", "--type=merge", "-p", '{"spec":{"canary":{"weight":60}}}')
+    restart(cluster, "etcd", 2)
+    st = wait_for(lambda: settled(kubectl, namespace, "edit", {"stable": 40, "canary": 60}), 90,
+                  what="the new weight after etcd came back")
+    assert st["traffic"]["configuredCanaryWeight"] == 60
