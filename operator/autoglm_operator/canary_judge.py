@@ -39,19 +39,31 @@ class AnalysisState:
     """Per-canary metric analysis kept in memory between reconciles."""
 
     revision: str | None = None
-    failures: int = 0
+    failures: int = 0  # consecutive analyses whose metrics crossed a threshold
     findings: list[Finding] = field(default_factory=list)
+    inconclusive: int = 0  # consecutive analyses whose source failed to answer
+    gap: str | None = None  # what gave nothing in the last analysis, and why
+    answered: bool = False  # the source answered at least once for this canary
     last_run: float = 0.0
     scraper: PodScraper = field(default_factory=PodScraper)
 
     def reset(self, revision: str | None) -> None:
         self.revision, self.failures, self.findings, self.last_run = revision, 0, [], 0.0
+        self.inconclusive, self.gap, self.answered = 0, None, False
         self.scraper = PodScraper()
 
+    @property
+    def holding(self) -> bool:
+        """No conclusion from the metrics: the gray-release steps wait."""
+        return self.inconclusive > 0
+
     def as_status(self) -> dict[str, Any] | None:
-        if not self.failures:
-            return None
-        return {"consecutiveMetricFailures": self.failures, "lastFindings": [f.evidence() for f in self.findings]}
+        out: dict[str, Any] = {}
+        if self.failures:
+            out.update(consecutiveMetricFailures=self.failures, lastFindings=[f.evidence() for f in self.findings])
+        if self.inconclusive:
+            out.update(consecutiveInconclusive=self.inconclusive, inconclusiveBecause=self.gap)
+        return out or None
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,8 @@ class CanaryDecision:
     rollback: dict[str, Any] | None  # the rollback to record in status, or None
     traffic: TrafficDecision
     step: dict[str, Any] | None  # status.traffic.step of an automatic gray release
-    analysis: dict[str, Any] | None  # status.analysis while analyses fail
+    analysis: dict[str, Any] | None  # status.analysis while analyses fail or get nothing
+    conclusive: bool | None  # the last analysis got metrics (True), got none (False); None: no source yet
     recheck_after: float | None  # seconds until the next analysis or step is due
     events: list[tuple[str, str, str]]
 
@@ -88,14 +101,17 @@ class CanaryJudge:
         status = body.get("status") or {}
         rollback, recheck, events = await self._judge(body, spec, canary, now)
         previous_step = (status.get("traffic") or {}).get("step")
-        healthy = bool(canary and canary.available and not rollback)
+        analysis = self._analysis.get(_key(body))
+        healthy = bool(canary and canary.available and not rollback and not (analysis and analysis.holding))
         steps = walk_steps(spec, previous_step, canary_revision(spec), healthy, now)
         if steps.recheck_after is not None:
             recheck = min(recheck or steps.recheck_after, steps.recheck_after)
         traffic = decide_traffic(spec, canary, rollback, configured=steps.weight if steps.status else None)
         analysis = self._analysis.get(_key(body))
+        conclusive = None if analysis is None or not (analysis.answered or analysis.inconclusive) \
+            else not analysis.inconclusive
         return CanaryDecision(rollback, traffic, steps.status, analysis.as_status() if analysis else None,
-                              recheck, events)
+                              conclusive, recheck, events)
 
     async def _judge(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
                      now: datetime.datetime) -> tuple[dict[str, Any] | None, float | None, list]:
@@ -137,17 +153,31 @@ class CanaryJudge:
             return None, interval - (now - analysis.last_run)
         analysis.last_run = now
         namespace, name = _key(body)
+        explicit = spec.rollback.prometheus is not None
         try:
-            if spec.rollback.prometheus is not None:
+            if explicit:
                 sample = await self._run_io(lambda: prometheus_sample(
                     spec.rollback.prometheus, namespace=namespace, service=names.track_workload(name, "canary"),
                     model=spec.model.name, track="canary", interval_seconds=interval))
             else:
                 pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
                 sample = await self._run_io(analysis.scraper.scrape, pods, spec.model.name)
-        except Exception as e:  # an unreachable metrics source is not a verdict on the model
-            log.warning("metric analysis of %s/%s failed: %s", namespace, name, e)
+        except Exception as e:  # SourceUnavailable, or an answer that is no metrics document
+            # Prometheus, named in the spec, must answer; pods' metrics ports are best effort until
+            # they have answered once (then silence is a source that stopped, not one never there).
+            if explicit or analysis.answered:
+                analysis.inconclusive += 1
+                analysis.gap = str(e)[:400]
+                log.warning("metric analysis of %s/%s inconclusive (%d in a row): %s", namespace, name,
+                            analysis.inconclusive, e)
+                limit = spec.rollback.inconclusive_limit
+                if limit and analysis.inconclusive >= limit:
+                    return Finding("inconclusive", analysis.inconclusive, limit,
+                                   f"{analysis.inconclusive} analyses in a row got no metrics: {analysis.gap}",
+                                   source="prometheus" if explicit else "scrape"), interval
             return None, interval
+        analysis.answered = True
+        analysis.inconclusive, analysis.gap = 0, None
         findings = metric_findings(sample, spec.rollback)
         if findings:
             analysis.failures += 1

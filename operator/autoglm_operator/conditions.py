@@ -18,6 +18,8 @@ from .clock import rfc3339
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 #: Whether the data plane accepted the routes at their current generation (only with a traffic provider).
 TRAFFIC_ACCEPTED = "TrafficAccepted"
+#: Whether the canary's last metric analysis got data (only once a metrics source answered or is named).
+ANALYSIS_CONCLUSIVE = "AnalysisConclusive"
 
 
 @dataclass(frozen=True)

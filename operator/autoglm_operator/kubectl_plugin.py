@@ -52,7 +52,7 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
              f"Phase:       {st.get('phase', 'Pending')}   (generation {meta.get('generation')}, "
              f"observed {st.get('observedGeneration', '-')})"]
     for c in st.get("conditions") or []:
-        lines.append(f"  {c['type']:<12} {c['status']:<6} {c.get('reason', ''):<18} {c.get('message', '')}")
+        lines.append(f"  {c['type']:<15} {c['status']:<7} {c.get('reason', ''):<16} {c.get('message', '')}")
     traffic = st.get("traffic") or {}
     configured = traffic.get('configuredCanaryWeight', (spec.get('canary') or {}).get('weight', 0))
     routed = traffic.get('effectiveCanaryWeight', 0)

@@ -145,7 +145,8 @@ class Reconciler:
         found = Findings(_generation(body), tracks, [o for o in tracks if not (decision.rollback and o is canary)],
                          decision.traffic, spec.canary is not None, decision.step, decision.rollback,
                          decision.analysis, provider.conflicts(owner, live) if provider else [], not_owned,
-                         read_back(provider, live) if provider else None)
+                         read_back(provider, live) if provider else None, decision.conclusive,
+                         spec.rollback.inconclusive_limit)
         status, more = status_builder.build_status(previous, found, now)
         requeue = min((t for t in (decision.recheck_after, draining) if t is not None), default=None)
         return body, status, events + more, requeue

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .canary import TrafficDecision
-from .conditions import DEGRADED, PROGRESSING, READY, TRAFFIC_ACCEPTED, Condition, condition, merge_conditions, overlay
+from .conditions import (ANALYSIS_CONCLUSIVE, DEGRADED, PROGRESSING, READY, TRAFFIC_ACCEPTED, Condition, condition,
+                         merge_conditions, overlay)
 from .observed import TrackObservation
 from .traffic import DataPlaneState
 
@@ -38,6 +39,8 @@ class Findings:
     conflicts: list[str] = field(default_factory=list)
     not_owned: list[str] = field(default_factory=list)
     data_plane: DataPlaneState | None = None  # read back from the routing objects; None without a provider
+    analysis_conclusive: bool | None = None  # None: no metrics source has answered for this canary
+    inconclusive_limit: int = 0
 
 
 def _replicas(observations: list[TrackObservation]) -> str:
@@ -111,9 +114,22 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
         wanted.append(_read_back(status, previous, found))
     if found.analysis:
         status["analysis"] = found.analysis
+    if found.analysis_conclusive is not None and found.has_canary and not found.rollback:
+        wanted.append(_analysis_condition(found))
     status["readyReplicasSummary"] = (f"{sum(o.ready_replicas for o in found.judged)}/"
                                       f"{sum(o.desired_replicas for o in found.judged)}")
     return _with_conditions(previous, found.generation, wanted, phase, now, status), events
+
+
+def _analysis_condition(found: Findings) -> Condition:
+    if found.analysis_conclusive:
+        return Condition(ANALYSIS_CONCLUSIVE, True, "MetricsAnswered", "the last metric analysis got data")
+    count = (found.analysis or {}).get("consecutiveInconclusive", 0)
+    limit = (f"rolled back after {found.inconclusive_limit} in a row (spec.rollback.inconclusiveLimit)"
+             if found.inconclusive_limit else "never rolled back for missing data alone (inconclusiveLimit 0)")
+    return Condition(ANALYSIS_CONCLUSIVE, False, "Inconclusive",
+                     f"{count} analysis(es) in a row got no metrics: {(found.analysis or {}).get('inconclusiveBecause')}. "
+                     f"Gray-release steps hold; {limit}. Fix: make the metrics source reachable")
 
 
 def _read_back(status: dict[str, Any], previous: dict[str, Any], found: Findings) -> Condition:

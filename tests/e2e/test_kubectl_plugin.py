@@ -25,7 +25,7 @@ def test_plugin_status_set_weight_abort_retry_promote(operator, kubectl, cluster
     wait_for(lambda: route_weights(kubectl, namespace, "plug") == {"stable": 90, "canary": 10}, 60, what="90/10")
     out = plugin(cluster, "-n", namespace, "status", "plug")
     assert out.returncode == 0, out.stderr
-    assert "canary  v2" in out.stdout and "configured 10%, effective 10%" in out.stdout, out.stdout
+    assert "canary  v2" in out.stdout and "configured 10%, routed 10%" in out.stdout, out.stdout
 
     assert plugin(cluster, "-n", namespace, "set-weight", "plug", "40").returncode == 0
     wait_for(lambda: route_weights(kubectl, namespace, "plug") == {"stable": 60, "canary": 40}, 10, what="60/40")

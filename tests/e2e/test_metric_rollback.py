@@ -105,3 +105,42 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
         assert st["rollback"]["reason"] == "errorRatio", st["rollback"]
         evidence = st["rollback"]["evidence"]
         assert evidence["source"] == "prometheus" and evidence["value"] > 0.05 and evidence["threshold"] == 0.05
+
+
+def test_prometheus_stopped_during_analysis_is_inconclusive_then_rolled_back(operator, kubectl, namespace, servers,
+                                                                              tmp_path):
+    """No data is not health: with Prometheus gone, status names the query that got nothing, the
+    gray-release steps hold, and after spec.rollback.inconclusiveLimit analyses the canary is rolled back."""
+    stable, canary, _ = servers
+    targets = [ScrapeTarget(f"127.0.0.1:{stable.metrics_port}", namespace, "gone-stable", "gone-stable-0"),
+               ScrapeTarget(f"127.0.0.1:{canary.metrics_port}", namespace, "gone-canary", "gone-canary-0")]
+    prometheus = PrometheusProcess(tmp_path / "prometheus", targets).start()
+    try:
+        body = agd("gone", replicas=1)
+        body["metadata"]["namespace"] = namespace
+        body["spec"]["model"]["name"] = "flaky"
+        body["spec"]["canary"] = {"version": 2, "weight": 50, "replicas": 1,
+                                  "steps": [{"weight": 10, "bakeSeconds": 4}, {"weight": 30, "bakeSeconds": 4}]}
+        body["spec"]["traffic"] = {"gateway": {"name": "gw", "namespace": namespace}}
+        body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, "inconclusiveLimit": 3,
+                                    "prometheus": {"url": prometheus.url}}
+        kubectl.apply(body)
+        with Load(stable, canary, "flaky"):
+            def conclusive(value: str):
+                st = kubectl.get_json("agd", "-n", namespace, "gone").get("status") or {}
+                c = next((c for c in st.get("conditions") or [] if c["type"] == "AnalysisConclusive"), {})
+                return st if c.get("status") == value else None
+            wait_for(lambda: conclusive("True"), 60, what="an analysis that got metrics")
+            prometheus.stop()
+            st = wait_for(lambda: conclusive("False"), 30, what="an inconclusive analysis in status")
+            c = next(c for c in st["conditions"] if c["type"] == "AnalysisConclusive")
+            assert prometheus.url in c["message"] and "query" in c["message"] and "steps hold" in c["message"], c
+            step = st["traffic"]["step"]["index"]
+            # ...held (never advanced while inconclusive), then rolled back after 3 in a row
+            st = wait_for(lambda: (lambda s: s if s.get("rollback") else None)(
+                kubectl.get_json("agd", "-n", namespace, "gone").get("status") or {}), 60, what="rollback")
+            assert st["rollback"]["reason"] == "inconclusive" and prometheus.url in st["rollback"]["message"]
+            assert st["traffic"]["step"]["index"] == step and st["traffic"]["effectiveCanaryWeight"] == 0
+            wait_for(lambda: route_weights(kubectl, namespace, "gone")["canary"] == 0, 30, what="routed away")
+    finally:
+        prometheus.stop()

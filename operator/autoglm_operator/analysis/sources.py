@@ -28,6 +28,10 @@ DEFAULT_REQUESTS_QUERY = (
     f" + sum(increase(nv_inference_request_failure{{{_SELECTOR}}}[{{{{interval}}}}]))")
 
 
+class SourceUnavailable(RuntimeError):
+    """The metrics source did not answer (named in the message with the error)."""
+
+
 def render_query(template: str, **values: str) -> str:
     for key, value in values.items():
         template = template.replace("{{" + key + "}}", value)
@@ -36,8 +40,11 @@ def render_query(template: str, **values: str) -> str:
 
 def _instant(url: str, query: str, timeout: float = 2.0) -> float | None:
     full = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    with urllib.request.urlopen(full, timeout=timeout) as response:
-        body = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(full, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except Exception as e:
+        raise SourceUnavailable(f"Prometheus {url} query {query!r}: {e}") from e
     result = body.get("data", {}).get("result") or []
     if not result:
         return None
@@ -67,14 +74,18 @@ class PodScraper:
     last: dict[str, Counters] = field(default_factory=dict)
 
     def scrape(self, pods: list[tuple[str, str]], model: str) -> MetricSample | None:
+        """The counters' change since the last scrape (None on the first, or with no pod to ask);
+        raises :class:`SourceUnavailable` naming the pods when none of them answered."""
         delta = Counters()
         seen = False
+        failed = []
         for name, ip in pods:
             try:
                 with urllib.request.urlopen(f"http://{ip}:{METRICS_PORT}/metrics", timeout=self.timeout) as r:
                     counters = parse_counters(r.read().decode(), model)
             except Exception as e:
                 log.debug("scrape of %s (%s) failed: %s", name, ip, e)
+                failed.append(f"pod {name} ({ip}:{METRICS_PORT}/metrics): {e}")
                 continue
             previous = self.last.get(name)
             self.last[name] = counters
@@ -83,6 +94,8 @@ class PodScraper:
                 seen = True
         for gone in set(self.last) - {n for n, _ in pods}:
             del self.last[gone]
+        if pods and len(failed) == len(pods):
+            raise SourceUnavailable("; ".join(failed))
         if not seen:
             return None
         requests = delta.success + delta.failure

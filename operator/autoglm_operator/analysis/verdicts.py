@@ -19,7 +19,7 @@ from ..observed import PodObservation, TrackObservation
 
 @dataclass(frozen=True)
 class Finding:
-    signal: str  # readiness | crashLoop | restarts | errorRatio | latency
+    signal: str  # readiness | crashLoop | restarts | errorRatio | latency | inconclusive
     value: float
     threshold: float
     message: str

@@ -150,6 +150,7 @@ class RollbackPolicy:
     max_latency_ms: int = 1000
     max_restarts: int = 2
     not_ready_seconds: int = 0
+    inconclusive_limit: int = 3
     prometheus: PrometheusSource | None = None
 
 
@@ -311,6 +312,7 @@ def parse_spec(spec: Mapping[str, Any]) -> AutoGLMDeploymentSpec:
         max_latency_ms=int(_get(rb, "maxLatencyMilliseconds", default_of(RollbackPolicy, "max_latency_ms"))),
         max_restarts=int(_get(rb, "maxRestarts", default_of(RollbackPolicy, "max_restarts"))),
         not_ready_seconds=int(_get(rb, "notReadySeconds", default_of(RollbackPolicy, "not_ready_seconds"))),
+        inconclusive_limit=int(_get(rb, "inconclusiveLimit", default_of(RollbackPolicy, "inconclusive_limit"))),
         prometheus=PrometheusSource(prom["url"], _get(prom, "errorRatioQuery"), _get(prom, "latencyQuery")) if prom else None,
     )
 
