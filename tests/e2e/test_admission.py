@@ -109,8 +109,8 @@ def test_namespace_scoped_policies(admission, kubectl):
         jump = kubectl("patch", "agd", "-n", ns, "prod-canary", "--type=merge", "-p",
                        '{"spec":{"canary":{"weight":60}}}', check=False)
         assert jump.returncode != 0 and "[canary-weight-step] spec.canary.weight" in jump.stderr, jump.stderr
-        assert "from 10 to 60" in jump.stderr
-        kubectl("patch", "agd", "-n", ns, "prod-canary", "--type=merge", "-p", '{"spec":{"canary":{"weight":35}}}')
+        assert "(last served) to 60%" in jump.stderr  # from 10 % or, before the canary is Ready, 0 %
+        kubectl("patch", "agd", "-n", ns, "prod-canary", "--type=merge", "-p", '{"spec":{"canary":{"weight":25}}}')
     finally:
         kubectl("label", "namespace", ns, "serving.autoglm.io/environment-")
 

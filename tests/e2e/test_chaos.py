@@ -7,6 +7,7 @@ of docs/reliability.md."""
 from __future__ import annotations
 
 import base64
+import os
 import time
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from conftest import canary_agd, route_weights, wait_for
 
 pytestmark = pytest.mark.e2e
+#: Each scenario runs this many times (bench/chaos.py raises it).
+ROUNDS = range(int(os.environ.get("AUTOGLM_CHAOS_ROUNDS", "1")))
 
 
 def b64(text: str) -> str:
@@ -50,7 +53,8 @@ def restart(cluster, component: str, down_seconds: float) -> None:
     cluster.start_component(component)
 
 
-def test_children_deleted_while_no_watch_ran_are_found_by_the_relist(operator, cluster, kubectl, namespace):
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_children_deleted_while_no_watch_ran_are_found_by_the_relist(operator, cluster, kubectl, namespace, round_):
     """The API server is down; meanwhile a child goes (deleted in etcd, as through another API server)
     and etcd's history is compacted: the operator's watch cannot resume (410), lists again, learns of
     the deletion from the list alone, and recreates the child."""
@@ -71,7 +75,8 @@ def test_children_deleted_while_no_watch_ran_are_found_by_the_relist(operator, c
     wait_for(lambda: settled(kubectl, namespace, "relist", {"stable": 80, "canary": 20}), 60, what="settled again")
 
 
-def test_api_server_restart_during_a_rollback_ends_rolled_back(operator, cluster, kubectl, namespace):
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_api_server_restart_during_a_rollback_ends_rolled_back(operator, cluster, kubectl, namespace, round_):
     kubectl.apply(canary_agd("abort", namespace, weight=30))
     wait_for(lambda: settled(kubectl, namespace, "abort", {"stable": 70, "canary": 30}), 60, what="70/30")
     kubectl("annotate", "agd", "-n", namespace, "abort", "serving.autoglm.io/abort=2026-11-25T12:00:00.000001Z")
@@ -81,7 +86,8 @@ def test_api_server_restart_during_a_rollback_ends_rolled_back(operator, cluster
     assert st["rollback"]["reason"] == "manual" and st["traffic"]["effectiveCanaryWeight"] == 0
 
 
-def test_etcd_restart_during_a_weight_edit_ends_at_the_new_weight(operator, cluster, kubectl, namespace):
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_etcd_restart_during_a_weight_edit_ends_at_the_new_weight(operator, cluster, kubectl, namespace, round_):
     kubectl.apply(canary_agd("edit", namespace, weight=10))
     wait_for(lambda: settled(kubectl, namespace, "edit", {"stable": 90, "canary": 10}), 60, what="90/10")
     kubectl("patch", "agd", "-n", namespace, "edit", "--type=merge", "-p", '{"spec":{"canary":{"weight":60}}}')

@@ -40,6 +40,10 @@ BAD = [
     ("placement", {"target": "edge"}, "spec.placement.target"),
     ("placement", {"target": "moon"}, "spec.placement.target"),
     ("runtime.extraArgs", ["--model-repository=/elsewhere"], "spec.runtime.extraArgs"),
+    ("runtime.extraArgs", ["--log-verbose=1", "--model-store=/etc"], "--model-store=/etc is not an allowed"),
+    ("runtime.extraArgs", ["--http-p=9000"], "--http-p=9000 is not an allowed"),  # getopt abbreviation
+    ("runtime.extraArgs", ["--allow-metrics=false"], "--allow-metrics=false is not an allowed"),  # blinds analysis
+    ("runtime.extraArgs", ["--strict-readiness=false"], "--strict-readiness=false is not an allowed"),
     ("model.repository", {"uri": "pvc://claim/x", "secretRef": {"name": "s"}}, "spec.model.repository.secretRef"),
 ]
 

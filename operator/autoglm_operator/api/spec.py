@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from . import triton_flags
+
 FORMATS = ("tensorrt_plan", "onnx", "python")
 #: Compute capabilities of NVIDIA Jetson modules (edge GPUs).
 EDGE_COMPUTE_CAPABILITIES = frozenset({"5.3", "6.2", "7.2", "8.7"})
@@ -322,6 +324,11 @@ def parse_spec(spec: Mapping[str, Any]) -> AutoGLMDeploymentSpec:
         gateway=GatewayRef(gw["name"], _get(gw, "namespace"), _get(gw, "sectionName")) if gw else None,
         hostnames=tuple(_get(tr, "hostnames", ())),
     )
+
+    for i, arg in enumerate(runtime.extra_args):
+        problem = triton_flags.judge(str(arg))
+        if problem:
+            raise SpecError(f"spec.runtime.extraArgs[{i}]", problem)
 
     parsed = AutoGLMDeploymentSpec(model, runtime, placement, canary, rollback, traffic)
     validate(parsed)

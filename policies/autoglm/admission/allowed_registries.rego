@@ -1,26 +1,46 @@
-# Triton images come from allowed registries and are pinned (no :latest, no missing tag).
+# Every image a Triton pod runs comes from an allowed registry and is pinned: the server image
+# (spec.runtime.image) and a model shipped as an OCI image (spec.model.repository.uri oci://...).
+# No :latest in any letter case, no missing tag; with require_digest, a digest (@sha256:...).
 package autoglm.admission.allowed_registries
 
 import data.autoglm.admission.lib
 
-image := object.get(lib.spec, ["runtime", "image"], "")
+require_digest := object.get(data.autoglm.config, "require_digest", false)
 
-violation contains {"field": "spec.runtime.image", "message": msg} if {
-	not startswith_any(image, data.autoglm.config.allowed_registries)
-	msg := sprintf("image %q is not from an allowed registry (%s); push it to one of them or ask the platform team to allow its registry", [image, concat(", ", data.autoglm.config.allowed_registries)])
+images contains {"field": "spec.runtime.image", "image": image} if {
+	image := object.get(lib.spec, ["runtime", "image"], "")
 }
 
-violation contains {"field": "spec.runtime.image", "message": msg} if {
-	not contains(image, "@")
-	tag := image_tag(image)
-	tag == "latest"
-	msg := sprintf("image %q uses the :latest tag; pin a version tag or a digest so every pod runs the same server", [image])
+images contains {"field": "spec.model.repository.uri", "image": substring(uri, 6, -1)} if {
+	uri := object.get(lib.spec, ["model", "repository", "uri"], "")
+	startswith(uri, "oci://")
 }
 
-violation contains {"field": "spec.runtime.image", "message": msg} if {
-	not contains(image, "@")
-	image_tag(image) == ""
-	msg := sprintf("image %q has no tag; pin a version tag (e.g. :24.08-py3) or a digest", [image])
+violation contains {"field": i.field, "message": msg} if {
+	some i in images
+	not startswith_any(i.image, data.autoglm.config.allowed_registries)
+	msg := sprintf("image %q is not from an allowed registry (%s); push it to one of them or ask the platform team to allow its registry", [i.image, concat(", ", data.autoglm.config.allowed_registries)])
+}
+
+violation contains {"field": i.field, "message": msg} if {
+	some i in images
+	not contains(i.image, "@")
+	lower(image_tag(i.image)) == "latest"
+	msg := sprintf("image %q uses the %q tag; pin a version tag or a digest so every pod runs the same thing", [i.image, image_tag(i.image)])
+}
+
+violation contains {"field": i.field, "message": msg} if {
+	some i in images
+	not contains(i.image, "@")
+	image_tag(i.image) == ""
+	msg := sprintf("image %q has no tag; pin a version tag (e.g. :24.08-py3) or a digest", [i.image])
+}
+
+violation contains {"field": i.field, "message": msg} if {
+	require_digest
+	some i in images
+	not contains(i.image, "@sha256:")
+	msg := sprintf("image %q is not pinned by digest, which this cluster requires; use name@sha256:<digest>", [i.image])
 }
 
 startswith_any(s, prefixes) if {

@@ -1,20 +1,29 @@
-# In production namespaces an edit may move the canary weight by at most max_weight_step points.
+# In production namespaces the canary's weight moves by at most max_weight_step points per edit,
+# counted from the weight last served (status.traffic: accepted by the data plane, else what the
+# operator routed), so removing and re-adding the canary, or creating a resource, cannot jump it.
 package autoglm.admission.canary_weight_step
 
 import data.autoglm.admission.lib
 
-# Only an edit of the weight of a canary that stays counts: removing spec.canary (a promotion, or
-# abandoning the canary) and introducing a new one are not weight steps.
 max_step := object.get(data.autoglm.config, "max_weight_step", 25)
 
-violation contains {"field": "spec.canary.weight", "message": msg} if {
-	input.operation == "UPDATE"
-	lib.is_production
+# What clients were getting before this request: 0 for a new resource or one without a canary.
+served := w if {
 	input.old_object.spec.canary
+	traffic := object.get(input.old_object, ["status", "traffic"], {})
+	w := object.get(traffic, "acceptedCanaryWeight", object.get(
+		traffic, "effectiveCanaryWeight",
+		object.get(input.old_object.spec.canary, "weight", 0),
+	))
+} else := 0
+
+violation contains {"field": "spec.canary.weight", "message": msg} if {
+	input.operation in {"CREATE", "UPDATE"}
+	lib.is_production
 	lib.spec.canary
-	old := object.get(input.old_object.spec.canary, "weight", 0)
+	count(object.get(lib.spec.canary, "steps", [])) == 0 # a gray-release walk moves the weight itself, step by step
 	new := object.get(lib.spec.canary, "weight", 0)
-	step := abs(new - old)
+	step := abs(new - served)
 	step > max_step
-	msg := sprintf("moves the canary weight from %d to %d (%d points) in a production namespace; change it by at most %d points per edit", [old, new, step, max_step])
+	msg := sprintf("moves the canary weight from %d%% (last served) to %d%% (%d points) in a production namespace; change it by at most %d points per edit, or set spec.canary.steps", [served, new, step, max_step])
 }

@@ -11,8 +11,10 @@ good := {
 			"name": "m", "repository": {"uri": "pvc://store/triton"}, "version": 1, "format": "tensorrt_plan",
 			"engines": [{"computeCapability": "9.0", "file": "a.plan", "tensorrtVersion": "10.3"}],
 		},
-		"runtime": {"image": "nvcr.io/nvidia/tritonserver:24.08-py3", "replicas": 2,
-			"resources": {"gpus": 1, "cpu": "4", "memory": "32Gi"}},
+		"runtime": {
+			"image": "nvcr.io/nvidia/tritonserver:24.08-py3", "replicas": 2,
+			"resources": {"gpus": 1, "cpu": "4", "memory": "32Gi"},
+		},
 		"placement": {"target": "cloud"},
 	}},
 }
@@ -152,4 +154,40 @@ test_without_data_policies_still_deny if {
 	d := admission.decision with input as bad with data.autoglm.config.enforcement as {}
 		with data.autoglm.config.enforcement_default as null
 	not d.allowed
+}
+
+test_oci_model_images_latest_in_any_case_and_digest_pinning if {
+	denied_by(with_spec(["model", "repository"], {"uri": "oci://docker.io/evil/model:1"}), "allowed-registries")
+	denied_by(with_spec(["model", "repository"], {"uri": "oci://nvcr.io/nvidia/model:Latest"}), "allowed-registries")
+	denied_by(with_spec(["runtime", "image"], "nvcr.io/nvidia/tritonserver:LATEST"), "allowed-registries")
+	d := admission.decision with input as with_spec(["model", "repository"], {"uri": "oci://nvcr.io/nvidia/model:1.2"})
+	d.allowed
+	pinned := with_spec(["runtime", "image"], "nvcr.io/nvidia/tritonserver@sha256:abc")
+	denied_by(good, "allowed-registries") with data.autoglm.config.require_digest as true
+	d2 := admission.decision with input as pinned with data.autoglm.config.require_digest as true
+	d2.allowed
+}
+
+test_the_weight_step_counts_from_the_weight_last_served if {
+	# created at 100 in production: a jump from nothing
+	denied_by(production(with_spec(["canary"], {"version": 2, "weight": 100})), "canary-weight-step")
+
+	# removed and re-added: the old object served no canary
+	readd := json.patch(production(with_spec(["canary"], {"version": 2, "weight": 60})), [
+		{"op": "replace", "path": "/operation", "value": "UPDATE"},
+		{"op": "add", "path": "/old_object", "value": {"spec": {}}},
+	])
+	denied_by(readd, "canary-weight-step")
+
+	# rolled back: 0 was served, whatever spec said
+	rolled := json.patch(readd, [{"op": "replace", "path": "/old_object", "value": {
+		"spec": {"canary": {"version": 2, "weight": 50}},
+		"status": {"traffic": {"effectiveCanaryWeight": 0, "acceptedCanaryWeight": 0}},
+	}}])
+	denied_by(rolled, "canary-weight-step")
+
+	# a walk of steps moves the weight itself
+	walk := production(with_spec(["canary"], {"version": 2, "weight": 100, "steps": [{"weight": 10}]}))
+	d := admission.decision with input as walk
+	d.allowed
 }

@@ -1,0 +1,62 @@
+"""Chaos, repeated: every scenario of tests/e2e/test_chaos.py (API server restart during a rollback,
+etcd restart during a weight edit, a re-list after compaction with children deleted meanwhile), the
+operator SIGKILLed 20 times mid-work, and Prometheus stopped during analysis; each run ends in its
+expected state or the assertion naming the lost object, the ghost or the status lie is printed.
+
+    .venv/bin/python bench/chaos.py [--rounds 5] [--sigkill-rounds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+
+from common import REPO, table
+
+SCENARIOS = {
+    "test_children_deleted_while_no_watch_ran_are_found_by_the_relist": "410 re-list, children deleted meanwhile",
+    "test_api_server_restart_during_a_rollback_ends_rolled_back": "kube-apiserver restart during a rollback",
+    "test_etcd_restart_during_a_weight_edit_ends_at_the_new_weight": "etcd restart during a weight edit",
+    "test_sigkilled_operator_converges_without_duplicates_or_orphans": "operator SIGKILL mid-work (x{sigkill} kills)",
+    "test_prometheus_stopped_during_analysis_is_inconclusive_then_rolled_back": "Prometheus stopped during analysis",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sigkill-rounds", type=int, default=20)
+    args = parser.parse_args()
+    report = tempfile.NamedTemporaryFile(suffix=".xml", delete=False).name
+    env = {**os.environ, "AUTOGLM_CHAOS_ROUNDS": str(args.rounds), "AUTOGLM_SIGKILL_ROUNDS": str(args.sigkill_rounds)}
+    selection = " or ".join(SCENARIOS)
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+                    "-k", selection, "tests/e2e/test_chaos.py", "tests/e2e/test_robustness.py",
+                    "tests/e2e/test_metric_rollback.py"], cwd=REPO, env=env)
+    runs: dict[str, list[str]] = defaultdict(list)
+    for case in ET.parse(report).getroot().iter("testcase"):
+        name = case.get("name", "").split("[")[0]
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        runs[name].append("" if failure is None else (failure.get("message") or "failed")[:160])
+    rows = []
+    for test, label in SCENARIOS.items():
+        outcomes = runs.get(test, [])
+        failed = [o for o in outcomes if o]
+        rows.append((label.format(sigkill=args.sigkill_rounds), len(outcomes), len(outcomes) - len(failed),
+                     sum("ghost" in o or "recreated" in o for o in failed),
+                     sum("lost" in o or "orphan" in o or "duplicate" in o for o in failed),
+                     sum("status" in o for o in failed), "; ".join(failed) or "-"))
+    print(table(rows, ("scenario", "runs", "expected end state", "ghosts", "lost objects", "status lies",
+                       "failures")))
+    return 0 if all(r[1] and r[1] == r[2] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
