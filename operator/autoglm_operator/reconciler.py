@@ -174,6 +174,8 @@ class Reconciler:
             try:
                 await self._patch_status(body, patch)
             except ApiException as e:
+                if e.status == 404:  # deleted meanwhile: nothing left to report on
+                    return
                 if e.status != 409:
                     raise
                 STALE_STATUS.inc()  # a newer version is on its way by watch: it is reconciled in turn

@@ -7,6 +7,7 @@ Every write goes through here, so writes are counted (``api_writes_total``) and 
 from __future__ import annotations
 
 import json
+import re
 import logging
 import os
 import time
@@ -45,6 +46,19 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
         kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context,
                                            client_configuration=configuration)
     return configuration
+
+
+#: Characters YAML does not take raw inside a quoted scalar as themselves: C0/C1 controls, DEL,
+#: surrogates, U+FFFE/F, and the YAML 1.1 line breaks (NEL, U+2028, U+2029) it would fold.
+_NOT_YAML_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def yaml_safe_json(obj: Any) -> str:
+    """JSON the API server's YAML decoder reads as the same object (server-side apply bodies are
+    YAML): characters beyond the BMP raw (as UTF-8), not as the surrogate-pair escapes json.dumps
+    writes (\\ud83d\\ude00, refused by YAML), and characters YAML forbids raw as \\u escapes. Every
+    such character can only sit inside a string literal, where an escape means the same."""
+    return _NOT_YAML_PRINTABLE.sub(lambda m: "\\u%04x" % ord(m.group()), json.dumps(obj, ensure_ascii=False))
 
 
 def register_api_resource(kind: str, prefix: str, plural: str, cluster_scoped: bool = False) -> None:
@@ -124,7 +138,7 @@ class KubeClient:
         path = f"{collection_path(obj['kind'], meta.get('namespace'))}/{meta['name']}"
         self._may_write()
         API_WRITES.labels("apply", obj["kind"], meta.get("namespace") or "").inc()
-        return self._call("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
+        return self._call("PATCH", path, body=yaml_safe_json(obj), content_type="application/apply-patch+yaml",
                           query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")])
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
