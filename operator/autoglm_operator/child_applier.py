@@ -46,6 +46,20 @@ def _label(obj: dict[str, Any]) -> str:
     return f"{obj['kind']} {obj['metadata']['name']}"
 
 
+def _owned_by(obj: dict[str, Any], owner: Owner) -> bool:
+    """Whether this very resource (by UID) owns ``obj``: an object of a child's name that someone
+    else made, or an earlier resource of the same name left, is never applied over (server-side
+    apply with force would take it over, and garbage collection would later delete it with us)."""
+    return any(ref.get("uid") == owner.uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def _whose(obj: dict[str, Any], owner: Owner) -> str:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    if any(ref.get("kind") == r.KIND and ref.get("name") == owner.name for ref in refs):
+        return " (left by an earlier AutoGLMDeployment of this name: applied once garbage collection removes it)"
+    return ""
+
+
 class ChildApplier:
     def __init__(self, client: KubeClient, store: ObservedStore, run_io: RunIO,
                  on_child_written: ChildWritten = lambda kind, old, new: None, drain_seconds: float = 3.0):
@@ -71,10 +85,12 @@ class ChildApplier:
             meta = obj["metadata"]
             meta.setdefault("annotations", {})[r.ANNOTATION_DESIRED_HASH] = digest
             live = self.store.get(obj["kind"], meta["namespace"], meta["name"])
-            if live and (live["metadata"].get("annotations") or {}).get(r.ANNOTATION_DESIRED_HASH) == digest:
+            if live is None:
+                live = await self._existing(obj)  # read only for children the store does not hold
+            if live is not None and not _owned_by(live, owner):
+                refused.append(_label(obj) + _whose(live, owner))
                 continue
-            if live is None and await self._not_ours(owner, obj):
-                refused.append(_label(obj))
+            if live and (live["metadata"].get("annotations") or {}).get(r.ANNOTATION_DESIRED_HASH) == digest:
                 continue
             changed.append(obj)
         # Every apply runs to its end before a failure is raised: an abandoned one would fail unseen.
@@ -93,16 +109,9 @@ class ChildApplier:
                 raise error
         return [_label(o) for o in changed], refused
 
-    async def _not_ours(self, owner: Owner, obj: dict[str, Any]) -> bool:
-        """An object of the child's kind and name exists that this resource does not own (server-side
-        apply with force would take it over, and garbage collection would later delete it with the
-        resource). Read only for children the store does not hold."""
+    async def _existing(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]
-        existing = await self._run_io(self.client.get, obj["kind"], meta["namespace"], meta["name"])
-        if existing is None:
-            return False
-        refs = (existing.get("metadata") or {}).get("ownerReferences") or []
-        return not any(ref.get("uid") == owner.uid for ref in refs)
+        return await self._run_io(self.client.get, obj["kind"], meta["namespace"], meta["name"])
 
     async def prune(self, owner: Owner, desired: list[dict[str, Any]], kinds: tuple[str, ...],
                     drain_canary: bool) -> tuple[list[str], float | None]:
