@@ -234,3 +234,27 @@ def test_a_status_computed_from_an_older_version_never_overwrites_a_newer_one(op
     stale_store.observe("AutoGLMDeployment", "ADDED", old)
     asyncio.run(Reconciler(kube, stale_store).reconcile(namespace, "stale"))
     assert status(kubectl, namespace, "stale")["observedGeneration"] == 2
+
+
+def test_a_resource_deleted_and_recreated_at_once_under_its_name_converges(operator, kubectl, namespace):
+    """Recreated before garbage collection removed the first one's children: those are not taken
+    over (ChildNotOwned, saying they go away by themselves) and the new children follow."""
+    body = agd("again", replicas=0)
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+    first = wait_for(lambda: (lambda o: o if (o.get("status") or {}).get("observedGeneration") == 1 else None)(
+        kubectl.get_json("agd", "-n", namespace, "again")), what="first reconciled")
+    kubectl("delete", "agd", "-n", namespace, "again", "--wait=false")
+    kubectl.apply(body)
+    second = kubectl.get_json("agd", "-n", namespace, "again")["metadata"]["uid"]
+    assert second != first["metadata"]["uid"]
+
+    def children_of_the_second():
+        items = [kubectl.get_json(kind, "-n", namespace, name) for kind, name in (
+            ("deployment", "again-stable"), ("service", "again-stable"), ("configmap", "again-stable-config"))]
+        return all(ref["uid"] == second for i in items for ref in i["metadata"]["ownerReferences"])
+    wait_for(lambda: kubectl("get", "deployment", "-n", namespace, "again-stable", check=False).returncode == 0
+             and children_of_the_second(), 60, what="children owned by the new resource")
+    st = wait_for(lambda: (lambda s: s if s.get("phase") == "Ready" else None)(status(kubectl, namespace, "again")),
+                  60, what="Ready")
+    assert "notOwned" not in st

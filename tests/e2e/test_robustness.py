@@ -267,5 +267,6 @@ def test_random_specs_are_refused_with_a_message_or_reconciled(kubectl, fuzz_nam
                      what=f"children {sorted(want)}")
             _count(f"reconciled ({status['phase']})")
     finally:
-        kubectl("delete", "agd", "-n", fuzz_namespace, name, "--wait=false", check=False)
+        # gone with its children before the next case, which may reuse the name
+        kubectl("delete", "agd", "-n", fuzz_namespace, name, "--cascade=foreground", "--timeout=60s", check=False)
     assert operator_metric("autoglm_operator_reconcile_crashes_total") == crashes, "a reconcile crashed"
