@@ -39,6 +39,8 @@ RECONCILES = Counter("autoglm_operator_reconciles_total", "Reconciles by outcome
 RECONCILE_SECONDS = Histogram("autoglm_operator_reconcile_seconds", "Time of one reconcile")
 #: The same Event (type, reason, message) for one resource is posted at most once in this window.
 EVENT_REPEAT_SECONDS = 600.0
+GHOSTS_DROPPED = Counter("autoglm_operator_ghosts_dropped_total",
+                         "Resources found deleted by a read after no watch reported their deletion")
 STALE_STATUS = Counter("autoglm_operator_stale_status_writes_total",
                        "Status writes refused because the resource changed after it was read (409)")
 Key = tuple[str, str]
@@ -98,6 +100,8 @@ class Reconciler:
             self._failures.pop(key, None)
         except ApiException as e:
             RECONCILES.labels("error").inc()
+            if e.status == 404 and await self._gone(body):
+                return None
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = apply_backoff(failures, random.random())
             log.warning("reconcile %s/%s failed (%d in a row; retrying in %.1f s): %s", namespace, name, failures,
@@ -109,8 +113,23 @@ class Reconciler:
             return delay
         finally:
             RECONCILE_SECONDS.observe(time.monotonic() - started)
-        await self._write(body, status, events)
+        if not await self._write(body, status, events) and await self._gone(body):
+            return None
         return requeue
+
+    async def _gone(self, body: dict[str, Any]) -> bool:
+        """The API server says the resource (or its namespace) is not found: if a read confirms it,
+        it was deleted while no watch reported it (a watch re-established after an outage lists
+        what exists, and deletions meanwhile are never delivered). Forget it, as a delete would."""
+        meta = body["metadata"]
+        live = await self.run_io(self.client.get, r.KIND, meta["namespace"], meta["name"])
+        if live is not None and live["metadata"].get("uid") == meta.get("uid"):
+            return False
+        log.info("%s/%s is gone (deleted while no watch reported it): forgotten", meta["namespace"], meta["name"])
+        self.store.observe(r.KIND, "DELETED", body)
+        self.forget((meta["namespace"], meta["name"]))
+        GHOSTS_DROPPED.inc()
+        return True
 
     async def _reconcile(self, body: dict[str, Any]) -> tuple[dict, dict[str, Any], list[Event], float | None]:
         """The status and Events for ``body``, the version of it they are to be written onto, and
@@ -166,8 +185,9 @@ class Reconciler:
             result.append(obs)
         return result
 
-    async def _write(self, body: dict[str, Any], status: dict[str, Any], events: list[Event]) -> None:
-        """Write the status when it changed (a merge patch of the difference) and post the Events."""
+    async def _write(self, body: dict[str, Any], status: dict[str, Any], events: list[Event]) -> bool:
+        """Write the status when it changed (a merge patch of the difference) and post the Events;
+        False when the resource was not found."""
         previous = body.get("status") or {}
         patch = merge_patch(previous, status)
         if patch:
@@ -175,14 +195,15 @@ class Reconciler:
                 await self._patch_status(body, patch)
             except ApiException as e:
                 if e.status == 404:  # deleted meanwhile: nothing left to report on
-                    return
+                    return False
                 if e.status != 409:
                     raise
                 STALE_STATUS.inc()  # a newer version is on its way by watch: it is reconciled in turn
                 log.info("status of %s/%s not written: the resource changed meanwhile", body["metadata"]["namespace"],
                          body["metadata"]["name"])
-                return
+                return True
         self._post_events(body, status_builder.phase_events(previous, status, events))
+        return True
 
     async def _patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch status onto the very version ``body`` is (409 when it changed meanwhile);

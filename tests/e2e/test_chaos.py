@@ -38,13 +38,11 @@ def no_status_lie(kubectl, namespace: str, name: str) -> dict:
     return st
 
 
-def settled(kubectl, namespace: str, name: str, weights: dict) -> dict | None:
-    try:
-        if route_weights(kubectl, namespace, name) != weights:
-            return None
-        return no_status_lie(kubectl, namespace, name)
-    except (AssertionError, KeyError):
-        return None
+def settled(kubectl, namespace: str, name: str, weights: dict) -> dict:
+    """The end state, or an AssertionError saying what differs (wait_for reports the last one)."""
+    routed = route_weights(kubectl, namespace, name)
+    assert routed == weights, f"route {routed}, want {weights}"
+    return no_status_lie(kubectl, namespace, name)
 
 
 def restart(cluster, component: str, down_seconds: float) -> None:
