@@ -45,7 +45,14 @@ def _converged(kubectl, namespace: str) -> bool:
     for item in items:
         name, spec = item["metadata"]["name"], item["spec"]
         st_ = item.get("status") or {}
-        if st_.get("observedGeneration") != item["metadata"]["generation"] or st_.get("phase") != "Ready":
+        aborted = spec.get("canary") and "serving.autoglm.io/abort" in (item["metadata"].get("annotations") or {})
+        if st_.get("observedGeneration") != item["metadata"]["generation"]:
+            return False
+        if aborted:  # rolled back, and status says so
+            if (st_.get("rollback") or {}).get("reason") != "manual" or st_.get("phase") != "Degraded" \
+                    or st_["traffic"]["effectiveCanaryWeight"] != 0:
+                return False
+        elif st_.get("phase") != "Ready" or "rollback" in st_:
             return False
         expected |= _expected_children(name, spec)
         dep = children.get(("Deployment", f"{name}-stable"))
@@ -69,6 +76,8 @@ def _reconciles_finished(metrics_port: int) -> float:
 
 
 def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp_path):
+    """Killed at random points while resources are created, edited, deleted and rolled back: after
+    a restart everything converges (rollbacks included), with no duplicate, orphan or write loop."""
     namespace = f"chaos-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
@@ -87,6 +96,10 @@ def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp
                 kubectl.apply(body)
             if round_ == 5:
                 kubectl("delete", "agd", "-n", namespace, names[0], "--ignore-not-found", "--wait=false")
+            if rng.random() < 0.5:  # a rollback requested, and the kill lands during it
+                target = rng.choice(names[1:])
+                kubectl("annotate", "agd", "-n", namespace, target, "--overwrite",
+                        f"serving.autoglm.io/abort=2026-11-25T12:00:{round_:02d}.000001Z", check=False)
             time.sleep(rng.uniform(0.05, 1.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -96,7 +109,7 @@ def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp
         # And it stays converged: no write loop. Every resource is reconciled once more (an annotation
         # wakes it) and its children are left exactly as they were.
         before = {k: v["metadata"]["resourceVersion"] for k, v in _children(kubectl, namespace).items()}
-        finished = _reconciles_finished(metrics_port)
+        finished = wait_for(lambda: (_reconciles_finished(metrics_port),), 30, what="the operator's metrics")[0]
         items = kubectl.get_json("agd", "-n", namespace)["items"]
         for item in items:
             kubectl("annotate", "agd", "-n", namespace, item["metadata"]["name"], "poke=1", "--overwrite")
