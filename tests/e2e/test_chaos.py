@@ -8,15 +8,63 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
 import time
+import uuid
+from typing import Iterator
 
 import pytest
+import yaml
 
-from conftest import canary_agd, route_weights, wait_for
+from conftest import REPO, Kubectl, canary_agd, model_store, route_weights, wait_for
 
 pytestmark = pytest.mark.e2e
 #: Each scenario runs this many times (bench/chaos.py raises it).
 ROUNDS = range(int(os.environ.get("AUTOGLM_CHAOS_ROUNDS", "1")))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A cluster of its own: the faults here must not reach the other tests' cluster."""
+    from autoglm_devcluster.cli import default_crds
+    from autoglm_devcluster.cluster import DevCluster
+
+    dev = DevCluster("chaos")
+    dev.up(crds=default_crds(require_upstream=True))
+    yield dev
+    dev.down()
+
+
+@pytest.fixture(scope="module")
+def kubectl(cluster) -> Kubectl:
+    return Kubectl(cluster)
+
+
+@pytest.fixture(scope="module")
+def operator(cluster, tmp_path_factory) -> Iterator[subprocess.Popen]:
+    """The operator as its own process (as it runs in its pod), on the chaos cluster."""
+    log = open(tmp_path_factory.mktemp("chaos") / "operator.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", "chaos-*",
+                             "--metrics-port", "0", "--health-port", "0"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, cwd=REPO)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    assert proc.returncode in (0, -15), f"the operator exited with {proc.returncode} during the chaos tests"
+
+
+@pytest.fixture
+def namespace(kubectl, operator) -> Iterator[str]:
+    name = f"chaos-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(name)))
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def b64(text: str) -> str:
@@ -41,7 +89,8 @@ def no_status_lie(kubectl, namespace: str, name: str) -> dict:
 def settled(kubectl, namespace: str, name: str, weights: dict) -> dict:
     """The end state, or an AssertionError saying what differs (wait_for reports the last one)."""
     routed = route_weights(kubectl, namespace, name)
-    assert routed == weights, f"route {routed}, want {weights}"
+    assert routed == weights, (f"route {routed}, want {weights}; status.traffic: "
+                               f"{(kubectl.get_json('agd', '-n', namespace, name).get('status') or {}).get('traffic')}")
     return no_status_lie(kubectl, namespace, name)
 
 
