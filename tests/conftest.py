@@ -67,8 +67,33 @@ def operator(cluster):
 
     args = ["run", "--standalone", "--namespace", f"{E2E_NAMESPACE_PREFIX}*", "-m", "autoglm_operator.handlers"]
     with KopfRunner(args, timeout=60) as runner:
-        yield runner  # tests wait on their resources' conditions, not on the operator's start
+        _wait_until_reconciling(cluster)
+        yield runner
     assert runner.exception is None, runner.exception
+
+
+def _wait_until_reconciling(dev) -> None:
+    """Until the operator reconciles a resource in a namespace created after it started (what every
+    test does): its watches of namespaces and resources are then live, whichever test asks for the
+    operator first. A namespace created while Kopf was still starting its namespace watch can be
+    missed until that watch is re-established, so a probe that gets no status is retried in a new
+    namespace, at most three times."""
+    kubectl = Kubectl(dev)
+    for attempt in range(3):
+        probe = f"{E2E_NAMESPACE_PREFIX}probe-{uuid.uuid4().hex[:5]}"
+        kubectl("create", "namespace", probe)
+        try:
+            body = agd("probe", replicas=0)
+            body["metadata"]["namespace"] = probe
+            kubectl.apply(body)
+            wait_for(lambda: (kubectl.get_json("agd", "-n", probe, "probe").get("status") or {}).get(
+                "observedGeneration") == 1, 30, interval=0.5, what="the operator's first reconcile")
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+        finally:
+            kubectl("delete", "namespace", probe, "--wait=false", check=False)
 
 
 @pytest.fixture
