@@ -18,7 +18,10 @@ import yaml
 
 from conftest import REPO, metric_sum, wait_for
 
-pytestmark = pytest.mark.e2e
+# One lifecycle, in order: install -> two replicas serve -> the leader killed -> upgrade -> certificate
+# rotated -> uninstall. Each test starts where the one before ended (installing the chart on a real
+# node takes a minute), so this module's tests are never shuffled (other modules may run around it).
+pytestmark = [pytest.mark.e2e, pytest.mark.random_order(disabled=True)]
 CHART = REPO / "charts" / "autoglm-operator"
 RELEASE, NAMESPACE = "op", "autoglm-operator"
 FULL = f"{RELEASE}-autoglm-operator"
