@@ -10,14 +10,14 @@ import base64
 import os
 import subprocess
 import sys
-import time
 import uuid
 from typing import Iterator
 
 import pytest
 import yaml
 
-from conftest import REPO, Kubectl, canary_agd, model_store, route_weights, wait_for
+from autoglm_devcluster.processes import free_port
+from conftest import REPO, Kubectl, canary_agd, metric_sum, model_store, route_weights, wait_for
 
 pytestmark = pytest.mark.e2e
 # spec.rollback.enabled is false in these scenarios: the kubelet signals of KWOK's simulated pods
@@ -48,9 +48,12 @@ def kubectl(cluster) -> Kubectl:
 def operator(cluster, tmp_path_factory) -> Iterator[subprocess.Popen]:
     """The operator as its own process (as it runs in its pod), on the chaos cluster."""
     log = open(tmp_path_factory.mktemp("chaos") / "operator.log", "ab")
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", "chaos-*",
-                             "--metrics-port", "0", "--health-port", "0"], stdout=log, stderr=subprocess.STDOUT,
+                             "--metrics-port", str(port), "--metrics-address", "127.0.0.1", "--health-port", "0"],
+                            stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, cwd=REPO)
+    proc.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
     yield proc
     proc.terminate()
     try:
@@ -97,9 +100,20 @@ def settled(kubectl, namespace: str, name: str, weights: dict) -> dict:
     return no_status_lie(kubectl, namespace, name)
 
 
-def restart(cluster, component: str, down_seconds: float) -> None:
+def watch_failures(operator) -> float:
+    return metric_sum(operator.metrics_url, "autoglm_operator_watch_failures_total")
+
+
+def restart(cluster, kubectl, operator, component: str) -> None:
+    """Stop ``component``, and start it again once the outage is seen: by the operator (its watches
+    failed) for the API server, by the API server (/readyz failing) for etcd."""
+    failures = wait_for(lambda: (watch_failures(operator),), 30, what="the operator's metrics")[0]
     cluster.stop_component(component)
-    time.sleep(down_seconds)  # the outage itself (what is asserted is waited for, below)
+    if component == "kube-apiserver":
+        wait_for(lambda: watch_failures(operator) > failures, 30, what="the operator's watches failing")
+    else:
+        wait_for(lambda: kubectl("get", "--raw", "/readyz", check=False).returncode != 0, 30,
+                 what="the API server reporting its etcd gone")
     cluster.start_component(component)
 
 
@@ -130,7 +144,7 @@ def test_api_server_restart_during_a_rollback_ends_rolled_back(operator, cluster
     kubectl.apply(canary_agd("abort", namespace, weight=30, enabled=False))
     wait_for(lambda: settled(kubectl, namespace, "abort", {"stable": 70, "canary": 30}), 60, what="70/30")
     kubectl("annotate", "agd", "-n", namespace, "abort", "serving.autoglm.io/abort=2026-11-25T12:00:00.000001Z")
-    restart(cluster, "kube-apiserver", 2)
+    restart(cluster, kubectl, operator, "kube-apiserver")
     st = wait_for(lambda: settled(kubectl, namespace, "abort", {"stable": 100, "canary": 0}), 60,
                   what="rolled back after the API server came back")
     assert st["rollback"]["reason"] == "manual" and st["traffic"]["effectiveCanaryWeight"] == 0
@@ -141,7 +155,7 @@ def test_etcd_restart_during_a_weight_edit_ends_at_the_new_weight(operator, clus
     kubectl.apply(canary_agd("edit", namespace, weight=10, enabled=False))
     wait_for(lambda: settled(kubectl, namespace, "edit", {"stable": 90, "canary": 10}), 60, what="90/10")
     kubectl("patch", "agd", "-n", namespace, "edit", "--type=merge", "-p", '{"spec":{"canary":{"weight":60}}}')
-    restart(cluster, "etcd", 2)
+    restart(cluster, kubectl, operator, "etcd")
     st = wait_for(lambda: settled(kubectl, namespace, "edit", {"stable": 40, "canary": 60}), 90,
                   what="the new weight after etcd came back")
     assert st["traffic"]["configuredCanaryWeight"] == 60

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -71,6 +70,14 @@ def _start_operator(namespace: str, log, metrics_port: int = 0) -> subprocess.Po
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, cwd=REPO)
 
 
+def _writes(metrics_port: int) -> float:
+    """API writes the operator process made (0 until its metrics endpoint answers)."""
+    try:
+        return metric_sum(f"http://127.0.0.1:{metrics_port}/metrics", "autoglm_operator_api_writes_total")
+    except OSError:
+        return 0.0
+
+
 def _reconciles_finished(metrics_port: int) -> float:
     return metric_sum(f"http://127.0.0.1:{metrics_port}/metrics", "autoglm_operator_queue_seconds_count")
 
@@ -84,7 +91,8 @@ def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp
     rng = random.Random(1234)
     log = open(tmp_path / "operator.log", "ab")
     try:
-        proc = _start_operator(namespace, log)
+        metrics_port = free_port()
+        proc = _start_operator(namespace, log, metrics_port)
         names = [f"svc-{i}" for i in range(6)]
         for round_ in range(int(os.environ.get("AUTOGLM_SIGKILL_ROUNDS", "8"))):  # bench/chaos.py: 20
             # A burst of user changes, then a kill at a random point of the operator's work.
@@ -100,7 +108,13 @@ def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp
                 target = rng.choice(names[1:])
                 kubectl("annotate", "agd", "-n", namespace, target, "--overwrite",
                         f"serving.autoglm.io/abort=2026-11-25T12:00:{round_:02d}.000001Z", check=False)
-            time.sleep(rng.uniform(0.05, 1.2))
+            # Killed after a random number of the operator's writes for this burst: mid-work, whatever
+            # the machine's speed (or idle, if it had fewer to make within 10 s).
+            target = _writes(metrics_port) + rng.randint(1, 8)
+            try:
+                wait_for(lambda: _writes(metrics_port) >= target, 10, interval=0.01, what="writes")
+            except AssertionError:
+                pass
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             metrics_port = free_port()

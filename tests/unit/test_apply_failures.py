@@ -5,7 +5,7 @@ such leftovers when the operator stops."""
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 
 import pytest
 from kubernetes.client.rest import ApiException
@@ -18,13 +18,17 @@ from autoglm_operator.render import Owner
 class NamespaceGone:
     def __init__(self) -> None:
         self.finished: list[str] = []
+        self.fast_failed = threading.Event()
 
     def get(self, kind, namespace, name):  # nothing of that name exists yet
         return None
 
     def apply(self, obj):
-        time.sleep(0.3 if obj["metadata"]["name"] == "slow" else 0)
+        if obj["metadata"]["name"] == "slow":  # still running when the other one has failed
+            assert self.fast_failed.wait(10)
         self.finished.append(obj["metadata"]["name"])
+        if obj["metadata"]["name"] == "fast":
+            self.fast_failed.set()
         raise ApiException(status=404, reason="namespaces \"gone\" not found")
 
 

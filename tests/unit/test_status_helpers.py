@@ -30,11 +30,13 @@ def test_workqueue_dedups_and_requeues_changes_during_work():
     async def main():
         q = WorkQueue()
         seen = []
-        gate, started, twice = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        gate, started, other, twice = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def handler(key):
             seen.append(key)
-            if len(seen) == 1:
+            if key == "b":
+                other.set()
+            elif seen.count("a") == 1:
                 started.set()
                 q.add("a")  # changed while being reconciled -> once more afterwards
                 await gate.wait()
@@ -43,11 +45,12 @@ def test_workqueue_dedups_and_requeues_changes_during_work():
         q.add("a"); q.add("a")
         q.start(2, handler)
         await asyncio.wait_for(started.wait(), 5)
-        for _ in range(20):  # let the idle second worker run: it must not take "a" while "a" is active
-            await asyncio.sleep(0)
-        assert seen == ["a"]
+        # The second worker is free: it takes "b" (proof that it runs), but never "a" while "a" is active.
+        q.add("b")
+        await asyncio.wait_for(other.wait(), 5)
+        assert seen == ["a", "b"]
         gate.set()
         await asyncio.wait_for(twice.wait(), 5)
         await q.stop()
         return seen
-    assert asyncio.run(main()) == ["a", "a"]
+    assert asyncio.run(main()) == ["a", "b", "a"]

@@ -16,9 +16,16 @@ import threading
 import time
 from typing import Any, Callable
 
+from prometheus_client import Counter
+
 from .client import KubeClient, collection_path
 
 log = logging.getLogger(__name__)
+
+WATCH_FAILURES = Counter("autoglm_operator_watch_failures_total",
+                         "Watches or lists that failed (API server gone, network); each is followed by a list", ["kind"])
+LISTS = Counter("autoglm_operator_informer_lists_total",
+                "Full lists by the informers: one at start, then one after each watch failure", ["kind"])
 
 EventSink = Callable[[str, str | None, dict[str, Any]], None]
 #: Told, after each (re-)list, of every object the list returned: the store replaces its view of
@@ -31,7 +38,6 @@ class Informer:
                  sink: EventSink, loop: asyncio.AbstractEventLoop, replace: ReplaceSink | None = None):
         self.client, self.kind, self.namespace, self.selector = client, kind, namespace, label_selector
         self.sink, self.loop, self.replace = sink, loop, replace
-        self.lists = 0  # how many times it listed (the first, then one per watch failure)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"informer-{kind}", daemon=True)
         self.synced = threading.Event()
@@ -55,7 +61,7 @@ class Informer:
         for obj in items:
             obj.setdefault("kind", self.kind)
         rv = data["metadata"]["resourceVersion"]
-        self.lists += 1
+        LISTS.labels(self.kind).inc()
         if self.replace is not None:
             self.loop.call_soon_threadsafe(self.replace, self.kind, self.namespace, items, rv)
         else:
@@ -73,6 +79,7 @@ class Informer:
                 rv = self._watch(rv)
             except Exception as e:  # API server restarts, network blips: list again (what was missed
                 if not self._stop.is_set():  # meanwhile, deletions included, comes with the list)
+                    WATCH_FAILURES.labels(self.kind).inc()
                     log.warning("watch of %s interrupted (%s); listing again", self.kind, e)
                     rv = None
                     time.sleep(1)
