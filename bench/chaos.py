@@ -37,9 +37,10 @@ def main() -> int:
     report = args.junit or tempfile.NamedTemporaryFile(suffix=".xml", delete=False).name
     env = {**os.environ, "AUTOGLM_CHAOS_ROUNDS": str(args.rounds), "AUTOGLM_SIGKILL_ROUNDS": str(args.sigkill_rounds)}
     selection = " or ".join(SCENARIOS)
-    args.junit or subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
-                    "-k", selection, "tests/e2e/test_chaos.py", "tests/e2e/test_robustness.py",
-                    "tests/e2e/test_metric_rollback.py"], cwd=REPO, env=env)
+    if not args.junit:
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+                        "-k", selection, "tests/e2e/test_chaos.py", "tests/e2e/test_robustness.py",
+                        "tests/e2e/test_metric_rollback.py"], cwd=REPO, env=env)
     runs: dict[str, list[str]] = defaultdict(list)
     for case in ET.parse(report).getroot().iter("testcase"):
         name = case.get("name", "").split("[")[0]

@@ -138,8 +138,7 @@ def operator_metric(name: str, /, **labels: str) -> float:
 
 def reconciles_finished() -> float:
     """Reconciles the in-process operator has finished, status write included (its queue metric)."""
-    from autoglm_operator.controller import QUEUE_LATENCY
-    return sum(s.value for m in QUEUE_LATENCY.collect() for s in m.samples if s.name.endswith("_count"))
+    return operator_metric("autoglm_operator_queue_seconds_count")
 
 
 def wait_reconciled(after: float, timeout: float = 30, what: str = "a reconcile") -> None:

@@ -75,7 +75,7 @@ def _kubernetes_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def _go() -> str:
+def go_binary() -> str:
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
     if not go:
         raise RuntimeError("Go toolchain not found: install Go 1.26+ (it builds the control plane binaries)")
@@ -92,7 +92,7 @@ def _run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = N
 
 def _build(component: Component) -> None:
     component.directory.mkdir(parents=True, exist_ok=True)
-    go = _go()
+    go = go_binary()
     if component.name in ("kubernetes", "kubernetes-node"):
         module = paths.PACKAGE_DIR / "gomod" / "kubernetes"
         for binary in component.binaries:

@@ -43,9 +43,9 @@ def crds(name: str) -> Path:
     target = paths.cache_root() / "upstream-crds" / name
     if all((target / target_name(f)).is_file() for f in crd_set.files):
         return target
-    from .toolchain import _go
+    from .toolchain import go_binary
     target.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([_go(), "mod", "download", "-json", f"{crd_set.module}@{crd_set.version}"],
+    proc = subprocess.run([go_binary(), "mod", "download", "-json", f"{crd_set.module}@{crd_set.version}"],
                           capture_output=True, text=True, cwd=target.parent)  # outside any Go module
     if proc.returncode != 0:
         raise RuntimeError(f"could not fetch {crd_set.module}@{crd_set.version} from the Go module proxy "

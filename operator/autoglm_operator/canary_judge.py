@@ -107,7 +107,6 @@ class CanaryJudge:
         if steps.recheck_after is not None:
             recheck = min(recheck or steps.recheck_after, steps.recheck_after)
         traffic = decide_traffic(spec, canary, rollback, configured=steps.weight if steps.status else None)
-        analysis = self._analysis.get(_key(body))
         conclusive = None if analysis is None or not (analysis.answered or analysis.inconclusive) \
             else not analysis.inconclusive
         return CanaryDecision(rollback, traffic, steps.status, analysis.as_status() if analysis else None,

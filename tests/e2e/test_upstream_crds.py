@@ -16,13 +16,13 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("name", ["gateway-api-v1.6.1", "kubeedge-v1.23.1"])
 def test_upstream_crds_are_fetched_from_the_go_module_into_an_empty_cache(name, tmp_path, monkeypatch):
     from autoglm_devcluster import upstream
-    from autoglm_devcluster.toolchain import _go
+    from autoglm_devcluster.toolchain import go_binary
 
     monkeypatch.setenv("AUTOGLM_CACHE_DIR", str(tmp_path / "cache"))
     folder = upstream.crds(name)
     assert folder == tmp_path / "cache" / "upstream-crds" / name
     crd_set = upstream.SETS[name]
-    module = json.loads(subprocess.run([_go(), "mod", "download", "-json", f"{crd_set.module}@{crd_set.version}"],
+    module = json.loads(subprocess.run([go_binary(), "mod", "download", "-json", f"{crd_set.module}@{crd_set.version}"],
                                        capture_output=True, text=True, check=True, cwd=tmp_path).stdout)["Dir"]
     for f in crd_set.files:
         copied = folder / upstream.target_name(f)
