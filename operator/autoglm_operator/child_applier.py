@@ -135,7 +135,7 @@ class ChildApplier:
                 meta = obj["metadata"]
                 if (kind, meta["name"]) in wanted or meta.get("deletionTimestamp"):
                     continue
-                if not any(ref.get("uid") == owner.uid for ref in meta.get("ownerReferences") or []):
+                if not _owned_by(obj, owner):
                     continue
                 await self._run_io(self.client.delete, kind, owner.namespace, meta["name"])
                 removed.append(f"{kind} {meta['name']}")

@@ -54,8 +54,7 @@ def _verdict(judged: list[TrackObservation]) -> tuple[list[Condition], str]:
     if unschedulable:
         o = unschedulable[0]
         message = f"{o.track.name} track cannot be scheduled: {o.unschedulable_message}"
-        return [Condition(READY, False, "Unschedulable", message), Condition(PROGRESSING, False, "Unschedulable",
-                message), Condition(DEGRADED, True, "Unschedulable", message)], "Degraded"
+        return _failed("Unschedulable", message), "Degraded"
     if all(o.available for o in judged):
         message = _replicas(judged)
         return [Condition(READY, True, "Available", message), Condition(PROGRESSING, False, "Available", message),

@@ -38,6 +38,7 @@ def _children(kubectl, namespace: str) -> dict[tuple[str, str], dict]:
 
 
 def _converged(kubectl, namespace: str) -> bool:
+    """True when converged; else an AssertionError naming what is not (wait_for reports the last one)."""
     items = kubectl.get_json("agd", "-n", namespace)["items"]
     children = _children(kubectl, namespace)
     expected = set()
@@ -45,22 +46,19 @@ def _converged(kubectl, namespace: str) -> bool:
         name, spec = item["metadata"]["name"], item["spec"]
         st_ = item.get("status") or {}
         aborted = spec.get("canary") and "serving.autoglm.io/abort" in (item["metadata"].get("annotations") or {})
-        if st_.get("observedGeneration") != item["metadata"]["generation"]:
-            return False
+        assert st_.get("observedGeneration") == item["metadata"]["generation"], (name, "generation", st_)
         if aborted:  # rolled back, and status says so
-            if (st_.get("rollback") or {}).get("reason") != "manual" or st_.get("phase") != "Degraded" \
-                    or st_["traffic"]["effectiveCanaryWeight"] != 0:
-                return False
-        elif st_.get("phase") != "Ready" or "rollback" in st_:
-            return False
+            assert (st_.get("rollback") or {}).get("reason") == "manual" and st_.get("phase") == "Degraded" \
+                and st_["traffic"]["effectiveCanaryWeight"] == 0, (name, "not rolled back", st_)
+        else:
+            assert st_.get("phase") == "Ready" and "rollback" not in st_, (name, "not Ready", st_)
         expected |= _expected_children(name, spec)
         dep = children.get(("Deployment", f"{name}-stable"))
-        if not dep or dep["spec"]["replicas"] != spec["runtime"]["replicas"]:
-            return False
+        assert dep and dep["spec"]["replicas"] == spec["runtime"]["replicas"], (name, "stable replicas")
         owners = [ref["name"] for ref in dep["metadata"]["ownerReferences"]]
-        if owners != [name]:
-            return False
-    return set(children) == expected
+        assert owners == [name], (name, "owners", owners)
+    assert set(children) == expected, ("children", set(children) ^ expected)
+    return True
 
 
 def _start_operator(namespace: str, log, metrics_port: int = 0) -> subprocess.Popen:
@@ -97,7 +95,7 @@ def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp
         for round_ in range(int(os.environ.get("AUTOGLM_SIGKILL_ROUNDS", "8"))):  # bench/chaos.py: 20
             # A burst of user changes, then a kill at a random point of the operator's work.
             for name in rng.sample(names, 3):
-                body = agd(name, replicas=rng.randint(1, 3))
+                body = agd(name, replicas=rng.randint(1, 2))  # at most 15 GPUs of the fleet's 16 H100s in the end
                 if rng.random() < 0.5:
                     body["spec"]["canary"] = {"version": 2, "weight": rng.choice([0, 10, 50]), "replicas": 1}
                 body["metadata"]["namespace"] = namespace

@@ -126,7 +126,7 @@ class KubeClient:
 
     def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
-        return self._call("GET", collection_path(kind, namespace), query=query).get("items", [])
+        return self.list_page(kind, namespace, query).get("items", [])
 
     def list_page(self, kind: str, namespace: str | None, query: list | None = None) -> dict[str, Any]:
         """One list response, with its metadata.resourceVersion (where a watch resumes)."""
