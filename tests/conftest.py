@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -158,6 +159,27 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}: last={last!r}")
+
+
+@contextmanager
+def node_offline(kubectl, node: str) -> Iterator[None]:
+    """A KWOK node whose kubelet is gone: it stops heartbeating (Unknown after the controller manager's
+    grace period, its pods marked not ready) and nothing marks its pods ready again until it is back."""
+    fault = "fault.autoglm.io/node"
+    pods = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in kubectl.get_json(
+        "pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"]]
+    kubectl("annotate", f"node/{node}", f"{fault}=offline")
+    for pod in pods:
+        namespace, name = pod.split("/")
+        kubectl("annotate", "-n", namespace, f"pod/{name}", f"{fault}=offline")
+    try:
+        yield
+    finally:
+        for pod in pods:
+            namespace, name = pod.split("/")
+            kubectl("annotate", "-n", namespace, f"pod/{name}", f"{fault}-", check=False)
+        kubectl("annotate", f"node/{node}", f"{fault}-")
+        kubectl("wait", f"node/{node}", "--for=condition=Ready", "--timeout=60s")
 
 
 def agd(name: str, *, engines=(("9.0", "model.sm90.plan"),), replicas: int = 1, gpus: int = 1,

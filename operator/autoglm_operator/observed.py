@@ -40,9 +40,12 @@ class PodObservation:
     name: str
     ip: str | None
     node_ready: bool
-    ready: bool
+    ready: bool  # the pod's Ready condition: it gets traffic
     started: bool  # the startup probe passed: Triton loaded its engines
-    not_ready_since: str | None  # Ready condition's lastTransitionTime when Ready is False
+    #: When its containers stopped being ready (ContainersReady's lastTransitionTime while False): the
+    #: kubelet's own verdict. The node controller marks only Ready False when a node misses heartbeats;
+    #: that is the node's outage, not the model's.
+    not_ready_since: str | None
     restarts: int
     crash_looping: bool
     running_since: str | None = None  # the latest startedAt of its running containers
@@ -105,12 +108,14 @@ def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping
         if node_name and not node_is_ready(node):
             obs.pods_on_unready_nodes += 1
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        ready_cond = pod_condition(pod, "Ready") or {}
+        # the kubelet's verdict on the containers; a kubelet that sets no ContainersReady: the pod's Ready
+        containers_ready = pod_condition(pod, "ContainersReady") or pod_condition(pod, "Ready") or {}
         obs.pods.append(PodObservation(
             name=pod["metadata"]["name"], ip=(pod.get("status") or {}).get("podIP"),
             node_ready=bool(node_name) and node_is_ready(node), ready=pod_is_ready(pod),
             started=bool(statuses) and all(s.get("started") for s in statuses),
-            not_ready_since=ready_cond.get("lastTransitionTime") if ready_cond.get("status") == "False" else None,
+            not_ready_since=(containers_ready.get("lastTransitionTime")
+                             if containers_ready.get("status") == "False" else None),
             restarts=pod_restarts(pod),
             crash_looping=any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
                               for s in statuses),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import agd, canary_agd, operator_metric, reconciles_finished, route_weights, wait_for, wait_reconciled
+from conftest import (agd, canary_agd, node_offline, operator_metric, reconciles_finished, route_weights, wait_for,
+                      wait_reconciled)
 
 pytestmark = pytest.mark.e2e
 
@@ -117,8 +118,7 @@ def test_offline_edge_node_is_not_a_model_failure(operator, kubectl, namespace, 
     pod = kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/track=canary")["items"][0]
     node = pod["spec"]["nodeName"]
     assert node.startswith("edge-orin-")
-    try:
-        kubectl("annotate", f"node/{node}", "fault.autoglm.io/node=offline")
+    with node_offline(kubectl, node):
         kubectl("wait", f"node/{node}", "--for=condition=Ready=Unknown", "--timeout=60s")
         # The node controller marks its pods not ready; that must not roll the canary back.
         def pod_marked_not_ready():
@@ -129,9 +129,10 @@ def test_offline_edge_node_is_not_a_model_failure(operator, kubectl, namespace, 
         wait_reconciled(finished, what="a reconcile that saw the pod not ready")
         st = kubectl.get_json("agd", "-n", namespace, "edge")["status"]
         assert "rollback" not in st, st.get("rollback")
-    finally:
-        kubectl("annotate", f"node/{node}", "fault.autoglm.io/node-")
-        kubectl("wait", f"node/{node}", "--for=condition=Ready", "--timeout=60s", check=False)
+    # Back online, its kubelet marks the pod ready again and the canary gets its traffic back.
+    wait_for(lambda: route_weights(kubectl, namespace, "edge") == {"stable": 80, "canary": 20}, 60,
+             what="20% again once the node is back")
+    assert "rollback" not in kubectl.get_json("agd", "-n", namespace, "edge")["status"]
 
 
 def test_steps_walk_the_weight_by_themselves(operator, kubectl, namespace):

@@ -96,8 +96,19 @@ def settled(kubectl, namespace: str, name: str, weights: dict) -> dict:
     """The end state, or an AssertionError saying what differs (wait_for reports the last one)."""
     routed = route_weights(kubectl, namespace, name)
     assert routed == weights, (f"route {routed}, want {weights}; status.traffic: "
-                               f"{(kubectl.get_json('agd', '-n', namespace, name).get('status') or {}).get('traffic')}")
+                               f"{(kubectl.get_json('agd', '-n', namespace, name).get('status') or {}).get('traffic')}; "
+                               f"pods: {pods_and_nodes(kubectl, namespace)}")
     return no_status_lie(kubectl, namespace, name)
+
+
+def pods_and_nodes(kubectl, namespace: str) -> list[str]:
+    """What a failed wait needs to be understood: each pod's readiness, and its node's."""
+    def ready(obj: dict, type_: str = "Ready") -> str:
+        return next((c["status"] for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), "-")
+    nodes = {n["metadata"]["name"]: ready(n) for n in kubectl.get_json("nodes")["items"]}
+    return [f"{p['metadata']['name']} Ready={ready(p)} ContainersReady={ready(p, 'ContainersReady')} "
+            f"node {p['spec'].get('nodeName')} Ready={nodes.get(p['spec'].get('nodeName'), '-')}"
+            for p in kubectl.get_json("pods", "-n", namespace)["items"]]
 
 
 def watch_failures(operator) -> float:

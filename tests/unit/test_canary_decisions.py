@@ -5,7 +5,7 @@ from autoglm_operator.analysis.verdicts import MetricSample, kubelet_verdict, me
 from autoglm_operator.api.spec import RollbackPolicy, parse_spec
 from autoglm_operator.canary import canary_revision, decide_traffic, rollback_state
 from autoglm_operator.kubectl_plugin import render_status
-from autoglm_operator.observed import PodObservation, TrackObservation
+from autoglm_operator.observed import PodObservation, TrackObservation, observe_track
 
 SPEC = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1,
                              "engines": [{"computeCapability": "9.0", "file": "a"}]},
@@ -165,3 +165,26 @@ def test_abort_and_retry_tokens_compare_as_times():
     assert abort_requested("2026-01-01T00:00:00.500000Z", "2026-01-01T00:00:00Z")
     assert abort_requested("2026-01-01T00:00:01Z", None) and not abort_requested(None, "2026-01-01T00:00:00Z")
     assert abort_requested("b", "a")  # hand-written tokens that are not times: text order
+
+
+def test_a_pod_only_the_node_controller_marked_not_ready_is_not_judged():
+    """A node that missed heartbeats (an edge site offline, an API-server outage) is back; the node
+    controller had marked its pods Ready False, and their kubelet has not re-reported yet. Their
+    containers were ready throughout (ContainersReady True): that is not a model failure. The
+    kubelet failing Triton's readiness probe marks the containers not ready too: that is."""
+    def canary_pod(containers_ready: str) -> dict:
+        return {"metadata": {"name": "edge-canary-0"}, "spec": {"nodeName": "edge-orin-1"},
+                "status": {"podIP": "127.244.0.9", "conditions": [
+                    {"type": "Ready", "status": "False", "lastTransitionTime": "2025-12-31T23:59:50Z"},
+                    {"type": "ContainersReady", "status": containers_ready,
+                     "lastTransitionTime": "2025-12-31T23:59:50Z" if containers_ready == "False" else
+                     "2025-12-31T23:00:01Z"}],
+                    "containerStatuses": [{"name": "triton", "ready": containers_ready == "True", "started": True,
+                                           "restartCount": 0,
+                                           "state": {"running": {"startedAt": "2025-12-31T23:00:00Z"}}}]}}
+    nodes = {"edge-orin-1": {"metadata": {"labels": {}}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}}
+    canary = SPEC.tracks()[1]
+    marked = observe_track(SPEC, canary, None, [canary_pod("True")], nodes)
+    assert kubelet_verdict(marked, RollbackPolicy(), NOW).finding is None
+    failing = observe_track(SPEC, canary, None, [canary_pod("False")], nodes)
+    assert kubelet_verdict(failing, RollbackPolicy(), NOW).finding.signal == "readiness"

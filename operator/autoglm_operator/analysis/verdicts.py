@@ -2,8 +2,9 @@
 
 Kubelet signals (readiness after start, crash loops, restarts) trip at once: they are not
 noisy. Metric signals (error ratio, latency) trip after ``failureThreshold`` consecutive
-failed analyses. Pods on a node that is not Ready (an edge node offline) are not judged:
-a node outage is not a model failure.
+failed analyses. Pods on a node that is not Ready (an edge node offline) are not judged, nor
+pods only the node controller marked not ready (Ready False, ContainersReady True: their node
+missed heartbeats and is back before their kubelet re-reports): a node outage is not a model failure.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _seconds_since(timestamp: str | None, now: datetime.datetime) -> float:
 
 
 def _turned_unready_while_running(pod: PodObservation) -> bool:
-    """Ready went False after the running container started (it was Ready, then stopped being)."""
+    """Its containers stopped being ready after the running container started (they were ready, then
+    stopped being): Triton failing its readiness probe, as the kubelet reports it."""
     if not pod.not_ready_since or not pod.running_since:
         return False
     parse = lambda t: datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))  # noqa: E731
@@ -99,7 +101,7 @@ def kubelet_verdict(canary: TrackObservation, policy: RollbackPolicy,
     # not started, and a kubelet reports `started` a probe period before the first readiness
     # result: neither is a failure.
     failing = [(p, _seconds_since(p.not_ready_since, now)) for p in judged
-               if p.started and not p.ready and _turned_unready_while_running(p)]
+               if p.started and _turned_unready_while_running(p)]
     tripped = [p.name for p, age in failing if age >= policy.not_ready_seconds]
     if tripped:
         verdict.finding = Finding("readiness", len(tripped), 0,
