@@ -11,8 +11,10 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -180,6 +182,16 @@ class DevCluster:
                  "kube-controller-manager": self._start_controller_manager,
                  "kube-scheduler": self._start_scheduler, "kwok": self._start_kwok}[component]
         start(ports)
+
+    @contextmanager
+    def paused(self, component: str) -> Iterator[None]:
+        """``component`` frozen for the block (its children keep running), then woken."""
+        process = self.process(component)
+        process.pause()
+        try:
+            yield
+        finally:
+            process.resume()
 
     def etcd(self, method: str, body: dict) -> dict:
         """One call to etcd's v3 JSON gateway (``kv/range``, ``kv/deleterange``, ``kv/compaction``);

@@ -84,6 +84,18 @@ class ManagedProcess:
         except FileNotFoundError:
             return "(no log)"
 
+    def pause(self) -> None:
+        """Freeze the process itself (SIGSTOP), not its children: a controller hung or cut off, while
+        what it started (Envoy under Envoy Gateway) keeps running on what it was last told."""
+        pid = self.pid
+        assert pid is not None and self.is_running(), f"{self.name} is not running"
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        pid = self.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 10.0) -> None:
         pid = self.pid
         if pid is None:

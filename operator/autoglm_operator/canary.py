@@ -21,14 +21,17 @@ from .observed import TrackObservation
 
 @dataclass(frozen=True)
 class TrafficDecision:
-    configured: int
-    effective: int
+    configured: int  # spec.canary.weight, or the current gray-release step's
+    routed: int  # what the operator writes into the routes (0 while the canary is not Ready or rolled back)
     reason: str
     message: str
 
     def as_status(self) -> dict[str, Any]:
-        return {"configuredCanaryWeight": self.configured, "effectiveCanaryWeight": self.effective,
-                "stableWeight": 100 - self.effective, "reason": self.reason, "message": self.message}
+        """status.traffic before read-back: effective (what clients get) is what is routed until a
+        traffic provider reads back what the data plane accepted (status_builder)."""
+        return {"configuredCanaryWeight": self.configured, "routedCanaryWeight": self.routed,
+                "effectiveCanaryWeight": self.routed, "stableWeight": 100 - self.routed,
+                "reason": self.reason, "message": self.message}
 
 
 def canary_revision(spec: AutoGLMDeploymentSpec) -> str | None:
@@ -53,23 +56,27 @@ def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, rev
                healthy: bool, now: datetime.datetime) -> StepProgress:
     """The weight the canary should have now when spec.canary.steps is set.
 
-    Each step lasts at least its bakeSeconds (counted from when it began) and advances only while
-    the canary is healthy (Ready, not rolled back); after the last one the canary gets
-    spec.canary.weight. A new canary (version or engines) starts the walk again.
+    Each step lasts at least its bakeSeconds of healthy serving (counted from when it began, or from
+    when the canary was healthy again) and advances only while the canary is healthy (Ready, not
+    rolled back, its analysis conclusive): a canary whose pods were away (an edge node offline) bakes
+    its step again in full once it is back. After the last step the canary gets spec.canary.weight.
+    A new canary (version or engines) starts the walk again.
     """
     canary = spec.canary
     if canary is None or not canary.steps:
         return StepProgress(canary.weight if canary else 0, None, None)
     steps = list(canary.steps)
-    index, started = 0, now
+    index, started = 0, None
     if previous and previous.get("canaryRevision") == revision:
         index = min(int(previous.get("index", 0)), len(steps))
-        started = parse_rfc3339(previous["startedAt"]) or now
+        started = parse_rfc3339(previous.get("startedAt"))  # None while the step is held
     recheck = None
     while index < len(steps):
-        baked = (now - started).total_seconds()
-        if not healthy:  # hold: a step advances only while the canary is Ready and not rolled back
+        if not healthy:  # hold, and bake this step again from when the canary is healthy again
+            started = None
             break
+        started = started or now
+        baked = (now - started).total_seconds()
         if baked < steps[index].bake_seconds:
             recheck = steps[index].bake_seconds - baked
             break
@@ -78,8 +85,11 @@ def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, rev
             recheck = float(steps[index].bake_seconds)
             break
     weight = steps[index].weight if index < len(steps) else canary.weight
-    status = {"index": index, "of": len(steps), "weight": weight, "canaryRevision": revision,
-              "startedAt": rfc3339(started)}
+    status: dict[str, Any] = {"index": index, "of": len(steps), "weight": weight, "canaryRevision": revision}
+    if started is not None:
+        status["startedAt"] = rfc3339(started)
+    elif index < len(steps):
+        status["held"] = True
     return StepProgress(weight, status, recheck)
 
 

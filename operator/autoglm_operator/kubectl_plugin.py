@@ -55,15 +55,15 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
         lines.append(f"  {c['type']:<15} {c['status']:<7} {c.get('reason', ''):<16} {c.get('message', '')}")
     traffic = st.get("traffic") or {}
     configured = traffic.get('configuredCanaryWeight', (spec.get('canary') or {}).get('weight', 0))
-    routed = traffic.get('effectiveCanaryWeight', 0)
+    routed = traffic.get("routedCanaryWeight", 0)
+    effective = traffic.get("effectiveCanaryWeight", 0)
     plane = traffic.get("dataPlane")
     if plane is None:  # no traffic provider: nothing to read back
         served = "no routing objects"
     elif plane == "Accepted":
-        served = f"effective {traffic.get('acceptedCanaryWeight', routed)}% (accepted by the data plane)"
+        served = f"effective {effective}% (accepted by the data plane)"
     else:
-        was = traffic.get("acceptedCanaryWeight")
-        served = f"{plane.lower()}; effective {'unknown' if was is None else f'{was}%'} (last accepted)"
+        served = f"{plane.lower()}; effective {effective}% (last accepted)"
     lines.append(f"Traffic:     canary weight configured {configured}%, routed {routed}%, {served}  "
                  f"({traffic.get('message', 'no canary')})")
     lines.append("Tracks:")

@@ -59,7 +59,9 @@ class TrackObservation:
     updated_replicas: int = 0
     deployment_current: bool = False  # the Deployment controller has seen the latest spec
     unschedulable_message: str | None = None
-    pods_on_unready_nodes: int = 0
+    #: Nodes this track's pods are on that are not Ready (an edge site offline): its pods there are
+    #: not judged and get no traffic until the node is back.
+    nodes_not_ready: list[str] = field(default_factory=list)
     restarts: int = 0
     crash_looping: list[str] = field(default_factory=list)
     engines: list[dict[str, Any]] = field(default_factory=list)
@@ -78,6 +80,8 @@ class TrackObservation:
                                "restarts": self.restarts}
         if self.unschedulable_message:
             out["unschedulable"] = self.unschedulable_message
+        if self.nodes_not_ready:
+            out["nodesNotReady"] = sorted(self.nodes_not_ready)
         return out
 
 
@@ -105,8 +109,8 @@ def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping
                 obs.crash_looping.append(pod["metadata"]["name"])
         node_name = (pod.get("spec") or {}).get("nodeName")
         node = nodes.get(node_name) if node_name else None
-        if node_name and not node_is_ready(node):
-            obs.pods_on_unready_nodes += 1
+        if node_name and not node_is_ready(node) and node_name not in obs.nodes_not_ready:
+            obs.nodes_not_ready.append(node_name)
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         # the kubelet's verdict on the containers; a kubelet that sets no ContainersReady: the pod's Ready
         containers_ready = pod_condition(pod, "ContainersReady") or pod_condition(pod, "Ready") or {}

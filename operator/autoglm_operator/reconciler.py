@@ -150,8 +150,8 @@ class Reconciler:
             body = await self._patch_status(body, {"rollback": decision.rollback})
         desired = render.desired_children(owner, spec)
         provider = self.traffic.for_spec(spec)
-        routes = provider.desired_routes(owner, spec, Weights(100 - decision.traffic.effective,
-                                                              decision.traffic.effective)) if provider else []
+        routes = provider.desired_routes(owner, spec, Weights(100 - decision.traffic.routed,
+                                                              decision.traffic.routed)) if provider else []
         applied, not_owned = await self.applier.apply(owner, desired + routes)
         pruned, draining = await self.applier.prune(owner, desired + routes, WORKLOAD_KINDS + self.traffic.kinds,
                                                     drain_canary=provider is not None)

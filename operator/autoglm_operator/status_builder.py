@@ -59,9 +59,16 @@ def _verdict(judged: list[TrackObservation]) -> tuple[list[Condition], str]:
         message = _replicas(judged)
         return [Condition(READY, True, "Available", message), Condition(PROGRESSING, False, "Available", message),
                 Condition(DEGRADED, False, "Available", message)], "Ready"
-    message = f"waiting for pods: {_replicas([o for o in judged if not o.available])}"
-    return [Condition(READY, False, "RollingOut", message), Condition(PROGRESSING, True, "RollingOut", message),
-            Condition(DEGRADED, False, "RollingOut", "no failure observed")], "Progressing"
+    waiting = [o for o in judged if not o.available]
+    message = f"waiting for pods: {_replicas(waiting)}"
+    away = sorted({n for o in waiting for n in o.nodes_not_ready})
+    reason = "RollingOut"
+    if away:  # an offline site is not a failure: it is waited for, and said
+        reason = "NodeNotReady"
+        message += (f"; pods on nodes that are not Ready: {', '.join(away)} (not judged, no traffic until "
+                    "the nodes are back; gray-release steps hold)")
+    return [Condition(READY, False, reason, message), Condition(PROGRESSING, True, reason, message),
+            Condition(DEGRADED, False, reason, "no failure observed")], "Progressing"
 
 
 def build_status(previous: dict[str, Any], found: Findings, now: datetime.datetime) -> tuple[dict[str, Any], list[Event]]:
@@ -78,8 +85,8 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
         if before_step and found.step["index"] != before_step.get("index"):
             events.append(("Normal", "StepAdvanced", f"gray release step {found.step['index']}/{found.step['of']}: "
                            f"canary weight {found.step['weight']}%"))
-    if found.has_canary and before_traffic.get("effectiveCanaryWeight", 0) != found.traffic.effective:
-        events.append(("Normal", "TrafficShifted", f"canary weight {found.traffic.effective}% "
+    if found.has_canary and before_traffic.get("routedCanaryWeight", 0) != found.traffic.routed:
+        events.append(("Normal", "TrafficShifted", f"routes give the canary {found.traffic.routed}% "
                        f"(configured {found.traffic.configured}%): {found.traffic.message}"))
     if found.rollback:
         status["rollback"] = found.rollback
@@ -132,21 +139,28 @@ def _analysis_condition(found: Findings) -> Condition:
 
 
 def _read_back(status: dict[str, Any], previous: dict[str, Any], found: Findings) -> Condition:
-    """status.traffic says what the data plane accepted (kept from before while a change is pending),
-    and the TrafficAccepted condition how long a change has waited (its lastTransitionTime)."""
+    """status.traffic's effective weight is what the data plane accepted at the routes' current
+    generation, what clients get: while a change is pending, the weight accepted before (0 if none
+    ever was), and the message says what is routed but not yet served. The TrafficAccepted
+    condition says how long a change has waited (its lastTransitionTime)."""
     plane = found.data_plane
     assert plane is not None
     traffic = status["traffic"]
-    accepted = plane.canary_weight if plane.state == "Accepted" else \
-        (previous.get("traffic") or {}).get("acceptedCanaryWeight")
+    before = previous.get("traffic") or {}
     traffic["dataPlane"] = plane.state
-    if accepted is not None and found.has_canary:
-        traffic["acceptedCanaryWeight"] = accepted
-    if found.rollback and found.has_canary:
-        status["rollback"] = {**status["rollback"], "routedAway": plane.state == "Accepted" and accepted == 0}
+    if found.has_canary:
+        if plane.state == "Accepted":
+            effective = plane.canary_weight
+        else:  # what was served before this change (an earlier status's read-back), else nothing yet
+            effective = before.get("effectiveCanaryWeight", 0) if before.get("dataPlane") else 0
+        traffic["effectiveCanaryWeight"], traffic["stableWeight"] = effective, 100 - effective
+        if effective != traffic["routedCanaryWeight"]:
+            traffic["message"] += f" once the data plane accepts the routes; until then the canary gets {effective}%"
+        if found.rollback:
+            status["rollback"] = {**status["rollback"], "routedAway": plane.state == "Accepted" and effective == 0}
     if plane.state == "Accepted":
         return Condition(TRAFFIC_ACCEPTED, True, "Accepted", "the data plane accepted the routes at their current "
-                         f"generation (canary weight {accepted if found.has_canary else 0}%)")
+                         f"generation (canary weight {traffic['effectiveCanaryWeight'] if found.has_canary else 0}%)")
     if plane.state == "Refused":
         return Condition(TRAFFIC_ACCEPTED, False, "Refused", f"{plane.message}. Fix the Gateway or "
                          "spec.traffic it names; the previous routing stays in effect")

@@ -27,14 +27,16 @@ def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, na
              what="HTTPRoute 90/10")
     assert route_weights(kubectl, namespace, "gray", "grpcroute") == {"stable": 90, "canary": 10}
     t = traffic(kubectl, namespace, "gray")
-    assert (t["configuredCanaryWeight"], t["effectiveCanaryWeight"]) == (10, 10)
+    assert (t["configuredCanaryWeight"], t["routedCanaryWeight"]) == (10, 10)
     route = kubectl.get_json("httproute", "-n", namespace, "gray")
     assert route["spec"]["parentRefs"][0]["name"] == "autoglm-gateway"
     # No Gateway controller runs on this cluster: status says the change is pending, never "served"
     st = kubectl.get_json("agd", "-n", namespace, "gray")["status"]
     accepted = next(c for c in st["conditions"] if c["type"] == "TrafficAccepted")
     assert (accepted["status"], accepted["reason"], st["traffic"]["dataPlane"]) == ("Unknown", "Pending", "Pending")
-    assert "acceptedCanaryWeight" not in st["traffic"] and "not yet accepted" in accepted["message"]
+    # ...and that clients get nothing of it yet (no route was ever accepted)
+    assert st["traffic"]["effectiveCanaryWeight"] == 0 and "not yet accepted" in accepted["message"]
+    assert st["traffic"]["message"].endswith("until then the canary gets 0%")
     assert route["spec"]["rules"][0]["matches"][0]["path"]["value"] == "/v2/models/autoglm-phone-9b"
     generation_before = kubectl.get_json("agd", "-n", namespace, "gray")["metadata"]["generation"]
 
@@ -66,7 +68,7 @@ def test_canary_not_ready_gets_no_traffic_whatever_its_weight(operator, kubectl,
              what="CanaryNotReady")
     assert route_weights(kubectl, namespace, "unready") == {"stable": 100, "canary": 0}
     t = traffic(kubectl, namespace, "unready")
-    assert (t["configuredCanaryWeight"], t["effectiveCanaryWeight"]) == (50, 0)
+    assert (t["configuredCanaryWeight"], t["routedCanaryWeight"]) == (50, 0)
 
 
 @pytest.mark.parametrize("fault", ["fault.autoglm.io/readiness=fail", "fault.autoglm.io/crash=loop"])
@@ -81,7 +83,7 @@ def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, nam
     assert st["rollback"]["state"] == "RolledBack"
     assert st["rollback"]["reason"] in {"readiness", "crashLoop", "restarts"}
     assert st["rollback"]["evidence"]["pods"]
-    assert st["traffic"]["effectiveCanaryWeight"] == 0 and st["traffic"]["configuredCanaryWeight"] == 30
+    assert st["traffic"]["routedCanaryWeight"] == 0 and st["traffic"]["configuredCanaryWeight"] == 30
     degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True" and degraded["reason"] == "CanaryRolledBack"
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=CanaryRolledBack").stdout

@@ -84,8 +84,8 @@ def no_status_lie(kubectl, namespace: str, name: str) -> dict:
     st = obj.get("status") or {}
     assert st.get("observedGeneration") == obj["metadata"]["generation"], st
     traffic = st["traffic"]
-    assert route_weights(kubectl, namespace, name) == {"stable": 100 - traffic["effectiveCanaryWeight"],
-                                                       "canary": traffic["effectiveCanaryWeight"]}
+    assert route_weights(kubectl, namespace, name) == {"stable": 100 - traffic["routedCanaryWeight"],
+                                                       "canary": traffic["routedCanaryWeight"]}
     for track, t in st["tracks"].items():
         deployment = kubectl.get_json("deployment", "-n", namespace, f"{name}-{track}")
         assert t["readyReplicas"] == (deployment.get("status") or {}).get("readyReplicas", 0), (track, t)
@@ -158,7 +158,7 @@ def test_api_server_restart_during_a_rollback_ends_rolled_back(operator, cluster
     restart(cluster, kubectl, operator, "kube-apiserver")
     st = wait_for(lambda: settled(kubectl, namespace, "abort", {"stable": 100, "canary": 0}), 60,
                   what="rolled back after the API server came back")
-    assert st["rollback"]["reason"] == "manual" and st["traffic"]["effectiveCanaryWeight"] == 0
+    assert st["rollback"]["reason"] == "manual" and st["traffic"]["routedCanaryWeight"] == 0
 
 
 @pytest.mark.parametrize("round_", ROUNDS)

@@ -165,7 +165,7 @@ def test_split_follows_weight_edits_through_envoy_into_triton(plane):
         wait_for(lambda: route_accepted_at_its_generation(dev, namespace, "split"), 10,
                  what="Envoy Gateway accepted the route's new generation")
         # The operator's status reports what the data plane accepted, not what it wrote ...
-        reported = wait_for(lambda: (lambda t: t if t.get("acceptedCanaryWeight") == weight else None)(
+        reported = wait_for(lambda: (lambda t: t if t.get("effectiveCanaryWeight") == weight else None)(
             agd_status(dev, namespace, "split").get("traffic") or {}), 10, what="status reads back the weight")
         assert reported["dataPlane"] == "Accepted"
         accepted = condition_of(agd_status(dev, namespace, "split"), "TrafficAccepted")
@@ -215,7 +215,7 @@ def test_failing_canary_is_rolled_back_and_clients_stop_seeing_errors(plane):
     # the rollback is done when the data plane accepted the route that sends the canary nothing
     wait_for(lambda: (agd_status(dev, namespace, "sick").get("rollback") or {}).get("routedAway") is True, 10,
              what="status says the data plane routed away from the canary")
-    assert agd_status(dev, namespace, "sick")["traffic"]["acceptedCanaryWeight"] == 0
+    assert agd_status(dev, namespace, "sick")["traffic"]["effectiveCanaryWeight"] == 0
     after = client.versions(500)
     assert after == Counter({"v1": 500}), after
 

@@ -140,7 +140,7 @@ def test_prometheus_stopped_during_analysis_is_inconclusive_then_rolled_back(ope
             st = wait_for(lambda: (lambda s: s if s.get("rollback") else None)(
                 kubectl.get_json("agd", "-n", namespace, "gone").get("status") or {}), 60, what="rollback")
             assert st["rollback"]["reason"] == "inconclusive" and prometheus.url in st["rollback"]["message"]
-            assert st["traffic"]["step"]["index"] == step and st["traffic"]["effectiveCanaryWeight"] == 0
+            assert st["traffic"]["step"]["index"] == step and st["traffic"]["routedCanaryWeight"] == 0
             wait_for(lambda: route_weights(kubectl, namespace, "gone")["canary"] == 0, 30, what="routed away")
     finally:
         prometheus.stop()

@@ -49,7 +49,7 @@ def _converged(kubectl, namespace: str) -> bool:
         assert st_.get("observedGeneration") == item["metadata"]["generation"], (name, "generation", st_)
         if aborted:  # rolled back, and status says so
             assert (st_.get("rollback") or {}).get("reason") == "manual" and st_.get("phase") == "Degraded" \
-                and st_["traffic"]["effectiveCanaryWeight"] == 0, (name, "not rolled back", st_)
+                and st_["traffic"]["routedCanaryWeight"] == 0, (name, "not rolled back", st_)
         else:
             assert st_.get("phase") == "Ready" and "rollback" not in st_, (name, "not Ready", st_)
         expected |= _expected_children(name, spec)

@@ -26,10 +26,10 @@ def pod(name="p", ready=True, started=True, node_ready=True, since=None, restart
 
 
 def test_effective_weight_is_zero_unless_canary_available_and_not_rolled_back():
-    assert decide_traffic(SPEC, track(), None).effective == 25
+    assert decide_traffic(SPEC, track(), None).routed == 25
     assert decide_traffic(SPEC, track(ready=0), None).reason == "CanaryNotReady"
     rolled = decide_traffic(SPEC, track(), {"reason": "readiness"})
-    assert (rolled.configured, rolled.effective, rolled.reason) == (25, 0, "RolledBack")
+    assert (rolled.configured, rolled.routed, rolled.reason) == (25, 0, "RolledBack")
 
 
 def test_kubelet_verdicts():
@@ -93,7 +93,8 @@ def test_render_status_reads_well():
            "spec": {"canary": {"weight": 10}},
            "status": {"phase": "Degraded", "observedGeneration": 2,
                       "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "ok"}],
-                      "traffic": {"configuredCanaryWeight": 10, "effectiveCanaryWeight": 0, "message": "rolled back"},
+                      "traffic": {"configuredCanaryWeight": 10, "routedCanaryWeight": 0, "effectiveCanaryWeight": 0,
+                                  "message": "rolled back"},
                       "tracks": {"stable": {"version": 1, "readyReplicas": 2, "desiredReplicas": 2,
                                             "gpuProducts": ["NVIDIA-L4"], "engines": []}},
                       "rollback": {"state": "RolledBack", "time": "T", "reason": "errorRatio", "message": "bad",
@@ -101,9 +102,9 @@ def test_render_status_reads_well():
                                                 "source": "prometheus"}}}}
     text = render_status(obj, width=200)
     assert "configured 10%, routed 0%, no routing objects" in text and "RolledBack" in text and "retry x" in text
-    obj["status"]["traffic"].update(dataPlane="Pending", acceptedCanaryWeight=10)
+    obj["status"]["traffic"].update(dataPlane="Pending", effectiveCanaryWeight=10)
     assert "routed 0%, pending; effective 10% (last accepted)" in render_status(obj, width=200)
-    obj["status"]["traffic"].update(dataPlane="Accepted", acceptedCanaryWeight=0)
+    obj["status"]["traffic"].update(dataPlane="Accepted", effectiveCanaryWeight=0)
     assert "routed 0%, effective 0% (accepted by the data plane)" in render_status(obj, width=200)
     obj["status"]["conditions"][0]["message"] = "a-long-word " * 30
     narrow = render_status(obj, width=60)
@@ -151,7 +152,13 @@ def test_steps_walk_while_healthy_and_hold_when_not():
     second = walk_steps(spec, first.status, rev, True, t0 + datetime.timedelta(seconds=61))
     assert (second.weight, second.status["index"]) == (25, 1)
     sick = walk_steps(spec, second.status, rev, False, t0 + datetime.timedelta(seconds=200))
-    assert sick.weight == 25  # an unhealthy canary does not advance
+    assert sick.weight == 25 and sick.status["held"]  # an unhealthy canary does not advance ...
+    assert walk_steps(spec, sick.status, rev, False, t0 + datetime.timedelta(seconds=300)).status == sick.status
+    # ... and, healthy again (an offline edge node back), bakes its step again in full
+    back = walk_steps(spec, sick.status, rev, True, t0 + datetime.timedelta(seconds=400))
+    assert (back.weight, back.recheck_after) == (25, 60) and "held" not in back.status
+    assert walk_steps(spec, back.status, rev, True, t0 + datetime.timedelta(seconds=430)).weight == 25
+    assert walk_steps(spec, back.status, rev, True, t0 + datetime.timedelta(seconds=461)).weight == 50
     done = walk_steps(spec, second.status, rev, True, t0 + datetime.timedelta(seconds=130))
     assert (done.weight, done.status["index"]) == (50, 2)
     restarted = walk_steps(spec, done.status, "another-canary", True, t0 + datetime.timedelta(seconds=140))

@@ -80,3 +80,44 @@ def test_phase_events_one_for_a_new_resource_none_for_reaching_ready_one_for_rec
     assert phase_events({"phase": "Progressing"}, ready, []) == []
     assert phase_events({"phase": "Degraded"}, ready, []) == [("Normal", "PhaseReady", "1/1 ready")]
     assert phase_events({"phase": "Ready"}, {**ready, "phase": "Degraded"}, [])[0][:2] == ("Warning", "PhaseDegraded")
+
+
+def test_pods_on_an_offline_node_are_waited_for_and_named_not_a_failure():
+    stable, canary = track("stable", 1), track("canary", 0)
+    canary.nodes_not_ready = ["edge-orin-1"]
+    status, _ = build_status({}, findings(stable, canary, has_canary=True), T0)
+    progressing, degraded = condition(status, "Progressing"), condition(status, "Degraded")
+    assert (progressing["status"], progressing["reason"]) == ("True", "NodeNotReady")
+    assert "edge-orin-1" in progressing["message"] and "steps hold" in progressing["message"]
+    assert degraded["status"] == "False" and status["phase"] == "Progressing"
+    assert status["tracks"]["canary"]["nodesNotReady"] == ["edge-orin-1"]
+
+
+def test_effective_weight_is_what_the_data_plane_accepted_and_a_pending_change_says_so():
+    """Envoy Gateway's controller away: the operator routes 50%, clients still get the 10% accepted
+    before; status must say 10% until the controller accepts the new generation."""
+    from autoglm_operator.traffic import DataPlaneState
+
+    stable, canary = track("stable", 1), track("canary", 1)
+    serving = lambda routed: TrafficDecision(routed, routed, "Serving", f"canary v2 gets {routed}% of traffic")  # noqa: E731
+    first, _ = build_status({}, findings(stable, canary, has_canary=True, traffic=serving(10),
+                                         data_plane=DataPlaneState("Pending", "not yet accepted", None)), T0)
+    assert (first["traffic"]["routedCanaryWeight"], first["traffic"]["effectiveCanaryWeight"]) == (10, 0)
+    accepted, _ = build_status(first, findings(stable, canary, has_canary=True, traffic=serving(10),
+                                               data_plane=DataPlaneState("Accepted", "", 10)), T0)
+    assert accepted["traffic"]["effectiveCanaryWeight"] == 10 and condition(accepted, "TrafficAccepted")["status"] == "True"
+    pending, _ = build_status(accepted, findings(stable, canary, has_canary=True, traffic=serving(50),
+                                                 data_plane=DataPlaneState("Pending", "generation 3 not yet accepted", None)), T0)
+    t = pending["traffic"]
+    assert (t["configuredCanaryWeight"], t["routedCanaryWeight"], t["effectiveCanaryWeight"], t["stableWeight"]) == (50, 50, 10, 90)
+    assert t["message"].endswith("until then the canary gets 10%")
+    assert condition(pending, "TrafficAccepted")["status"] == "Unknown"
+    # a rollback is routed away only once the data plane accepted it
+    rollback = {"reason": "manual", "message": "abort", "time": "2026-11-25T12:00:05Z"}
+    rolled = TrafficDecision(50, 0, "RolledBack", "canary rolled back (manual); all traffic to stable")
+    waiting, _ = build_status(pending, findings(stable, canary, has_canary=True, traffic=rolled, rollback=rollback,
+                                                data_plane=DataPlaneState("Pending", "not yet accepted", None)), T0)
+    assert waiting["rollback"]["routedAway"] is False and waiting["traffic"]["effectiveCanaryWeight"] == 10
+    done, _ = build_status(waiting, findings(stable, canary, has_canary=True, traffic=rolled, rollback=rollback,
+                                             data_plane=DataPlaneState("Accepted", "", 0)), T0)
+    assert done["rollback"]["routedAway"] is True and done["traffic"]["effectiveCanaryWeight"] == 0

@@ -101,7 +101,7 @@ def test_a_provider_defined_outside_the_operator_plugs_in_through_the_interface_
     assert provider.routed_weights(weights) == Weights(100, 0)
     assert ("ConfigMap", False, True) in provider.changes
     assert client.status["traffic"]["conflicts"] == ["ConfigMap elsewhere/taken (AutoGLMDeployment elsewhere/first)"]
-    assert (client.status["traffic"]["dataPlane"], client.status["traffic"]["acceptedCanaryWeight"]) == ("Accepted", 0)
+    assert (client.status["traffic"]["dataPlane"], client.status["traffic"]["effectiveCanaryWeight"]) == ("Accepted", 0)
     degraded = next(c for c in client.status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "RouteConflict" and "elsewhere/taken" in degraded["message"]
 

@@ -1,6 +1,6 @@
 # In production namespaces the canary's weight moves by at most max_weight_step points per edit,
-# counted from the weight last served (status.traffic: accepted by the data plane, else what the
-# operator routed), so removing and re-adding the canary, or creating a resource, cannot jump it.
+# counted from the weight last served (status.traffic.effectiveCanaryWeight: what the data plane
+# accepted), so removing and re-adding the canary, or creating a resource, cannot jump it.
 package autoglm.admission.canary_weight_step
 
 import data.autoglm.admission.lib
@@ -11,10 +11,7 @@ max_step := object.get(data.autoglm.config, "max_weight_step", 25)
 served := w if {
 	input.old_object.spec.canary
 	traffic := object.get(input.old_object, ["status", "traffic"], {})
-	w := object.get(traffic, "acceptedCanaryWeight", object.get(
-		traffic, "effectiveCanaryWeight",
-		object.get(input.old_object.spec.canary, "weight", 0),
-	))
+	w := object.get(traffic, "effectiveCanaryWeight", object.get(input.old_object.spec.canary, "weight", 0))
 } else := 0
 
 violation contains {"field": "spec.canary.weight", "message": msg} if {
