@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from autoglm_devcluster.processes import free_port
-from conftest import REPO, Kubectl, canary_agd, metric_sum, model_store, route_weights, wait_for
+from conftest import REPO, Kubectl, canary_agd, metric_sum, model_store, node_offline, route_weights, wait_for
 
 pytestmark = pytest.mark.e2e
 # spec.rollback.enabled is false in these scenarios: the kubelet signals of KWOK's simulated pods
@@ -170,3 +170,39 @@ def test_etcd_restart_during_a_weight_edit_ends_at_the_new_weight(operator, clus
     st = wait_for(lambda: settled(kubectl, namespace, "edit", {"stable": 40, "canary": 60}), 90,
                   what="the new weight after etcd came back")
     assert st["traffic"]["configuredCanaryWeight"] == 60
+
+
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_an_edge_node_offline_during_a_rollout_holds_it_and_it_resumes(operator, cluster, kubectl, namespace, round_):
+    """The edge node of the canary goes offline mid-walk: not a failure (no rollback, automatic
+    rollback on), the canary gets no traffic while away, status names the node and holds the step;
+    back online, the step bakes again in full and the walk ends at the final weight."""
+    from autoglm_operator.clock import parse_rfc3339
+
+    body = canary_agd("edge", namespace, weight=50)
+    body["spec"]["model"]["engines"] = [{"computeCapability": "8.7", "file": "model.sm87.plan"}]
+    body["spec"]["placement"] = {"target": "edge", "edge": {"nodeGroups": ["edge-group-a"]}}
+    body["spec"]["runtime"]["replicas"] = 1
+    # the second step outlasts the node controller's grace period (20 s), so it is held mid-bake
+    body["spec"]["canary"]["steps"] = [{"weight": 10, "bakeSeconds": 2}, {"weight": 30, "bakeSeconds": 45}]
+    kubectl.apply(body)
+    wait_for(lambda: settled(kubectl, namespace, "edge", {"stable": 70, "canary": 30}), 60, what="step 2 (30%)")
+    node = kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/track=canary")["items"][0]["spec"]["nodeName"]
+    with node_offline(kubectl, node):
+        def held() -> dict:
+            st = kubectl.get_json("agd", "-n", namespace, "edge")["status"]
+            progressing = next(c for c in st["conditions"] if c["type"] == "Progressing")
+            assert progressing["reason"] == "NodeNotReady" and node in progressing["message"], progressing
+            assert st["traffic"]["step"].get("held") and st["traffic"]["step"]["index"] == 1, st["traffic"]
+            assert route_weights(kubectl, namespace, "edge") == {"stable": 100, "canary": 0}
+            return no_status_lie(kubectl, namespace, "edge")
+        st = wait_for(held, 60, what=f"the step held, node {node} named")
+        assert "rollback" not in st and st["tracks"]["canary"]["nodesNotReady"] == [node]
+    back = max(c["lastTransitionTime"] for c in kubectl.get_json("node", node)["status"]["conditions"]
+               if c["type"] == "Ready")
+    st = wait_for(lambda: settled(kubectl, namespace, "edge", {"stable": 70, "canary": 30}), 60,
+                  what="30% again once the node is back")
+    started = st["traffic"]["step"]["startedAt"]
+    assert parse_rfc3339(started) >= parse_rfc3339(back), (started, back)  # baked again from the return
+    st = wait_for(lambda: settled(kubectl, namespace, "edge", {"stable": 50, "canary": 50}), 90, what="the final 50%")
+    assert "rollback" not in st and st["traffic"]["step"]["index"] == 2

@@ -297,3 +297,51 @@ def test_grpc_goes_through_the_grpcroute_too(plane):
     assert counts["v1"] + counts["v2"] == 400, counts
     assert 0.4 <= counts["v2"] / 400 <= 0.6, counts
 
+
+
+def test_envoy_gateway_stopped_during_a_weight_edit_and_a_rollback(plane):
+    """Envoy Gateway's controller frozen (SIGSTOP; Envoy keeps serving what it was last told): a
+    weight edit and then a rollback are routed but not served. Status says so, and what clients
+    still get, never that the change took; once the controller is back, it takes, and status says so."""
+    dev, namespace, _ = plane
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("frozen", namespace, 10, enabled=False)))
+    dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/frozen", "--timeout=120s")
+    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"frozen.{namespace}.test")
+    wait_for(lambda: client.versions(16, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering via Envoy")
+    wait_for(lambda: served(dev, namespace, "frozen", 10), 30, what="10% accepted")
+
+    with dev.paused("envoy-gateway"):
+        dev.kubectl("patch", "agd", "-n", namespace, "frozen", "--type=merge", "-p", '{"spec":{"canary":{"weight":50}}}')
+        t = wait_for(lambda: (lambda t: t if t.get("routedCanaryWeight") == 50 else None)(
+            agd_status(dev, namespace, "frozen").get("traffic") or {}), 30, what="the operator routing 50%")
+        assert (t["dataPlane"], t["effectiveCanaryWeight"]) == ("Pending", 10), t
+        assert t["message"].endswith("until then the canary gets 10%"), t
+        pending = condition_of(agd_status(dev, namespace, "frozen"), "TrafficAccepted")
+        assert (pending["status"], pending["reason"]) == ("Unknown", "Pending"), pending
+        counts = client.versions(1000)  # what status says is what clients get
+        assert abs(counts["v2"] / 1000 - 0.10) <= 0.04, counts
+    wait_for(lambda: served(dev, namespace, "frozen", 50), 60, what="50% accepted once the controller is back")
+    counts = client.versions(1000)
+    assert abs(counts["v2"] / 1000 - 0.50) <= 0.05, counts
+
+    with dev.paused("envoy-gateway"):
+        dev.kubectl("annotate", "agd", "-n", namespace, "frozen", "serving.autoglm.io/abort=2026-11-26T00:00:00.000001Z")
+        rollback = wait_for(lambda: agd_status(dev, namespace, "frozen").get("rollback"), 30, what="the rollback")
+        assert rollback["reason"] == "manual" and rollback["routedAway"] is False, rollback
+        t = agd_status(dev, namespace, "frozen")["traffic"]
+        assert (t["routedCanaryWeight"], t["effectiveCanaryWeight"], t["dataPlane"]) == (0, 50, "Pending"), t
+        counts = client.versions(400)  # clients still reach the canary, and status does not say otherwise
+        assert counts["v2"] > 100, counts
+    wait_for(lambda: (agd_status(dev, namespace, "frozen").get("rollback") or {}).get("routedAway") is True, 60,
+             what="routed away once the controller is back")
+    assert served(dev, namespace, "frozen", 0)
+    assert client.versions(500) == Counter({"v1": 500})
+
+
+def served(dev, namespace: str, name: str, weight: int) -> bool:
+    """Status says the data plane accepted ``weight`` for the canary, at the routes' current generation."""
+    st = agd_status(dev, namespace, name)
+    t = st.get("traffic") or {}
+    return (t.get("dataPlane") == "Accepted" and t.get("effectiveCanaryWeight") == weight
+            and condition_of(st, "TrafficAccepted").get("status") == "True"
+            and route_accepted_at_its_generation(dev, namespace, name))
