@@ -1,7 +1,10 @@
 """Chaos, repeated: every scenario of tests/e2e/test_chaos.py (API server restart during a rollback,
-etcd restart during a weight edit, a re-list after compaction with children deleted meanwhile), the
-operator SIGKILLed 20 times mid-work, and Prometheus stopped during analysis; each run ends in its
-expected state or the assertion naming the lost object, the ghost or the status lie is printed.
+etcd restart during a weight edit, a re-list after compaction with children deleted meanwhile, an
+edge node offline during a gray-release walk), the operator SIGKILLed 20 times mid-work, Prometheus
+stopped during analysis, Envoy Gateway's controller stopped during a weight edit and a rollback
+(real traffic), OPA stopped during an abort; each run ends in its expected state or the assertion
+naming the lost object, the ghost or the status lie is printed. (Leader failover and certificate
+rotation run with the chart on the real node: tests/e2e/test_chart_on_real_node.py, bench/leader_failover.py.)
 
     .venv/bin/python bench/chaos.py [--rounds 5] [--sigkill-rounds 20]
 """
@@ -24,7 +27,10 @@ SCENARIOS = {
     "test_api_server_restart_during_a_rollback_ends_rolled_back": "kube-apiserver restart during a rollback",
     "test_etcd_restart_during_a_weight_edit_ends_at_the_new_weight": "etcd restart during a weight edit",
     "test_sigkilled_operator_converges_without_duplicates_or_orphans": "operator SIGKILL mid-work (x{sigkill} kills)",
+    "test_an_edge_node_offline_during_a_rollout_holds_it_and_it_resumes": "edge node offline during a gray-release walk",
     "test_prometheus_stopped_during_analysis_is_inconclusive_then_rolled_back": "Prometheus stopped during analysis",
+    "test_envoy_gateway_stopped_during_a_weight_edit_and_a_rollback": "Envoy Gateway stopped, weight edit + rollback",
+    "test_emergency_levers_pass_while_opa_is_down": "OPA stopped during an abort",
 }
 
 
@@ -40,7 +46,8 @@ def main() -> int:
     if not args.junit:
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
                         "-k", selection, "tests/e2e/test_chaos.py", "tests/e2e/test_robustness.py",
-                        "tests/e2e/test_metric_rollback.py"], cwd=REPO, env=env)
+                        "tests/e2e/test_metric_rollback.py", "tests/e2e/test_data_plane.py",
+                        "tests/e2e/test_admission.py"], cwd=REPO, env=env)
     runs: dict[str, list[str]] = defaultdict(list)
     for case in ET.parse(report).getroot().iter("testcase"):
         name = case.get("name", "").split("[")[0]
