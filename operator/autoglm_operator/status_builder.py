@@ -149,8 +149,8 @@ def _read_back(status: dict[str, Any], previous: dict[str, Any], found: Findings
     before = previous.get("traffic") or {}
     traffic["dataPlane"] = plane.state
     if found.has_canary:
-        if plane.state == "Accepted":
-            effective = plane.canary_weight
+        if plane.state == "Accepted":  # routes that carry no weight send the canary nothing
+            effective = plane.canary_weight or 0
         else:  # what was served before this change (an earlier status's read-back), else nothing yet
             effective = before.get("effectiveCanaryWeight", 0) if before.get("dataPlane") else 0
         traffic["effectiveCanaryWeight"], traffic["stableWeight"] = effective, 100 - effective
