@@ -56,8 +56,9 @@ def main() -> int:
         woken = len(controller.queue)  # each deployment's own route events wake it; no one else
         sample = made[::max(1, args.count // 100)]
         started = time.perf_counter()
+        provider = controller.traffic.for_kind("GRPCRoute")
         for name, http, grpc in sample:
-            found = controller.reconciler._route_conflicts(Owner(name, "ns", "-"), [http, grpc])
+            found = provider.conflicts(Owner(name, "ns", "-"), [http, grpc])
         per_reconcile = (time.perf_counter() - started) / len(sample)
         started = time.perf_counter()
         for name, http, grpc in sample:

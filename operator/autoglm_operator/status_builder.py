@@ -99,8 +99,9 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
             listed.append(f"and {len(found.conflicts) - MAX_LISTED_CONFLICTS} more")
         status["traffic"]["conflicts"] = listed
         message = ("requests this deployment's routes match are taken by older routes on the same Gateway "
-                   f"listener: {'; '.join(listed)}. Fix: give the deployments distinct spec.traffic.hostnames, "
-                   "or attach them to different listeners with spec.traffic.gateway.sectionName")
+                   f"listener with the same hostnames: {'; '.join(listed)}. Fix: give this deployment a hostname "
+                   "of its own in spec.traffic.hostnames (a request goes to the route with the most specific "
+                   "matching hostname), or attach it to another listener with spec.traffic.gateway.sectionName")
         wanted = overlay(wanted, DEGRADED, True, "RouteConflict", message, append=True)
         if before_traffic.get("conflicts") != listed:
             events.append(("Warning", "RouteConflict", message))

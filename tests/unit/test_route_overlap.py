@@ -37,12 +37,27 @@ def test_distinct_hostnames_or_listeners_separate_routes():
     _, a = routes("a", hostnames=["a.example.com"])
     _, b = routes("b", hostnames=["b.example.com"])
     assert not overlaps(a, b)
+    _, a_too = routes("a-too", hostnames=["a.example.com", "c.example.com"])
+    assert overlaps(a, a_too)  # one same hostname: equally specific there, the older one takes it
     _, wildcard = routes("w", hostnames=["*.example.com"])
-    assert overlaps(a, wildcard) and overlaps(wildcard, b)
-    _, bare = routes("bare", hostnames=["example.com"])
-    assert not overlaps(bare, wildcard)  # *.example.com does not match example.com itself
+    _, wildcard_too = routes("w2", hostnames=["*.example.com"])
+    assert overlaps(wildcard, wildcard_too)
     _, any_host = routes("any")
-    assert overlaps(any_host, a)
+    _, any_host_too = routes("any2")
+    assert overlaps(any_host, any_host_too)
+
+
+def test_the_more_specific_hostname_gets_its_requests_whatever_the_age():
+    """Gateway API: a request goes to the route with the most specific matching hostname (exact over
+    wildcard, longer wildcard over shorter, any hostname over none); age only breaks ties. So a
+    route without hostnames beside one with a hostname is no conflict, in either order (issue 18's
+    false alarm), nor an exact hostname beside a wildcard covering it."""
+    _, exact = routes("exact", hostnames=["a.example.com"])
+    _, wildcard = routes("w", hostnames=["*.example.com"])
+    _, narrower = routes("n", hostnames=["*.a.example.com"])
+    _, any_host = routes("any")
+    for x, y in ((exact, wildcard), (exact, any_host), (wildcard, any_host), (narrower, wildcard)):
+        assert not overlaps(x, y) and not overlaps(y, x)
     _, one = routes("one", gateway={"name": "gw", "namespace": "infra", "sectionName": "grpc-a"})
     _, two = routes("two", gateway={"name": "gw", "namespace": "infra", "sectionName": "grpc-b"})
     assert not overlaps(one, two)
@@ -71,7 +86,8 @@ def test_a_route_that_appears_moves_or_goes_wakes_the_deployments_it_beats():
     controller = Controller(client=None)
     store = controller.store
     stored = {}
-    for name, host, created in (("older", None, "2026-01-01T00:00:00Z"), ("b-newer", "b.example.com", "2026-01-03T00:00:00Z")):
+    for name, host, created in (("older", "b.example.com", "2026-01-01T00:00:00Z"),
+                                ("b-newer", "b.example.com", "2026-01-03T00:00:00Z")):
         store.observe(r.KIND, "ADDED", {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}})
         _, grpc = routes(name, **({"hostnames": [host]} if host else {}))
         grpc["metadata"].update(resourceVersion="2", uid=f"uid-{name}", creationTimestamp=created,
@@ -101,7 +117,7 @@ def test_a_route_that_appears_moves_or_goes_wakes_the_deployments_it_beats():
     assert queued() == {("ns", "b-newer")}
     controller.on_child_written("GRPCRoute", moved, None)  # goes: the newer one may have its requests back
     assert queued() == {("ns", "b-newer")}
-    controller.on_child_written("GRPCRoute", stored["older"], None)  # the oldest (any host) beat both others
+    controller.on_child_written("GRPCRoute", stored["older"], None)  # the oldest (b.example.com) beat b-newer
     assert queued() == {("ns", "b-newer")}  # "new" was never stored; the older's own owner is not woken
 
 
@@ -149,16 +165,20 @@ def test_the_route_index_finds_exactly_the_overlapping_routes():
 
     def rivals(route):
         return {e.key[2] for e in index.rivals(route_claim(route))}
-    assert rivals(made["a"]) == {"a", "star", "any", "ab"}
-    assert rivals(made["b"]) == {"b", "star", "any", "ab"}
-    assert rivals(made["star"]) == {"a", "b", "star", "any", "ab"}
-    assert rivals(made["any"]) == {"a", "b", "star", "any", "ab"}
+    # only routes equally specific for some hostname compete (the more specific one wins otherwise)
+    assert rivals(made["a"]) == {"a", "ab"}
+    assert rivals(made["b"]) == {"b", "ab"}
+    assert rivals(made["star"]) == {"star"}
+    assert rivals(made["any"]) == {"any"}
     index.observe(None, ("GRPCRoute", "ns", "ab"))
-    assert rivals(made["a"]) == {"a", "star", "any"}
+    assert rivals(made["a"]) == {"a"}
     moved = {**made["b"], "spec": {**made["b"]["spec"], "hostnames": ["a.example.com"]}}
     index.observe(moved, ("GRPCRoute", "ns", "b"))
-    assert rivals(made["a"]) == {"a", "b", "star", "any"} and len(index) == 5
+    assert rivals(made["a"]) == {"a", "b"} and rivals(made["b"]) == set() and len(index) == 5
     assert index.rivals(route_claim(made["a"]))[0].owner == "a"
     # Not created yet: ranked by namespace/name. Older ones win the shared requests, newer ones lose them.
-    assert {e.key[2] for e in index.rivals(route_claim(made["b"]), older=True)} == {"any"}
-    assert {e.key[2] for e in index.rivals(route_claim(made["b"]), older=False)} == {"star"}
+    _, c_any = routes("c")  # after "any", before "star"
+    _, c_star = routes("c", hostnames=["*.example.com"])
+    assert {e.key[2] for e in index.rivals(route_claim(c_any), older=True)} == {"any"}
+    assert {e.key[2] for e in index.rivals(route_claim(c_star), older=False)} == {"star"}
+    assert index.rivals(route_claim(c_any), older=False) == [] == index.rivals(route_claim(c_star), older=True)

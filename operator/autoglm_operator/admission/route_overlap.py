@@ -65,6 +65,7 @@ def route_overlap_warnings(body: Mapping[str, Any], others: Iterable[Mapping[str
             warnings.append(
                 f"[{POLICY_ID}] spec.traffic: the {' and '.join(kinds)} of this deployment would match requests that "
                 f"AutoGLMDeployment {om['namespace']}/{om['name']} (older, on the same Gateway {key[0]}/{key[1]}) "
-                "already takes, so they would not reach this model. Set distinct spec.traffic.hostnames on both, "
-                "or attach them to different listeners with spec.traffic.gateway.sectionName")
+                "already takes (same hostnames), so they would not reach this model. Give this deployment a "
+                "hostname of its own in spec.traffic.hostnames (the most specific matching hostname gets a "
+                "request), or attach it to another listener with spec.traffic.gateway.sectionName")
     return warnings

@@ -1,8 +1,13 @@
 """Which requests a Gateway API route claims, and when two routes' claims overlap (pure).
 
-Two routes on one listener may claim the same requests. Gateway API then gives them to the
+Two routes on one listener may claim the same requests. Gateway API gives a request to the route
+with the most specific matching hostname (the most characters of a matching exact hostname, then
+of any matching hostname), then by the match's own precedence, and only among equals to the
 oldest route (then the first by namespace/name), silently: :func:`overlaps` and :func:`precedes`
-let the operator say so on the route that loses."""
+let the operator say so on the route that loses. A route with hostnames beside one without, or an
+exact hostname beside a wildcard that covers it, is not a conflict: each gets exactly its own
+requests. (A route without hostnames on a listener that has one competes, in fact, as that
+hostname; the operator does not read listeners and misses that case rather than guess.)"""
 
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ class RouteClaim:
     kind: str
     parents: tuple[tuple[tuple, Any, Any], ...]  # ((group, kind, namespace, name), sectionName, port)
     hostnames: tuple[str, ...]
-    exact_hostnames: frozenset[str] | None  # the hostnames when there are some and none is a wildcard
     rules: tuple[tuple[Mapping[str, Any], ...], ...]  # each rule's matches
     rank: tuple  # Gateway API precedence: creationTimestamp (none yet = newest), then namespace/name
 
@@ -42,10 +46,9 @@ def route_claim(route: Mapping[str, Any]) -> RouteClaim:
                       p.get("namespace") or ns, p.get("name")), p.get("sectionName"), p.get("port"))
                     for p in spec.get("parentRefs") or [])
     hostnames = tuple(spec.get("hostnames") or ())
-    exact = frozenset(hostnames) if hostnames and not any(h.startswith("*") for h in hostnames) else None
     created = meta.get("creationTimestamp")
     matches = tuple(tuple(rule.get("matches") or ()) for rule in spec.get("rules") or ())  # not the backends
-    claim = RouteClaim(route.get("kind", ""), parents, hostnames, exact, matches,
+    claim = RouteClaim(route.get("kind", ""), parents, hostnames, matches,
                        (created is None, created or "", f"{ns}/{meta.get('name', '')}"))
     if key[1] and key[2]:
         if len(_CLAIMS) >= _CLAIMS_MAX:
@@ -59,18 +62,14 @@ def _same_listener(a: tuple, b: tuple) -> bool:
     return a[0] == b[0] and all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:]))
 
 
-def _hostnames_intersect(a: list[str], b: list[str]) -> bool:
-    """Gateway API hostname matching: no hostnames means any; ``*.x`` matches any name under x."""
+def _hostnames_tie(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether some request's hostname is matched by both routes equally specifically, so that age
+    decides: both have no hostnames, or both list one same hostname (exact, or the same wildcard:
+    two different wildcards that intersect differ in length, and the longer wins). Any other
+    intersection is decided by specificity."""
     if not a or not b:
-        return True
-
-    def match(h: str, g: str) -> bool:
-        if h == g:
-            return True
-        if h.startswith("*."):
-            return g.endswith(h[1:]) and (not g.startswith("*.") or len(g) >= len(h))
-        return g.startswith("*.") and h.endswith(g[1:])
-    return any(match(x, y) or match(y, x) for x in a for y in b)
+        return not a and not b
+    return bool(set(a) & set(b))
 
 
 def _path_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -112,16 +111,12 @@ def claims_overlap(a: RouteClaim, b: RouteClaim) -> bool:
         return False
     if not any(_same_listener(pa, pb) for pa in a.parents for pb in b.parents):
         return False
-    if a.exact_hostnames is not None and b.exact_hostnames is not None:
-        if not (a.exact_hostnames & b.exact_hostnames):
-            return False
-    elif not _hostnames_intersect(list(a.hostnames), list(b.hostnames)):
-        return False
-    return _matches_overlap(a.kind, a.rules, b.rules)
+    return _hostnames_tie(a.hostnames, b.hostnames) and _matches_overlap(a.kind, a.rules, b.rules)
 
 
 def overlaps(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether routes ``a`` and ``b`` (same kind) attach to a common listener and match a common request."""
+    """Whether routes ``a`` and ``b`` (same kind) attach to a common listener and match a common
+    request with equal hostname precedence (so the older one takes it)."""
     return claims_overlap(route_claim(a), route_claim(b))
 
 

@@ -1,6 +1,7 @@
 """An index of the operator's routes by Gateway and hostname, so finding the routes that may
-take some of a route's requests costs the few that share its hostnames, not a scan of every
-route on a busy Gateway."""
+take some of a route's requests costs the few that list one of its hostnames (or, without
+hostnames, the others without), not a scan of every route on a busy Gateway: only those can tie
+with it on hostname precedence (gateway_api_claims)."""
 
 from __future__ import annotations
 
@@ -22,51 +23,41 @@ class IndexedRoute:
 
 
 class RouteIndex:
-    _GATEWAY, _HOST, _ANY_HOST = "_by_gateway", "_by_host", "_any_host"  # the tables a route is filed in
-
     def __init__(self, owner_label: str) -> None:
         self._owner_label = owner_label
         self._routes: dict[Key, IndexedRoute] = {}
-        self._by_gateway: dict[tuple, set[Key]] = defaultdict(set)  # (kind, gateway)
-        self._by_host: dict[tuple, set[Key]] = defaultdict(set)  # (kind, gateway, hostname)
-        self._any_host: dict[tuple, set[Key]] = defaultdict(set)  # (kind, gateway): no hostnames, or a wildcard
+        #: (kind, gateway, hostname as listed, exact or wildcard; None for a route without hostnames)
+        self._by_host: dict[tuple, set[Key]] = defaultdict(set)
 
     @staticmethod
-    def _slots(claim: RouteClaim) -> Iterator[tuple[str, tuple]]:
+    def _slots(claim: RouteClaim) -> Iterator[tuple]:
         for gateway in claim.gateways:
-            yield RouteIndex._GATEWAY, (claim.kind, gateway)
-            if claim.exact_hostnames is None:
-                yield RouteIndex._ANY_HOST, (claim.kind, gateway)
-            else:
-                for host in claim.exact_hostnames:
-                    yield RouteIndex._HOST, (claim.kind, gateway, host)
+            for host in claim.hostnames or (None,):
+                yield claim.kind, gateway, host
 
     def observe(self, route: dict[str, Any] | None, key: Key) -> None:
         """Record the route's current version, or its removal (``route`` None)."""
         old = self._routes.pop(key, None)
         if old is not None:
-            for table, slot in self._slots(old.claim):
-                getattr(self, table)[slot].discard(key)
+            for slot in self._slots(old.claim):
+                self._by_host[slot].discard(key)
+                if not self._by_host[slot]:
+                    del self._by_host[slot]
         if route is None:
             return
         meta = route["metadata"]
         entry = IndexedRoute(key, route_claim(route), (meta.get("labels") or {}).get(self._owner_label),
                              bool(meta.get("deletionTimestamp")))
         self._routes[key] = entry
-        for table, slot in self._slots(entry.claim):
-            getattr(self, table)[slot].add(key)
+        for slot in self._slots(entry.claim):
+            self._by_host[slot].add(key)
 
     def rivals(self, claim: RouteClaim, older: bool | None = None) -> list[IndexedRoute]:
         """Indexed routes that match some request ``claim`` matches: the ones that win them
         (``older=True``), the ones that lose them (``older=False``), or all, itself included."""
         keys: set[Key] = set()
-        for gateway in claim.gateways:
-            if claim.exact_hostnames is None:  # may match any hostname: every route on the Gateway
-                keys |= self._by_gateway.get((claim.kind, gateway), set())
-            else:
-                keys |= self._any_host.get((claim.kind, gateway), set())
-                for host in claim.exact_hostnames:
-                    keys |= self._by_host.get((claim.kind, gateway, host), set())
+        for slot in self._slots(claim):
+            keys |= self._by_host.get(slot, set())
         entries = (self._routes[k] for k in sorted(keys))
         if older is not None:
             entries = (e for e in entries if (e.claim.rank < claim.rank) == older and e.claim.rank != claim.rank)
