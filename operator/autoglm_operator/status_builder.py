@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .canary import TrafficDecision
-from .conditions import (ANALYSIS_CONCLUSIVE, DEGRADED, PROGRESSING, READY, TRAFFIC_ACCEPTED, Condition, condition,
+from .conditions import (ANALYSIS_CONCLUSIVE, DEGRADED, PROGRESSING, READY, Condition, condition,
                          merge_conditions, overlay)
 from .observed import TrackObservation
 from .traffic import DataPlaneState
+from .traffic_status import read_back_traffic
 
 Event = tuple[str, str, str]  # type, reason, message
 
@@ -118,7 +119,7 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
     if phase == "Ready" and next(c for c in wanted if c.type == DEGRADED).status:
         phase = "Degraded"
     if found.data_plane is not None:
-        wanted.append(_read_back(status, previous, found))
+        wanted.append(read_back_traffic(status, previous, found.data_plane, found.has_canary))
     if found.analysis:
         status["analysis"] = found.analysis
     if found.analysis_conclusive is not None and found.has_canary and not found.rollback:
@@ -137,36 +138,6 @@ def _analysis_condition(found: Findings) -> Condition:
     return Condition(ANALYSIS_CONCLUSIVE, False, "Inconclusive",
                      f"{count} analysis(es) in a row got no metrics: {(found.analysis or {}).get('inconclusiveBecause')}. "
                      f"Gray-release steps hold; {limit}. Fix: make the metrics source reachable")
-
-
-def _read_back(status: dict[str, Any], previous: dict[str, Any], found: Findings) -> Condition:
-    """status.traffic's effective weight is what the data plane accepted at the routes' current
-    generation, what clients get: while a change is pending, the weight accepted before (0 if none
-    ever was), and the message says what is routed but not yet served. The TrafficAccepted
-    condition says how long a change has waited (its lastTransitionTime)."""
-    plane = found.data_plane
-    assert plane is not None
-    traffic = status["traffic"]
-    before = previous.get("traffic") or {}
-    traffic["dataPlane"] = plane.state
-    if found.has_canary:
-        if plane.state == "Accepted":  # routes that carry no weight send the canary nothing
-            effective = plane.canary_weight or 0
-        else:  # what was served before this change (an earlier status's read-back), else nothing yet
-            effective = before.get("effectiveCanaryWeight", 0) if before.get("dataPlane") else 0
-        traffic["effectiveCanaryWeight"], traffic["stableWeight"] = effective, 100 - effective
-        if effective != traffic["routedCanaryWeight"]:
-            traffic["message"] += f" once the data plane accepts the routes; until then the canary gets {effective}%"
-        if found.rollback:
-            status["rollback"] = {**status["rollback"], "routedAway": plane.state == "Accepted" and effective == 0}
-    if plane.state == "Accepted":
-        return Condition(TRAFFIC_ACCEPTED, True, "Accepted", "the data plane accepted the routes at their current "
-                         f"generation (canary weight {traffic['effectiveCanaryWeight'] if found.has_canary else 0}%)")
-    if plane.state == "Refused":
-        return Condition(TRAFFIC_ACCEPTED, False, "Refused", f"{plane.message}. Fix the Gateway or "
-                         "spec.traffic it names; the previous routing stays in effect")
-    return Condition(TRAFFIC_ACCEPTED, None, "Pending", f"{plane.message}; requests follow the previous routing "
-                     "until it does (this condition's lastTransitionTime says since when)")
 
 
 def _with_conditions(previous: dict[str, Any], generation: int, wanted: list[Condition], phase: str,

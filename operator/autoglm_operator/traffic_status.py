@@ -1,0 +1,39 @@
+"""status.traffic's read-back (pure): configured (spec or step), routed (what the operator wrote into
+the routes) and effective (what the data plane accepted, what clients get), and the
+TrafficAccepted condition that says whether, and since when, a change waits on the data plane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conditions import TRAFFIC_ACCEPTED, Condition
+from .traffic import DataPlaneState
+
+
+def read_back_traffic(status: dict[str, Any], previous: dict[str, Any], plane: DataPlaneState,
+                      has_canary: bool) -> Condition:
+    """status.traffic's effective weight is what the data plane accepted at the routes' current
+    generation, what clients get: while a change is pending, the weight accepted before (0 if none
+    ever was), and the message says what is routed but not yet served. The TrafficAccepted
+    condition says how long a change has waited (its lastTransitionTime)."""
+    traffic = status["traffic"]
+    before = previous.get("traffic") or {}
+    traffic["dataPlane"] = plane.state
+    if has_canary:
+        if plane.state == "Accepted":  # routes that carry no weight send the canary nothing
+            effective = plane.canary_weight or 0
+        else:  # what was served before this change (an earlier status's read-back), else nothing yet
+            effective = before.get("effectiveCanaryWeight", 0) if before.get("dataPlane") else 0
+        traffic["effectiveCanaryWeight"], traffic["stableWeight"] = effective, 100 - effective
+        if effective != traffic["routedCanaryWeight"]:
+            traffic["message"] += f" once the data plane accepts the routes; until then the canary gets {effective}%"
+        if "rollback" in status:
+            status["rollback"] = {**status["rollback"], "routedAway": plane.state == "Accepted" and effective == 0}
+    if plane.state == "Accepted":
+        return Condition(TRAFFIC_ACCEPTED, True, "Accepted", "the data plane accepted the routes at their current "
+                         f"generation (canary weight {traffic['effectiveCanaryWeight'] if has_canary else 0}%)")
+    if plane.state == "Refused":
+        return Condition(TRAFFIC_ACCEPTED, False, "Refused", f"{plane.message}. Fix the Gateway or "
+                         "spec.traffic it names; the previous routing stays in effect")
+    return Condition(TRAFFIC_ACCEPTED, None, "Pending", f"{plane.message}; requests follow the previous routing "
+                     "until it does (this condition's lastTransitionTime says since when)")
