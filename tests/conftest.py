@@ -174,12 +174,12 @@ def node_offline(kubectl, node: str) -> Iterator[None]:
         kubectl("annotate", "-n", namespace, f"pod/{name}", f"{fault}=offline")
     try:
         yield
-    finally:
+    finally:  # the node first: its pods' kubelet is back once the node heartbeats again
+        kubectl("annotate", f"node/{node}", f"{fault}-")
+        kubectl("wait", f"node/{node}", "--for=condition=Ready", "--timeout=60s")
         for pod in pods:
             namespace, name = pod.split("/")
             kubectl("annotate", "-n", namespace, f"pod/{name}", f"{fault}-", check=False)
-        kubectl("annotate", f"node/{node}", f"{fault}-")
-        kubectl("wait", f"node/{node}", "--for=condition=Ready", "--timeout=60s")
 
 
 def agd(name: str, *, engines=(("9.0", "model.sm90.plan"),), replicas: int = 1, gpus: int = 1,

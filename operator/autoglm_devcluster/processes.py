@@ -94,7 +94,10 @@ class ManagedProcess:
     def resume(self) -> None:
         pid = self.pid
         if pid is not None:
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # gone meanwhile: nothing to wake
 
     def stop(self, timeout: float = 10.0) -> None:
         pid = self.pid
@@ -103,6 +106,7 @@ class ManagedProcess:
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pid, sig)  # the process leads its own session/group
+                os.killpg(pid, signal.SIGCONT)  # a paused process handles SIGTERM only once woken
             except ProcessLookupError:
                 break
             except PermissionError:

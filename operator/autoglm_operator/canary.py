@@ -53,14 +53,16 @@ class StepProgress:
 
 
 def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, revision: str | None,
-               healthy: bool, now: datetime.datetime) -> StepProgress:
+               healthy: bool, now: datetime.datetime, away: bool = False) -> StepProgress:
     """The weight the canary should have now when spec.canary.steps is set.
 
-    Each step lasts at least its bakeSeconds of healthy serving (counted from when it began, or from
-    when the canary was healthy again) and advances only while the canary is healthy (Ready, not
-    rolled back, its analysis conclusive): a canary whose pods were away (an edge node offline) bakes
-    its step again in full once it is back. After the last step the canary gets spec.canary.weight.
-    A new canary (version or engines) starts the walk again.
+    Each step lasts at least its bakeSeconds (counted from when it began) and advances only while
+    the canary is healthy (Ready, not rolled back, its analysis conclusive); otherwise it is held.
+    A canary that was ``away`` (not available: its pods on an offline edge node, or not ready)
+    served nothing meanwhile, so it bakes its step again in full from when it is back; a hold for
+    an inconclusive analysis keeps the clock (the canary kept serving; only the data was missing).
+    After the last step the canary gets spec.canary.weight. A new canary (version or engines)
+    starts the walk again.
     """
     canary = spec.canary
     if canary is None or not canary.steps:
@@ -70,10 +72,11 @@ def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, rev
     if previous and previous.get("canaryRevision") == revision:
         index = min(int(previous.get("index", 0)), len(steps))
         started = parse_rfc3339(previous.get("startedAt"))  # None while the step is held
-    recheck = None
+    recheck, held = None, False
     while index < len(steps):
-        if not healthy:  # hold, and bake this step again from when the canary is healthy again
-            started = None
+        if not healthy:
+            held = True
+            started = None if away else started
             break
         started = started or now
         baked = (now - started).total_seconds()
@@ -88,7 +91,7 @@ def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, rev
     status: dict[str, Any] = {"index": index, "of": len(steps), "weight": weight, "canaryRevision": revision}
     if started is not None:
         status["startedAt"] = rfc3339(started)
-    elif index < len(steps):
+    if held:
         status["held"] = True
     return StepProgress(weight, status, recheck)
 

@@ -103,7 +103,8 @@ class CanaryJudge:
         previous_step = (status.get("traffic") or {}).get("step")
         analysis = self._analysis.get(_key(body))
         healthy = bool(canary and canary.available and not rollback and not (analysis and analysis.holding))
-        steps = walk_steps(spec, previous_step, canary_revision(spec), healthy, now)
+        steps = walk_steps(spec, previous_step, canary_revision(spec), healthy, now,
+                           away=not (canary and canary.available))
         if steps.recheck_after is not None:
             recheck = min(recheck or steps.recheck_after, steps.recheck_after)
         traffic = decide_traffic(spec, canary, rollback, configured=steps.weight if steps.status else None)

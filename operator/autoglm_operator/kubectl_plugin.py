@@ -55,7 +55,7 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
         lines.append(f"  {c['type']:<15} {c['status']:<7} {c.get('reason', ''):<16} {c.get('message', '')}")
     traffic = st.get("traffic") or {}
     configured = traffic.get('configuredCanaryWeight', (spec.get('canary') or {}).get('weight', 0))
-    routed = traffic.get("routedCanaryWeight", 0)
+    routed = traffic.get("routedCanaryWeight", traffic.get("effectiveCanaryWeight", 0))
     effective = traffic.get("effectiveCanaryWeight", 0)
     plane = traffic.get("dataPlane")
     if plane is None:  # no traffic provider: nothing to read back
@@ -63,7 +63,7 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
     elif plane == "Accepted":
         served = f"effective {effective}% (accepted by the data plane)"
     else:
-        served = f"{plane.lower()}; effective {effective}% (last accepted)"
+        served = f"{plane.lower()}; effective {effective}% (accepted before; 0 if never)"
     lines.append(f"Traffic:     canary weight configured {configured}%, routed {routed}%, {served}  "
                  f"({traffic.get('message', 'no canary')})")
     lines.append("Tracks:")

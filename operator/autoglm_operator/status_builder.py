@@ -66,8 +66,8 @@ def _verdict(judged: list[TrackObservation]) -> tuple[list[Condition], str]:
     reason = "RollingOut"
     if away:  # an offline site is not a failure: it is waited for, and said
         reason = "NodeNotReady"
-        message += (f"; pods on nodes that are not Ready: {', '.join(away)} (not judged, no traffic until "
-                    "the nodes are back; gray-release steps hold)")
+        message += (f"; pods on nodes that are not Ready: {', '.join(away)} (not judged as failing, not "
+                    "counted ready until the nodes are back)")
     return [Condition(READY, False, reason, message), Condition(PROGRESSING, True, reason, message),
             Condition(DEGRADED, False, reason, "no failure observed")], "Progressing"
 
@@ -86,7 +86,8 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
         if before_step and found.step["index"] != before_step.get("index"):
             events.append(("Normal", "StepAdvanced", f"gray release step {found.step['index']}/{found.step['of']}: "
                            f"canary weight {found.step['weight']}%"))
-    if found.has_canary and before_traffic.get("routedCanaryWeight", 0) != found.traffic.routed:
+    routed_before = before_traffic.get("routedCanaryWeight", before_traffic.get("effectiveCanaryWeight", 0))
+    if found.has_canary and routed_before != found.traffic.routed:
         events.append(("Normal", "TrafficShifted", f"routes give the canary {found.traffic.routed}% "
                        f"(configured {found.traffic.configured}%): {found.traffic.message}"))
     if found.rollback:

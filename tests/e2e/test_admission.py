@@ -189,9 +189,10 @@ def test_emergency_levers_pass_while_opa_is_down(admission, kubectl, opa):
             return kubectl("patch", "agd", "-n", ns, "lever", "--type=merge", "-p", json.dumps(p), check=False)
         assert patch({"metadata": {"annotations": {"serving.autoglm.io/abort": "2026-11-25T00:00:00Z"}}}).returncode == 0
         # the abort takes effect while OPA is still away: the canary is rolled back and routed away from
-        st = wait_for(lambda: (lambda s: s if (s.get("rollback") or {}).get("reason") == "manual" else None)(
+        # (the rollback is recorded before the routes move: wait for both)
+        wait_for(lambda: (lambda s: (s.get("rollback") or {}).get("reason") == "manual"
+                          and s["traffic"]["routedCanaryWeight"] == 0)(
             kubectl.get_json("agd", "-n", ns, "lever").get("status") or {}), 30, what="rolled back on the abort")
-        assert st["traffic"]["routedCanaryWeight"] == 0, st["traffic"]
         assert patch({"spec": {"runtime": {"replicas": 1}}}).returncode == 0
         assert patch({"spec": {"canary": {"weight": 0}}}).returncode == 0
         assert patch({"spec": {"canary": None}}).returncode == 0

@@ -326,9 +326,11 @@ def test_envoy_gateway_stopped_during_a_weight_edit_and_a_rollback(plane):
 
     with dev.paused("envoy-gateway"):
         dev.kubectl("annotate", "agd", "-n", namespace, "frozen", "serving.autoglm.io/abort=2026-11-26T00:00:00.000001Z")
-        rollback = wait_for(lambda: agd_status(dev, namespace, "frozen").get("rollback"), 30, what="the rollback")
-        assert rollback["reason"] == "manual" and rollback["routedAway"] is False, rollback
-        t = agd_status(dev, namespace, "frozen")["traffic"]
+        # the rollback is recorded before the routes move: wait for the status written after they did
+        st = wait_for(lambda: (lambda s: s if "routedAway" in (s.get("rollback") or {}) else None)(
+            agd_status(dev, namespace, "frozen")), 30, what="the rollback routed")
+        assert st["rollback"]["reason"] == "manual" and st["rollback"]["routedAway"] is False, st["rollback"]
+        t = st["traffic"]
         assert (t["routedCanaryWeight"], t["effectiveCanaryWeight"], t["dataPlane"]) == (0, 50, "Pending"), t
         counts = client.versions(400)  # clients still reach the canary, and status does not say otherwise
         assert counts["v2"] > 100, counts

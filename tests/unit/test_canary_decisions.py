@@ -103,7 +103,7 @@ def test_render_status_reads_well():
     text = render_status(obj, width=200)
     assert "configured 10%, routed 0%, no routing objects" in text and "RolledBack" in text and "retry x" in text
     obj["status"]["traffic"].update(dataPlane="Pending", effectiveCanaryWeight=10)
-    assert "routed 0%, pending; effective 10% (last accepted)" in render_status(obj, width=200)
+    assert "routed 0%, pending; effective 10% (accepted before; 0 if never)" in render_status(obj, width=200)
     obj["status"]["traffic"].update(dataPlane="Accepted", effectiveCanaryWeight=0)
     assert "routed 0%, effective 0% (accepted by the data plane)" in render_status(obj, width=200)
     obj["status"]["conditions"][0]["message"] = "a-long-word " * 30
@@ -151,9 +151,12 @@ def test_steps_walk_while_healthy_and_hold_when_not():
     assert held.weight == 10 and 29 <= held.recheck_after <= 31
     second = walk_steps(spec, first.status, rev, True, t0 + datetime.timedelta(seconds=61))
     assert (second.weight, second.status["index"]) == (25, 1)
-    sick = walk_steps(spec, second.status, rev, False, t0 + datetime.timedelta(seconds=200))
-    assert sick.weight == 25 and sick.status["held"]  # an unhealthy canary does not advance ...
-    assert walk_steps(spec, sick.status, rev, False, t0 + datetime.timedelta(seconds=300)).status == sick.status
+    inconclusive = walk_steps(spec, second.status, rev, False, t0 + datetime.timedelta(seconds=100))
+    assert inconclusive.weight == 25 and inconclusive.status["held"]  # held, the bake clock kept
+    assert inconclusive.status["startedAt"] == second.status["startedAt"]
+    sick = walk_steps(spec, second.status, rev, False, t0 + datetime.timedelta(seconds=200), away=True)
+    assert sick.weight == 25 and sick.status["held"]  # a canary away does not advance ...
+    assert walk_steps(spec, sick.status, rev, False, t0 + datetime.timedelta(seconds=300), away=True).status == sick.status
     # ... and, healthy again (an offline edge node back), bakes its step again in full
     back = walk_steps(spec, sick.status, rev, True, t0 + datetime.timedelta(seconds=400))
     assert (back.weight, back.recheck_after) == (25, 60) and "held" not in back.status

@@ -88,7 +88,7 @@ def test_pods_on_an_offline_node_are_waited_for_and_named_not_a_failure():
     status, _ = build_status({}, findings(stable, canary, has_canary=True), T0)
     progressing, degraded = condition(status, "Progressing"), condition(status, "Degraded")
     assert (progressing["status"], progressing["reason"]) == ("True", "NodeNotReady")
-    assert "edge-orin-1" in progressing["message"] and "steps hold" in progressing["message"]
+    assert "edge-orin-1" in progressing["message"] and "not judged as failing" in progressing["message"]
     assert degraded["status"] == "False" and status["phase"] == "Progressing"
     assert status["tracks"]["canary"]["nodesNotReady"] == ["edge-orin-1"]
 
@@ -121,3 +121,25 @@ def test_effective_weight_is_what_the_data_plane_accepted_and_a_pending_change_s
     done, _ = build_status(waiting, findings(stable, canary, has_canary=True, traffic=rolled, rollback=rollback,
                                              data_plane=DataPlaneState("Accepted", "", 0)), T0)
     assert done["rollback"]["routedAway"] is True and done["traffic"]["effectiveCanaryWeight"] == 0
+
+
+def test_removing_the_canary_is_pending_until_the_data_plane_accepts_it():
+    from autoglm_operator.traffic import DataPlaneState
+
+    stable, canary = track("stable", 1), track("canary", 1)
+    serving = TrafficDecision(30, 30, "Serving", "canary v2 gets 30% of traffic")
+    before, _ = build_status({}, findings(stable, canary, has_canary=True, traffic=serving,
+                                          data_plane=DataPlaneState("Accepted", "", 30)), T0)
+    removed = TrafficDecision(0, 0, "NoCanary", "all traffic to stable")
+    pending, _ = build_status(before, findings(stable, traffic=removed,
+                                               data_plane=DataPlaneState("Pending", "not yet accepted", None)), T0)
+    assert pending["traffic"]["effectiveCanaryWeight"] == 30  # clients still reach the old canary
+    assert pending["traffic"]["message"].endswith("until then the canary gets 30%")
+    done, _ = build_status(pending, findings(stable, traffic=removed,
+                                             data_plane=DataPlaneState("Accepted", "", None)), T0)
+    assert done["traffic"]["effectiveCanaryWeight"] == 0 and done["traffic"]["message"] == "all traffic to stable"
+    # a status written before routedCanaryWeight existed: its accepted weight is what was served
+    legacy = {"traffic": {"effectiveCanaryWeight": 50, "acceptedCanaryWeight": 10, "dataPlane": "Pending"}}
+    upgraded, _ = build_status(legacy, findings(stable, canary, has_canary=True, traffic=TrafficDecision(
+        50, 50, "Serving", "canary v2 gets 50% of traffic"), data_plane=DataPlaneState("Pending", "", None)), T0)
+    assert upgraded["traffic"]["effectiveCanaryWeight"] == 10
