@@ -26,8 +26,9 @@ def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, na
     wait_for(lambda: route_weights(kubectl, namespace, "gray") == {"stable": 90, "canary": 10}, 60,
              what="HTTPRoute 90/10")
     assert route_weights(kubectl, namespace, "gray", "grpcroute") == {"stable": 90, "canary": 10}
-    t = traffic(kubectl, namespace, "gray")
-    assert (t["configuredCanaryWeight"], t["routedCanaryWeight"]) == (10, 10)
+    # the routes move first, then status says so
+    wait_for(lambda: (lambda t: (t["configuredCanaryWeight"], t["routedCanaryWeight"]) == (10, 10))(
+        traffic(kubectl, namespace, "gray")), 10, what="status after the routes moved")
     route = kubectl.get_json("httproute", "-n", namespace, "gray")
     assert route["spec"]["parentRefs"][0]["name"] == "autoglm-gateway"
     # No Gateway controller runs on this cluster: status says the change is pending, never "served"
@@ -79,7 +80,9 @@ def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, nam
         kubectl("annotate", "-n", namespace, f"pod/{pod}", fault)
     wait_for(lambda: route_weights(kubectl, namespace, "sick") == {"stable": 100, "canary": 0}, 20, interval=0.05,
              what="rollback to stable")  # how fast: bench/rollback_latency.py
-    st = kubectl.get_json("agd", "-n", namespace, "sick")["status"]
+    # the routes move first, then status says so
+    st = wait_for(lambda: (lambda s: s if s["traffic"]["routedCanaryWeight"] == 0 else None)(
+        kubectl.get_json("agd", "-n", namespace, "sick")["status"]), 10, what="status after the routes moved")
     assert st["rollback"]["state"] == "RolledBack"
     assert st["rollback"]["reason"] in {"readiness", "crashLoop", "restarts"}
     assert st["rollback"]["evidence"]["pods"]

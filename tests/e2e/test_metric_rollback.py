@@ -137,7 +137,8 @@ def test_prometheus_stopped_during_analysis_is_inconclusive_then_rolled_back(ope
             assert prometheus.url in c["message"] and "query" in c["message"] and "steps hold" in c["message"], c
             step = st["traffic"]["step"]["index"]
             # ...held (never advanced while inconclusive), then rolled back after 3 in a row
-            st = wait_for(lambda: (lambda s: s if s.get("rollback") else None)(
+            # (the rollback is recorded before the routes move: wait for the status written after)
+            st = wait_for(lambda: (lambda s: s if "routedAway" in (s.get("rollback") or {}) else None)(
                 kubectl.get_json("agd", "-n", namespace, "gone").get("status") or {}), 60, what="rollback")
             assert st["rollback"]["reason"] == "inconclusive" and prometheus.url in st["rollback"]["message"]
             assert st["traffic"]["step"]["index"] == step and st["traffic"]["routedCanaryWeight"] == 0
