@@ -153,8 +153,9 @@ def test_steps_walk_the_weight_by_themselves(operator, kubectl, namespace):
         return w == 40
     wait_for(reached_final, 60, interval=0.1, what="walk to 40%")
     assert [w for w in seen if w] == [10, 25, 40], seen
-    step = traffic(kubectl, namespace, "walk")["step"]
-    assert (step["index"], step["of"]) == (2, 2)
+    # the routes move first, then status says so
+    wait_for(lambda: (lambda step: (step["index"], step["of"]) == (2, 2))(traffic(kubectl, namespace, "walk")["step"]),
+             10, what="status after the routes moved")
     # The operator never wrote spec: the walk lives in status.
     assert kubectl.get_json("agd", "-n", namespace, "walk")["metadata"]["generation"] == 1
 
