@@ -45,7 +45,7 @@ class Load:
                 client.infer(self.model, [inp], model_version=version)
             except Exception:
                 self.errors[track] += 1
-            time.sleep(1 / self.rate)
+            self._stop.wait(1 / self.rate)  # the rate's pace, cut short when the load is stopped
 
     def __enter__(self):
         self._thread.start()
