@@ -161,24 +161,36 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}: last={last!r}")
 
 
+def wait_until(read: Callable[[], Any], holds: Callable[[Any], bool], timeout: float = 30, what: str = "") -> Any:
+    """What ``read()`` returns once ``holds`` of it (a status written after the routes moved, say)."""
+    return wait_for(lambda: (lambda value: value if holds(value) else None)(read()), timeout, what=what)
+
+
+def edge_canary_agd(name: str, namespace: str, weight: int) -> dict:
+    """A canary deployment on the edge node group ``edge-group-a`` (KWOK Jetson nodes), one pod a track."""
+    body = canary_agd(name, namespace, weight=weight)
+    body["spec"]["model"]["engines"] = [{"computeCapability": "8.7", "file": "model.sm87.plan"}]
+    body["spec"]["placement"] = {"target": "edge", "edge": {"nodeGroups": ["edge-group-a"]}}
+    body["spec"]["runtime"]["replicas"] = 1
+    return body
+
+
 @contextmanager
 def node_offline(kubectl, node: str) -> Iterator[None]:
     """A KWOK node whose kubelet is gone: it stops heartbeating (Unknown after the controller manager's
     grace period, its pods marked not ready) and nothing marks its pods ready again until it is back."""
     fault = "fault.autoglm.io/node"
-    pods = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in kubectl.get_json(
+    pods = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in kubectl.get_json(
         "pods", "-A", "--field-selector", f"spec.nodeName={node}")["items"]]
     kubectl("annotate", f"node/{node}", f"{fault}=offline")
-    for pod in pods:
-        namespace, name = pod.split("/")
+    for namespace, name in pods:
         kubectl("annotate", "-n", namespace, f"pod/{name}", f"{fault}=offline")
     try:
         yield
     finally:  # the node first: its pods' kubelet is back once the node heartbeats again
         kubectl("annotate", f"node/{node}", f"{fault}-")
         kubectl("wait", f"node/{node}", "--for=condition=Ready", "--timeout=60s")
-        for pod in pods:
-            namespace, name = pod.split("/")
+        for namespace, name in pods:
             kubectl("annotate", "-n", namespace, f"pod/{name}", f"{fault}-", check=False)
 
 

@@ -11,7 +11,7 @@ import tritonclient.http as httpclient
 import yaml
 
 from autoglm_devcluster.triton import TritonProcess
-from conftest import REPO, wait_for
+from conftest import REPO, wait_until
 
 pytestmark = pytest.mark.triton
 
@@ -58,9 +58,9 @@ def test_flaky_fails_on_demand_and_counts_failures(triton, fault_file):
     fault_file.write_text("0.0")
     assert infer(client, "flaky", "1").as_numpy("OUTPUT0").tolist() == [2.0, 5.0]
     # Triton refreshes its metrics on an interval: wait until they count the two requests
-    metrics = wait_for(lambda: (lambda text: text if 'nv_inference_request_success{model="flaky",version="1"} 1'
-                                in text else None)(urllib.request.urlopen(triton.metrics_url).read().decode()),
-                       10, what="Triton's metrics counting the requests")
+    metrics = wait_until(lambda: urllib.request.urlopen(triton.metrics_url).read().decode(),
+                         lambda text: 'nv_inference_request_success{model="flaky",version="1"} 1' in text,
+                         10, what="Triton's metrics counting the requests")
     assert 'nv_inference_request_failure{model="flaky",reason="BACKEND",version="1"} 1' in metrics
     assert 'nv_inference_request_success{model="flaky",version="1"} 1' in metrics
 

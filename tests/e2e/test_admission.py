@@ -15,7 +15,7 @@ import yaml
 
 from autoglm_devcluster.opa import OpaProcess
 from autoglm_devcluster.processes import free_port
-from conftest import REPO, model_store, wait_for
+from conftest import REPO, model_store, wait_for, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -190,9 +190,9 @@ def test_emergency_levers_pass_while_opa_is_down(admission, kubectl, opa):
         assert patch({"metadata": {"annotations": {"serving.autoglm.io/abort": "2026-11-25T00:00:00Z"}}}).returncode == 0
         # the abort takes effect while OPA is still away: the canary is rolled back and routed away from
         # (the rollback is recorded before the routes move: wait for both)
-        wait_for(lambda: (lambda s: (s.get("rollback") or {}).get("reason") == "manual"
-                          and s["traffic"]["routedCanaryWeight"] == 0)(
-            kubectl.get_json("agd", "-n", ns, "lever").get("status") or {}), 30, what="rolled back on the abort")
+        wait_until(lambda: kubectl.get_json("agd", "-n", ns, "lever").get("status") or {},
+                   lambda s: (s.get("rollback") or {}).get("reason") == "manual" and s["traffic"]["routedCanaryWeight"] == 0,
+                   30, what="rolled back on the abort")
         assert patch({"spec": {"runtime": {"replicas": 1}}}).returncode == 0
         assert patch({"spec": {"canary": {"weight": 0}}}).returncode == 0
         assert patch({"spec": {"canary": None}}).returncode == 0

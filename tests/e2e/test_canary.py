@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (agd, canary_agd, node_offline, operator_metric, reconciles_finished, route_weights, wait_for,
-                      wait_reconciled)
+from conftest import (agd, canary_agd, edge_canary_agd, node_offline, operator_metric, reconciles_finished,
+                      route_weights, wait_for, wait_reconciled, wait_until)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +27,9 @@ def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, na
              what="HTTPRoute 90/10")
     assert route_weights(kubectl, namespace, "gray", "grpcroute") == {"stable": 90, "canary": 10}
     # the routes move first, then status says so
-    wait_for(lambda: (lambda t: (t["configuredCanaryWeight"], t["routedCanaryWeight"]) == (10, 10))(
-        traffic(kubectl, namespace, "gray")), 10, what="status after the routes moved")
+    wait_until(lambda: traffic(kubectl, namespace, "gray"),
+               lambda t: (t["configuredCanaryWeight"], t["routedCanaryWeight"]) == (10, 10), 10,
+               what="status after the routes moved")
     route = kubectl.get_json("httproute", "-n", namespace, "gray")
     assert route["spec"]["parentRefs"][0]["name"] == "autoglm-gateway"
     # No Gateway controller runs on this cluster: status says the change is pending, never "served"
@@ -81,8 +82,8 @@ def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, nam
     wait_for(lambda: route_weights(kubectl, namespace, "sick") == {"stable": 100, "canary": 0}, 20, interval=0.05,
              what="rollback to stable")  # how fast: bench/rollback_latency.py
     # the routes move first, then status says so
-    st = wait_for(lambda: (lambda s: s if s["traffic"]["routedCanaryWeight"] == 0 else None)(
-        kubectl.get_json("agd", "-n", namespace, "sick")["status"]), 10, what="status after the routes moved")
+    st = wait_until(lambda: kubectl.get_json("agd", "-n", namespace, "sick")["status"],
+                    lambda s: s["traffic"]["routedCanaryWeight"] == 0, 10, what="status after the routes moved")
     assert st["rollback"]["state"] == "RolledBack"
     assert st["rollback"]["reason"] in {"readiness", "crashLoop", "restarts"}
     assert st["rollback"]["evidence"]["pods"]
@@ -114,11 +115,7 @@ def test_sick_canary_is_rolled_back_and_stays_until_retry(operator, kubectl, nam
 
 
 def test_offline_edge_node_is_not_a_model_failure(operator, kubectl, namespace, cluster):
-    body = canary_agd("edge", namespace, weight=20)
-    body["spec"]["model"]["engines"] = [{"computeCapability": "8.7", "file": "model.sm87.plan"}]
-    body["spec"]["placement"] = {"target": "edge", "edge": {"nodeGroups": ["edge-group-a"]}}
-    body["spec"]["runtime"]["replicas"] = 1
-    kubectl.apply(body)
+    kubectl.apply(edge_canary_agd("edge", namespace, weight=20))
     wait_for(lambda: route_weights(kubectl, namespace, "edge") == {"stable": 80, "canary": 20}, 60, what="20%")
     pod = kubectl.get_json("pods", "-n", namespace, "-l", "serving.autoglm.io/track=canary")["items"][0]
     node = pod["spec"]["nodeName"]
@@ -154,8 +151,8 @@ def test_steps_walk_the_weight_by_themselves(operator, kubectl, namespace):
     wait_for(reached_final, 60, interval=0.1, what="walk to 40%")
     assert [w for w in seen if w] == [10, 25, 40], seen
     # the routes move first, then status says so
-    wait_for(lambda: (lambda step: (step["index"], step["of"]) == (2, 2))(traffic(kubectl, namespace, "walk")["step"]),
-             10, what="status after the routes moved")
+    wait_until(lambda: traffic(kubectl, namespace, "walk")["step"], lambda step: (step["index"], step["of"]) == (2, 2),
+               10, what="status after the routes moved")
     # The operator never wrote spec: the walk lives in status.
     assert kubectl.get_json("agd", "-n", namespace, "walk")["metadata"]["generation"] == 1
 

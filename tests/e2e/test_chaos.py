@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from autoglm_devcluster.processes import free_port
-from conftest import REPO, Kubectl, canary_agd, metric_sum, model_store, node_offline, route_weights, wait_for
+from conftest import (REPO, Kubectl, canary_agd, edge_canary_agd, metric_sum, model_store, node_offline, route_weights,
+                      wait_for)
 
 pytestmark = pytest.mark.e2e
 # spec.rollback.enabled is false in the control-plane restart scenarios: the kubelet signals of
@@ -180,10 +181,7 @@ def test_an_edge_node_offline_during_a_rollout_holds_it_and_it_resumes(operator,
     back online, the step bakes again in full and the walk ends at the final weight."""
     from autoglm_operator.clock import parse_rfc3339
 
-    body = canary_agd("edge", namespace, weight=50)
-    body["spec"]["model"]["engines"] = [{"computeCapability": "8.7", "file": "model.sm87.plan"}]
-    body["spec"]["placement"] = {"target": "edge", "edge": {"nodeGroups": ["edge-group-a"]}}
-    body["spec"]["runtime"]["replicas"] = 1
+    body = edge_canary_agd("edge", namespace, weight=50)
     # the second step outlasts, with room to spare, the node controller's grace period (20 s) plus a
     # heartbeat period, so it is held mid-bake
     body["spec"]["canary"]["steps"] = [{"weight": 10, "bakeSeconds": 2}, {"weight": 30, "bakeSeconds": 75}]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, metric_sum, wait_for
+from conftest import REPO, metric_sum, wait_for, wait_until
 
 # One lifecycle, in order: install -> two replicas serve -> the leader killed -> upgrade -> certificate
 # rotated -> uninstall. Each test starts where the one before ended (installing the chart on a real
@@ -69,8 +69,8 @@ def _metric(pod: dict, name: str) -> float:
 
 
 def _leader_and_follower(dev) -> tuple[dict, dict]:
-    pods = wait_for(lambda: (lambda ps: ps if len(ps) == 2 and all(_ready(p) for p in ps) else None)(
-        [p for p in _pods(dev) if not p["metadata"].get("deletionTimestamp")]), 120, what="two Ready replicas")
+    pods = wait_until(lambda: [p for p in _pods(dev) if not p["metadata"].get("deletionTimestamp")],
+                      lambda ps: len(ps) == 2 and all(_ready(p) for p in ps), 120, what="two Ready replicas")
     leaders = wait_for(lambda: [p for p in pods if _metric(p, "autoglm_operator_leader") == 1], 60, what="a leader")
     assert len(leaders) == 1
     return leaders[0], next(p for p in pods if p is not leaders[0])
@@ -170,8 +170,8 @@ def test_leader_killed_the_other_takes_over(installed):
                                        and _ready(p)), None), 90, what="the killed container restarted and Ready")
     operator = next(c for c in restarted["status"]["containerStatuses"] if c["name"] == "operator")
     assert operator["restartCount"] >= 1
-    leading = wait_for(lambda: (lambda ls: ls if sum(ls) == 1 else None)(
-        [_metric(p, "autoglm_operator_leader") for p in (restarted, follower)]), 30, what="exactly one leader")
+    leading = wait_until(lambda: [_metric(p, "autoglm_operator_leader") for p in (restarted, follower)],
+                         lambda ls: sum(ls) == 1, 30, what="exactly one leader")
     assert sum(leading) == 1
 
 

@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from conftest import REPO, model_store, private_model_store, wait_for
+from conftest import REPO, model_store, private_model_store, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -165,8 +165,8 @@ def test_split_follows_weight_edits_through_envoy_into_triton(plane):
         wait_for(lambda: route_accepted_at_its_generation(dev, namespace, "split"), 10,
                  what="Envoy Gateway accepted the route's new generation")
         # The operator's status reports what the data plane accepted, not what it wrote ...
-        reported = wait_for(lambda: (lambda t: t if t.get("effectiveCanaryWeight") == weight else None)(
-            agd_status(dev, namespace, "split").get("traffic") or {}), 10, what="status reads back the weight")
+        reported = wait_until(lambda: agd_status(dev, namespace, "split").get("traffic") or {},
+                              lambda t: t.get("effectiveCanaryWeight") == weight, 10, what="status reads back the weight")
         assert reported["dataPlane"] == "Accepted"
         accepted = condition_of(agd_status(dev, namespace, "split"), "TrafficAccepted")
         assert accepted["status"] == "True" and f"canary weight {weight}%" in accepted["message"]
@@ -311,8 +311,8 @@ def test_envoy_gateway_stopped_during_a_weight_edit_and_a_rollback(plane):
 
     with dev.paused("envoy-gateway"):
         dev.kubectl("patch", "agd", "-n", namespace, "frozen", "--type=merge", "-p", '{"spec":{"canary":{"weight":50}}}')
-        t = wait_for(lambda: (lambda t: t if t.get("routedCanaryWeight") == 50 else None)(
-            agd_status(dev, namespace, "frozen").get("traffic") or {}), 30, what="the operator routing 50%")
+        t = wait_until(lambda: agd_status(dev, namespace, "frozen").get("traffic") or {},
+                       lambda t: t.get("routedCanaryWeight") == 50, 30, what="the operator routing 50%")
         assert (t["dataPlane"], t["effectiveCanaryWeight"]) == ("Pending", 10), t
         assert t["message"].endswith("until then the canary gets 10%"), t
         pending = condition_of(agd_status(dev, namespace, "frozen"), "TrafficAccepted")
@@ -326,8 +326,8 @@ def test_envoy_gateway_stopped_during_a_weight_edit_and_a_rollback(plane):
     with dev.paused("envoy-gateway"):
         dev.kubectl("annotate", "agd", "-n", namespace, "frozen", "serving.autoglm.io/abort=2026-11-26T00:00:00.000001Z")
         # the rollback is recorded before the routes move: wait for the status written after they did
-        st = wait_for(lambda: (lambda s: s if "routedAway" in (s.get("rollback") or {}) else None)(
-            agd_status(dev, namespace, "frozen")), 30, what="the rollback routed")
+        st = wait_until(lambda: agd_status(dev, namespace, "frozen"), lambda s: "routedAway" in (s.get("rollback") or {}),
+                        30, what="the rollback routed")
         assert st["rollback"]["reason"] == "manual" and st["rollback"]["routedAway"] is False, st["rollback"]
         t = st["traffic"]
         assert (t["routedCanaryWeight"], t["effectiveCanaryWeight"], t["dataPlane"]) == (0, 50, "Pending"), t

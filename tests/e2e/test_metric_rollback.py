@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 
 from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
 from autoglm_devcluster.triton import TritonProcess
-from conftest import REPO, agd, reconciles_finished, route_weights, wait_for
+from conftest import REPO, agd, reconciles_finished, route_weights, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -138,8 +138,8 @@ def test_prometheus_stopped_during_analysis_is_inconclusive_then_rolled_back(ope
             step = st["traffic"]["step"]["index"]
             # ...held (never advanced while inconclusive), then rolled back after 3 in a row
             # (the rollback is recorded before the routes move: wait for the status written after)
-            st = wait_for(lambda: (lambda s: s if "routedAway" in (s.get("rollback") or {}) else None)(
-                kubectl.get_json("agd", "-n", namespace, "gone").get("status") or {}), 60, what="rollback")
+            st = wait_until(lambda: kubectl.get_json("agd", "-n", namespace, "gone").get("status") or {},
+                            lambda s: "routedAway" in (s.get("rollback") or {}), 60, what="rollback")
             assert st["rollback"]["reason"] == "inconclusive" and prometheus.url in st["rollback"]["message"]
             assert st["traffic"]["step"]["index"] == step and st["traffic"]["routedCanaryWeight"] == 0
             wait_for(lambda: route_weights(kubectl, namespace, "gone")["canary"] == 0, 30, what="routed away")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import REPO, agd, reconciles_finished, wait_for, wait_reconciled
+from conftest import REPO, agd, reconciles_finished, wait_for, wait_reconciled, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -225,8 +225,8 @@ def test_a_status_computed_from_an_older_version_never_overwrites_a_newer_one(op
     body = agd("stale", replicas=0)
     body["metadata"]["namespace"] = namespace
     kubectl.apply(body)
-    old = wait_for(lambda: (lambda o: o if (o.get("status") or {}).get("observedGeneration") == 1 else None)(
-        kubectl.get_json("agd", "-n", namespace, "stale")), what="generation 1 reconciled")
+    old = wait_until(lambda: kubectl.get_json("agd", "-n", namespace, "stale"),
+                     lambda o: (o.get("status") or {}).get("observedGeneration") == 1, what="generation 1 reconciled")
     kubectl("patch", "agd", "-n", namespace, "stale", "--type=merge", "-p", '{"spec":{"runtime":{"replicas":1}}}')
     wait_for(lambda: status(kubectl, namespace, "stale").get("observedGeneration") == 2, what="generation 2 reconciled")
 
@@ -242,8 +242,8 @@ def test_a_resource_deleted_and_recreated_at_once_under_its_name_converges(opera
     body = agd("again", replicas=0)
     body["metadata"]["namespace"] = namespace
     kubectl.apply(body)
-    first = wait_for(lambda: (lambda o: o if (o.get("status") or {}).get("observedGeneration") == 1 else None)(
-        kubectl.get_json("agd", "-n", namespace, "again")), what="first reconciled")
+    first = wait_until(lambda: kubectl.get_json("agd", "-n", namespace, "again"),
+                       lambda o: (o.get("status") or {}).get("observedGeneration") == 1, what="first reconciled")
     kubectl("delete", "agd", "-n", namespace, "again", "--wait=false")
     kubectl.apply(body)
     second = kubectl.get_json("agd", "-n", namespace, "again")["metadata"]["uid"]
@@ -255,6 +255,5 @@ def test_a_resource_deleted_and_recreated_at_once_under_its_name_converges(opera
         return all(ref["uid"] == second for i in items for ref in i["metadata"]["ownerReferences"])
     wait_for(lambda: kubectl("get", "deployment", "-n", namespace, "again-stable", check=False).returncode == 0
              and children_of_the_second(), 60, what="children owned by the new resource")
-    st = wait_for(lambda: (lambda s: s if s.get("phase") == "Ready" else None)(status(kubectl, namespace, "again")),
-                  60, what="Ready")
+    st = wait_until(lambda: status(kubectl, namespace, "again"), lambda s: s.get("phase") == "Ready", 60, what="Ready")
     assert "notOwned" not in st
