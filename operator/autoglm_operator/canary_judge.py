@@ -161,6 +161,8 @@ class CanaryJudge:
                     model=spec.model.name, track="canary", interval_seconds=interval))
             else:
                 pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
+                if not pods:  # no pod to ask (all just turned not ready, e.g. their node offline): no answer
+                    return None, interval
                 sample = await self._run_io(analysis.scraper.scrape, pods, spec.model.name)
         except Exception as e:  # SourceUnavailable, or an answer that is no metrics document
             # Prometheus, named in the spec, must answer; pods' metrics ports are best effort until

@@ -198,3 +198,20 @@ def test_a_pod_only_the_node_controller_marked_not_ready_is_not_judged():
     assert kubelet_verdict(marked, RollbackPolicy(), NOW).finding is None
     failing = observe_track(SPEC, canary, None, [canary_pod("False")], nodes)
     assert kubelet_verdict(failing, RollbackPolicy(), NOW).finding.signal == "readiness"
+
+
+def test_no_canary_pod_to_ask_is_not_an_answer_from_the_metrics():
+    """The Deployment still counts the canary ready while its only pod was just marked not ready (its
+    edge node went offline): no pod's metrics port can be asked. That is no answer: a source that
+    never answered is not "stopped" when the pod comes back without one (else three silent scrapes
+    later the canary would be rolled back as inconclusive)."""
+    import asyncio
+
+    from autoglm_operator.canary_judge import CanaryJudge
+
+    async def run_io(fn, *args):
+        return fn(*args)
+    body = {"metadata": {"name": "edge", "namespace": "ns"}, "status": {}}
+    away = pod(ready=False, node_ready=False)
+    decision = asyncio.run(CanaryJudge(run_io).decide(body, SPEC, track([away]), NOW))
+    assert decision.rollback is None and decision.conclusive is None
