@@ -41,7 +41,7 @@ def main() -> int:
     import yaml
     from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
     from autoglm_devcluster.triton import TritonProcess
-    from autoglm_operator.analysis.sources import DEFAULT_ERROR_RATIO_QUERY, _instant, render_query
+    from autoglm_operator.canary.metric_sources import DEFAULT_ERROR_RATIO_QUERY, _instant, render_query
     from autoglm_operator.kube.client import KubeClient, load_configuration
     from conftest import model_store
     from test_metric_rollback import Load

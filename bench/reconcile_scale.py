@@ -115,8 +115,8 @@ def cpu_seconds(extra_pids: dict[str, int] | None = None) -> dict[str, float]:
 def children_template(namespace: str) -> str:
     """Our operator's rendering of BENCH_SPEC, with the owner's name and uid as placeholders."""
     from autoglm_operator.api.spec import parse_spec
-    from autoglm_operator.render import desired_children
-    from autoglm_operator.render.workload import Owner
+    from autoglm_operator.render.workload import desired_children
+    from autoglm_operator.api.owner import Owner
     return json.dumps(desired_children(Owner("__NAME__", namespace, "__UID__"), parse_spec(BENCH_SPEC)))
 
 

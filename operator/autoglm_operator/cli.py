@@ -50,7 +50,7 @@ def _webhook_settings(args: argparse.Namespace) -> dict | None:
 def _leader_election_settings(args: argparse.Namespace) -> dict | None:
     if not args.leader_elect:
         return None
-    from .leader import LeaseTimings
+    from .runtime.leader import LeaseTimings
 
     try:
         timings = LeaseTimings(args.lease_duration, args.renew_deadline, args.retry_period)

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from .api import resource as r
-from .controller import Controller
+from .runtime.controller import Controller
 
 class _NoDiffBase(kopf.DiffBaseStorage):
     """No diff base: this operator reconciles level-triggered from watch events and has no
@@ -78,7 +78,7 @@ async def _lead(memo: kopf.Memo, client: Any, webhook: dict[str, Any] | None, el
     that nothing started as leader can write after another replica took over."""
     import os
 
-    from .leader import LEADER, LeaderElector
+    from .runtime.leader import LEADER, LeaderElector
 
     memo.elector = LeaderElector(client, election["namespace"], election["name"], timings=election["timings"])
     client.write_guard = memo.elector.may_write

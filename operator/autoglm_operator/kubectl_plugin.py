@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from .api import resource as r
-from .clock import rfc3339, utc_now
+from .api.clock import rfc3339, utc_now
 
 
 def _client(args):

@@ -1,6 +1,6 @@
 """Level-triggered reconcile of one AutoGLMDeployment, in five steps:
 
-1. observe the tracks (pods, nodes, Deployments) from the watch-fed :class:`ObservedStore`;
+1. observe the tracks (pods, nodes, Deployments) from the watch-fed :class:`ObjectCache`;
 2. the :class:`CanaryJudge` decides rollback, gray-release step and the canary's weight;
 3. render the children, and the routes through the spec's traffic provider (pure);
 4. the :class:`ChildApplier` applies what changed (by hash) and prunes what is no longer desired;
@@ -19,19 +19,21 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
 
-from . import placement, render, status_builder
+from .render.workload import desired_children
+from .placement import gpu_nodes
+from .status import builder as status_builder
 from .api import resource as r
 from .api.spec import AutoGLMDeploymentSpec, SpecError, parse_spec
-from .canary_judge import CanaryJudge
-from .child_applier import WORKLOAD_KINDS, ChildApplier, ChildApplyError, apply_backoff
-from .clock import Clock, utc_now
+from .canary.judge import CanaryJudge
+from .kube.child_applier import WORKLOAD_KINDS, ChildApplier, ChildApplyError, apply_backoff
+from .api.clock import Clock, utc_now
 from .kube.client import KubeClient, api_error_message
-from .kube.store import ObservedStore
-from .observed import TrackObservation, observe_track
+from .kube.object_cache import ObjectCache
+from .observation.tracks import TrackObservation, observe_track
 from .render import names
-from .render.workload import Owner
-from .status_builder import Event, Findings
-from .traffic import TrafficProviders, Weights, read_back
+from .api.owner import ResourceKey, Owner
+from .status.builder import Event, Findings
+from .traffic.provider import TrafficProviders, Weights, read_back
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,6 @@ GHOSTS_DROPPED = Counter("autoglm_operator_ghosts_dropped_total",
                          "Resources found deleted by a read after no watch reported their deletion")
 STALE_STATUS = Counter("autoglm_operator_stale_status_writes_total",
                        "Status writes refused because the resource changed after it was read (409)")
-Key = tuple[str, str]
 
 
 def merge_patch(current: Any, desired: Any) -> dict[str, Any]:
@@ -64,23 +65,23 @@ def merge_patch(current: Any, desired: Any) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, client: KubeClient, store: ObservedStore, workers: int = 8,
+    def __init__(self, client: KubeClient, store: ObjectCache, workers: int = 8,
                  traffic: TrafficProviders | None = None, clock: Clock = utc_now):
         self.client, self.store, self.clock = client, store, clock
         self.traffic = traffic if traffic is not None else TrafficProviders(r.LABEL_DEPLOYMENT)
         # The official client blocks; run its calls on a pool sized for concurrent reconciles.
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
         self._background: set[asyncio.Task] = set()
-        self._failures: dict[Key, int] = {}  # consecutive failed reconciles, for back-off
+        self._failures: dict[ResourceKey, int] = {}  # consecutive failed reconciles, for back-off
         #: per resource: Event -> [first posted (monotonic), its name, count], for aggregation
-        self._events_posted: dict[Key, dict[Event, list]] = {}
+        self._events_posted: dict[ResourceKey, dict[Event, list]] = {}
         self.judge = CanaryJudge(self.run_io)
         self.applier = ChildApplier(client, store, self.run_io)
 
     async def run_io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: ResourceKey) -> None:
         """The resource is gone: free all that was kept for it."""
         self._failures.pop(key, None)
         self.judge.forget_resource(key)
@@ -148,7 +149,7 @@ class Reconciler:
             # between finds it on restart and routes away, instead of judging a canary anew that,
             # getting no traffic, would look healthy.
             body = await self._patch_status(body, {"rollback": decision.rollback})
-        desired = render.desired_children(owner, spec)
+        desired = desired_children(owner, spec)
         provider = self.traffic.for_spec(spec)
         routes = provider.desired_routes(owner, spec, Weights(100 - decision.traffic.routed,
                                                               decision.traffic.routed)) if provider else []
@@ -178,8 +179,8 @@ class Reconciler:
             deployment = self.store.get("Deployment", owner.namespace, names.track_workload(owner.name, track.name))
             track_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(r.LABEL_TRACK) == track.name]
             obs = observe_track(spec, track, deployment, track_pods, nodes)
-            if track.replicas and nodes and not placement.nodes_for_track(spec, track, nodes.values()):
-                fleet = placement.explain_no_node(spec, track, nodes.values())
+            if track.replicas and nodes and not gpu_nodes.nodes_for_track(spec, track, nodes.values()):
+                fleet = gpu_nodes.explain_no_node(spec, track, nodes.values())
                 obs.unschedulable_message = f"{fleet}. Scheduler: {obs.unschedulable_message}" \
                     if obs.unschedulable_message else fleet
             result.append(obs)

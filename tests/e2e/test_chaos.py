@@ -179,7 +179,7 @@ def test_an_edge_node_offline_during_a_rollout_holds_it_and_it_resumes(operator,
     """The edge node of the canary goes offline mid-walk: not a failure (no rollback, automatic
     rollback on), the canary gets no traffic while away, status names the node and holds the step;
     back online, the step bakes again in full and the walk ends at the final weight."""
-    from autoglm_operator.clock import parse_rfc3339
+    from autoglm_operator.api.clock import parse_rfc3339
 
     body = edge_canary_agd("edge", namespace, weight=50)
     # the second step outlasts, with room to spare, the node controller's grace period (20 s) plus a

@@ -21,7 +21,7 @@ FAST = dict(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
 
 
 def test_one_holder_takeover_after_expiry_and_release(kube, kubectl):
-    from autoglm_operator.leader import LeaderElector, LeaseTimings
+    from autoglm_operator.runtime.leader import LeaderElector, LeaseTimings
 
     namespace = f"lease-{uuid.uuid4().hex[:5]}"
     kubectl("create", "namespace", namespace)
@@ -110,7 +110,7 @@ def test_a_restarted_container_of_the_leading_pod_takes_the_lease_at_once(kube, 
     """The kubelet restarted the leader's container (crash, OOM, SIGKILL): the new container, in the
     same pod, knows the holder exited and takes over without waiting for the lease to expire; a
     container of another pod still waits."""
-    from autoglm_operator.leader import LeaderElector, LeaseTimings
+    from autoglm_operator.runtime.leader import LeaderElector, LeaseTimings
 
     namespace = f"lease-{uuid.uuid4().hex[:5]}"
     kubectl("create", "namespace", namespace)

@@ -218,7 +218,7 @@ def test_a_child_the_api_server_refuses_is_a_condition_naming_it(operator, kubec
 def test_a_status_computed_from_an_older_version_never_overwrites_a_newer_one(operator, kubectl, kube, namespace):
     """Two writers (a paused old leader, a stale cache): the status write carries the resourceVersion
     it was computed from, so the API server refuses it and observedGeneration never goes back."""
-    from autoglm_operator.kube.store import ObservedStore
+    from autoglm_operator.kube.object_cache import ObjectCache
     from autoglm_operator.reconciler import Reconciler
     import asyncio
 
@@ -230,7 +230,7 @@ def test_a_status_computed_from_an_older_version_never_overwrites_a_newer_one(op
     kubectl("patch", "agd", "-n", namespace, "stale", "--type=merge", "-p", '{"spec":{"runtime":{"replicas":1}}}')
     wait_for(lambda: status(kubectl, namespace, "stale").get("observedGeneration") == 2, what="generation 2 reconciled")
 
-    stale_store = ObservedStore()  # a second writer that still sees generation 1
+    stale_store = ObjectCache()  # a second writer that still sees generation 1
     stale_store.observe("AutoGLMDeployment", "ADDED", old)
     asyncio.run(Reconciler(kube, stale_store).reconcile(namespace, "stale"))
     assert status(kubectl, namespace, "stale")["observedGeneration"] == 2

@@ -10,9 +10,9 @@ import threading
 import pytest
 from kubernetes.client.rest import ApiException
 
-from autoglm_operator.kube.store import ObservedStore
-from autoglm_operator.child_applier import ChildApplier, apply_backoff
-from autoglm_operator.render import Owner
+from autoglm_operator.kube.object_cache import ObjectCache
+from autoglm_operator.kube.child_applier import ChildApplier, apply_backoff
+from autoglm_operator.api.owner import Owner
 
 
 class NamespaceGone:
@@ -37,7 +37,7 @@ def test_every_apply_ends_before_the_first_failure_is_raised():
 
     async def run_io(fn, *args):
         return await asyncio.to_thread(fn, *args)
-    applier = ChildApplier(client, ObservedStore(), run_io)
+    applier = ChildApplier(client, ObjectCache(), run_io)
     desired = [{"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "gone"}}
                for kind, name in (("ConfigMap", "fast"), ("Service", "slow"))]
 

@@ -1,11 +1,11 @@
 import datetime
 
-from autoglm_operator.analysis.triton_metrics import Counters, parse_counters
-from autoglm_operator.analysis.verdicts import MetricSample, kubelet_verdict, metric_findings
+from autoglm_operator.canary.triton_metrics import Counters, parse_counters
+from autoglm_operator.canary.verdicts import MetricSample, kubelet_verdict, metric_findings
 from autoglm_operator.api.spec import RollbackPolicy, parse_spec
-from autoglm_operator.canary import canary_revision, decide_traffic, rollback_state
+from autoglm_operator.canary.rollout import canary_revision, decide_traffic, rollback_state
 from autoglm_operator.kubectl_plugin import render_status
-from autoglm_operator.observed import PodObservation, TrackObservation, observe_track
+from autoglm_operator.observation.tracks import PodObservation, TrackObservation, observe_track
 
 SPEC = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1,
                              "engines": [{"computeCapability": "9.0", "file": "a"}]},
@@ -71,7 +71,7 @@ def test_metric_findings_and_counters():
 
 def test_rollback_holds_until_retry_or_new_canary():
     rev = canary_revision(SPEC)
-    from autoglm_operator.analysis.verdicts import Finding
+    from autoglm_operator.canary.verdicts import Finding
     state, events = rollback_state(previous=None, revision=rev, retry_token=None, abort_token=None,
                                    finding=Finding("errorRatio", 0.5, 0.05, "bad"), now="T")
     assert state["state"] == "RolledBack" and events[0][1] == "CanaryRolledBack"
@@ -114,7 +114,7 @@ def test_render_status_reads_well():
 
 
 def test_the_gateway_provider_reads_back_what_the_controller_accepted():
-    from autoglm_operator.traffic import read_back
+    from autoglm_operator.traffic.provider import read_back
     from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
 
     provider = GatewayAPIProvider("owner")
@@ -138,7 +138,7 @@ def test_the_gateway_provider_reads_back_what_the_controller_accepted():
 
 
 def test_steps_walk_while_healthy_and_hold_when_not():
-    from autoglm_operator.canary import walk_steps
+    from autoglm_operator.canary.rollout import walk_steps
     spec = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1,
                                  "engines": [{"computeCapability": "9.0", "file": "a"}]},
                        "canary": {"version": 2, "weight": 50, "steps": [{"weight": 10, "bakeSeconds": 60},
@@ -169,7 +169,7 @@ def test_steps_walk_while_healthy_and_hold_when_not():
 
 
 def test_abort_and_retry_tokens_compare_as_times():
-    from autoglm_operator.canary import abort_requested
+    from autoglm_operator.canary.rollout import abort_requested
     # as text "…:00Z" sorts after "…:00.500000Z"; as times it is half a second earlier
     assert not abort_requested("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.500000Z")
     assert abort_requested("2026-01-01T00:00:00.500000Z", "2026-01-01T00:00:00Z")
@@ -207,7 +207,7 @@ def test_no_canary_pod_to_ask_is_not_an_answer_from_the_metrics():
     later the canary would be rolled back as inconclusive)."""
     import asyncio
 
-    from autoglm_operator.canary_judge import CanaryJudge
+    from autoglm_operator.canary.judge import CanaryJudge
 
     async def run_io(fn, *args):
         return fn(*args)

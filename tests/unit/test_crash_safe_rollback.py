@@ -9,7 +9,7 @@ import copy
 import itertools
 
 from autoglm_operator.api import resource as r
-from autoglm_operator.kube.store import ObservedStore
+from autoglm_operator.kube.object_cache import ObjectCache
 from autoglm_operator.reconciler import Reconciler
 
 
@@ -74,7 +74,7 @@ def agd() -> dict:
 
 
 def run(cluster: Cluster) -> None:
-    store = ObservedStore()
+    store = ObjectCache()
     store.observe(r.KIND, "ADDED", copy.deepcopy(cluster.body))
     asyncio.run(Reconciler(cluster, store).reconcile("ns", "m"))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from autoglm_operator.api import resource as r
-from autoglm_operator.kube.store import ObservedStore
+from autoglm_operator.kube.object_cache import ObjectCache
 from autoglm_operator.reconciler import Reconciler
 
 
@@ -27,7 +27,7 @@ class EventClient:
 
 
 def test_the_same_event_again_bumps_the_count_of_the_one_posted():
-    store = ObservedStore()
+    store = ObjectCache()
     store.observe(r.KIND, "ADDED", {"apiVersion": r.API_VERSION, "kind": r.KIND,
                                     "metadata": {"name": "bad", "namespace": "ns", "uid": "u", "generation": 1,
                                                  "resourceVersion": "1"},

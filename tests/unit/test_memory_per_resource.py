@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from autoglm_operator.api import resource as r
 from autoglm_operator.api.spec import parse_spec
-from autoglm_operator.canary_judge import ROLLBACKS
-from autoglm_operator.controller import Controller
+from autoglm_operator.canary.judge import ROLLBACKS
+from autoglm_operator.runtime.controller import Controller
 
 
 def body(name: str) -> dict:

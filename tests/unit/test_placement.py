@@ -1,4 +1,4 @@
-from autoglm_operator import placement
+from autoglm_operator.placement import gpu_nodes as placement
 from autoglm_operator.api.spec import parse_spec
 
 

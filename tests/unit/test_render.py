@@ -1,5 +1,6 @@
 from autoglm_operator.api.spec import parse_spec
-from autoglm_operator.render import Owner, desired_children
+from autoglm_operator.api.owner import Owner
+from autoglm_operator.render.workload import desired_children
 from autoglm_operator.render.triton_config import desired_config_pbtxt
 from autoglm_operator.render.workload import content_hash
 

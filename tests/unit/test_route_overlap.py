@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from autoglm_operator.api.spec import parse_spec
-from autoglm_operator.traffic import Weights
-from autoglm_operator.render.workload import Owner
+from autoglm_operator.traffic.provider import Weights
+from autoglm_operator.api.owner import Owner
 from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
 from autoglm_operator.traffic.gateway_api_claims import overlaps, precedes
 
@@ -80,8 +80,8 @@ def test_the_oldest_route_then_namespace_name_wins():
 
 def test_a_route_that_appears_moves_or_goes_wakes_the_deployments_it_beats():
     from autoglm_operator.api import resource as r
-    from autoglm_operator.controller import Controller
-    from autoglm_operator.workqueue import WorkQueue
+    from autoglm_operator.runtime.controller import Controller
+    from autoglm_operator.runtime.workqueue import WorkQueue
 
     controller = Controller(client=None)
     store = controller.store

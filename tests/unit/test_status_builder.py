@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime
 
 from autoglm_operator.api.spec import Track
-from autoglm_operator.canary import TrafficDecision
-from autoglm_operator.conditions import condition
-from autoglm_operator.observed import TrackObservation
-from autoglm_operator.status_builder import Findings, apply_failed_status, build_status, phase_events
+from autoglm_operator.canary.rollout import TrafficDecision
+from autoglm_operator.status.conditions import condition
+from autoglm_operator.observation.tracks import TrackObservation
+from autoglm_operator.status.builder import Findings, apply_failed_status, build_status, phase_events
 
 T0 = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
@@ -96,7 +96,7 @@ def test_pods_on_an_offline_node_are_waited_for_and_named_not_a_failure():
 def test_effective_weight_is_what_the_data_plane_accepted_and_a_pending_change_says_so():
     """Envoy Gateway's controller away: the operator routes 50%, clients still get the 10% accepted
     before; status must say 10% until the controller accepts the new generation."""
-    from autoglm_operator.traffic import DataPlaneState
+    from autoglm_operator.traffic.provider import DataPlaneState
 
     stable, canary = track("stable", 1), track("canary", 1)
     serving = lambda routed: TrafficDecision(routed, routed, "Serving", f"canary v2 gets {routed}% of traffic")  # noqa: E731
@@ -124,7 +124,7 @@ def test_effective_weight_is_what_the_data_plane_accepted_and_a_pending_change_s
 
 
 def test_removing_the_canary_is_pending_until_the_data_plane_accepts_it():
-    from autoglm_operator.traffic import DataPlaneState
+    from autoglm_operator.traffic.provider import DataPlaneState
 
     stable, canary = track("stable", 1), track("canary", 1)
     serving = TrafficDecision(30, 30, "Serving", "canary v2 gets 30% of traffic")

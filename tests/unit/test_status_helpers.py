@@ -2,9 +2,9 @@ import asyncio
 
 import datetime
 
-from autoglm_operator.conditions import Condition, merge_conditions
+from autoglm_operator.status.conditions import Condition, merge_conditions
 from autoglm_operator.reconciler import merge_patch
-from autoglm_operator.workqueue import WorkQueue
+from autoglm_operator.runtime.workqueue import WorkQueue
 
 
 def _at(second: int) -> datetime.datetime:

@@ -23,4 +23,4 @@ def test_only_the_conditions_module_sets_a_transition_time():
             (isinstance(node, ast.keyword) and node.arg == "lastTransitionTime")
     offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
                  if any(writes(n) for n in ast.walk(ast.parse(path.read_text())))]
-    assert offenders == ["conditions.py"], offenders
+    assert offenders == ["status/conditions.py"], offenders

@@ -12,8 +12,8 @@ from prometheus_client import Counter
 from ..api import resource as r
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
-from ..kube.store import ObservedStore
-from .levers import relief_only
+from ..kube.object_cache import ObjectCache
+from .relief_updates import relief_only
 from .opa import Decision, OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage
 from .route_overlap import route_overlap_warnings
@@ -36,7 +36,7 @@ class AdmissionReviewer:
     def __init__(self, client: KubeClient, decider: OpaDecider):
         self.client = client
         self.decider = decider
-        self.store = ObservedStore()
+        self.store = ObjectCache()
         self.informers: list[Informer] = []
 
     def start(self) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from ..api.spec import SpecError, parse_spec
-from ..render.workload import Owner
+from ..api.owner import Owner
 from ..api import resource as r
-from ..traffic import TrafficProvider, TrafficProviders, Weights
+from ..traffic.provider import TrafficProvider, TrafficProviders, Weights
 
 POLICY_ID = "route-overlap"
 _PROVIDERS = TrafficProviders(r.LABEL_DEPLOYMENT)  # used for pure rendering and comparison only

@@ -1,5 +1,9 @@
 """Identity of the AutoGLMDeployment resource and the labels/annotations the operator owns."""
 
+import hashlib
+import json
+from typing import Any
+
 GROUP = "serving.autoglm.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -26,3 +30,8 @@ ANNOTATION_DESIRED_HASH = f"{GROUP}/desired-hash"
 ANNOTATION_RETRY = f"{GROUP}/retry"
 #: Set by a user (or `kubectl autoglm abort`) to roll the canary back now.
 ANNOTATION_ABORT = f"{GROUP}/abort"
+
+
+def content_hash(obj: Any) -> str:
+    """The value of :data:`ANNOTATION_DESIRED_HASH` for a desired object (stable key order)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

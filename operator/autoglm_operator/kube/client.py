@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
-from ..clock import rfc3339, utc_now
+from ..api.clock import rfc3339, utc_now
 
 log = logging.getLogger(__name__)
 

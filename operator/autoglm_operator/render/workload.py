@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from .. import placement
+from ..placement import gpu_nodes
 from ..api import resource as r
+from ..api.owner import Owner
+from ..api.resource import content_hash
 from ..api.spec import AutoGLMDeploymentSpec, Track
 from . import names
 from .model_source import (MODELS_DIR, ModelSourceImages, container_security_context, desired_model_source,
@@ -19,25 +19,8 @@ HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 PRE_STOP_SECONDS = 5
 
 
-@dataclass(frozen=True)
-class Owner:
-    """The AutoGLMDeployment that owns the children."""
-
-    name: str
-    namespace: str
-    uid: str
-
-    def reference(self) -> dict[str, Any]:
-        return {"apiVersion": r.API_VERSION, "kind": r.KIND, "name": self.name, "uid": self.uid,
-                "controller": True, "blockOwnerDeletion": True}
-
-
 def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"name": name, "namespace": owner.namespace, "labels": labels, "ownerReferences": [owner.reference()]}
-
-
-def content_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def triton_args(spec: AutoGLMDeploymentSpec) -> list[str]:
@@ -71,7 +54,7 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
     res = spec.runtime.resources
     limits: dict[str, Any] = {"cpu": str(res.cpu), "memory": str(res.memory)}
     if res.gpus:
-        limits[placement.GPU_RESOURCE] = str(res.gpus)
+        limits[gpu_nodes.GPU_RESOURCE] = str(res.gpus)
     http = {"path": "/v2/health/ready", "port": "http"}
     pod_spec: dict[str, Any] = {
         "initContainers": source.init_containers,
@@ -101,11 +84,11 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(spec),
         "volumes": source.volumes + [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
-        "affinity": placement.pod_affinity(spec, track),
-        "tolerations": placement.pod_tolerations(spec),
+        "affinity": gpu_nodes.pod_affinity(spec, track),
+        "tolerations": gpu_nodes.pod_tolerations(spec),
         "topologySpreadConstraints": [{
             "maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway",
-            "topologyKey": placement.GPU_PRODUCT if spec.uses_gpus else "kubernetes.io/hostname",
+            "topologyKey": gpu_nodes.GPU_PRODUCT if spec.uses_gpus else "kubernetes.io/hostname",
             "labelSelector": {"matchLabels": names.track_selector(owner.name, track.name)}}],
         "terminationGracePeriodSeconds": 30 + PRE_STOP_SECONDS,
     }
@@ -148,3 +131,14 @@ def desired_client_service(owner: Owner, spec: AutoGLMDeploymentSpec) -> dict[st
     """The Service clients call without a Gateway: it follows the stable track."""
     labels = {**names.owner_labels(owner.name), r.LABEL_COMPONENT: "client-endpoint"}
     return _service(owner, names.client_service(owner.name), labels, names.track_selector(owner.name, "stable"))
+
+
+def desired_children(owner: Owner, spec: AutoGLMDeploymentSpec) -> list[dict[str, Any]]:
+    """Every object the resource should own, in apply order (config before the pods that read it)."""
+    children: list[dict[str, Any]] = []
+    for track in spec.tracks():
+        children.append(desired_config_map(owner, spec, track))
+        children.append(desired_track_service(owner, spec, track))
+        children.append(desired_deployment(owner, spec, track))
+    children.append(desired_client_service(owner, spec))
+    return children

@@ -10,8 +10,9 @@ from typing import Any, Mapping
 
 from ..api.spec import AutoGLMDeploymentSpec
 from ..render import names
-from ..render.workload import GRPC_PORT, HTTP_PORT, Owner
-from . import Discover, Weights
+from ..api.owner import Owner
+from ..render.workload import GRPC_PORT, HTTP_PORT
+from .provider import Discover, Weights
 from .gateway_api_claims import overlaps, precedes, route_claim
 from .route_index import RouteIndex
 

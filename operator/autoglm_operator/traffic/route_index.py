@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .gateway_api_claims import RouteClaim, claims_overlap, route_claim
+from ..api.owner import ObjectKey
 
-Key = tuple[str, str, str]  # kind, namespace, name
 
 
 @dataclass(frozen=True)
 class IndexedRoute:
-    key: Key
+    key: ObjectKey
     claim: RouteClaim
     owner: str | None  # the AutoGLMDeployment (same namespace) the route belongs to
     deleting: bool
@@ -25,9 +25,9 @@ class IndexedRoute:
 class RouteIndex:
     def __init__(self, owner_label: str) -> None:
         self._owner_label = owner_label
-        self._routes: dict[Key, IndexedRoute] = {}
+        self._routes: dict[ObjectKey, IndexedRoute] = {}
         #: (kind, gateway, hostname as listed, exact or wildcard; None for a route without hostnames)
-        self._by_host: dict[tuple, set[Key]] = defaultdict(set)
+        self._by_host: dict[tuple, set[ObjectKey]] = defaultdict(set)
 
     @staticmethod
     def _slots(claim: RouteClaim) -> Iterator[tuple]:
@@ -35,7 +35,7 @@ class RouteIndex:
             for host in claim.hostnames or (None,):
                 yield claim.kind, gateway, host
 
-    def observe(self, route: dict[str, Any] | None, key: Key) -> None:
+    def observe(self, route: dict[str, Any] | None, key: ObjectKey) -> None:
         """Record the route's current version, or its removal (``route`` None)."""
         old = self._routes.pop(key, None)
         if old is not None:
@@ -55,7 +55,7 @@ class RouteIndex:
     def rivals(self, claim: RouteClaim, older: bool | None = None) -> list[IndexedRoute]:
         """Indexed routes that match some request ``claim`` matches: the ones that win them
         (``older=True``), the ones that lose them (``older=False``), or all, itself included."""
-        keys: set[Key] = set()
+        keys: set[ObjectKey] = set()
         for slot in self._slots(claim):
             keys |= self._by_host.get(slot, set())
         entries = (self._routes[k] for k in sorted(keys))

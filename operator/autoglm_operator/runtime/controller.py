@@ -8,12 +8,12 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from .api import resource as r
-from .kube.client import KubeClient
-from .kube.informer import Informer
-from .kube.store import ObservedStore
-from .reconciler import Reconciler
-from .traffic import TrafficProviders
+from ..api import resource as r
+from ..kube.client import KubeClient
+from ..kube.informer import Informer
+from ..kube.object_cache import ObjectCache
+from ..reconciler import Reconciler
+from ..traffic.provider import TrafficProviders
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change 
 
 class Controller:
     def __init__(self, client: KubeClient, workers: int = 4):
-        self.store = ObservedStore()
+        self.store = ObjectCache()
         self.queue = WorkQueue()
         self.traffic = TrafficProviders(r.LABEL_DEPLOYMENT)
         self.reconciler = Reconciler(client, self.store, workers, self.traffic)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .conditions import TRAFFIC_ACCEPTED, Condition
-from .traffic import DataPlaneState
+from ..traffic.provider import DataPlaneState
 
 
 def read_back_traffic(status: dict[str, Any], previous: dict[str, Any], plane: DataPlaneState,

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from . import placement
-from .api.spec import AutoGLMDeploymentSpec, Track
+from ..placement import gpu_nodes
+from ..api.spec import AutoGLMDeploymentSpec, Track
 
 
 def pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
@@ -126,11 +126,11 @@ def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping
             running_since=max((((s.get("state") or {}).get("running") or {}).get("startedAt") or ""
                                for s in statuses), default="") or None))
         labels = ((node or {}).get("metadata") or {}).get("labels") or {}
-        if labels.get(placement.GPU_PRODUCT):
-            products[labels[placement.GPU_PRODUCT]] += 1
-        engine = placement.engine_for_node(track.engines, labels) if spec.model.format == "tensorrt_plan" else None
+        if labels.get(gpu_nodes.GPU_PRODUCT):
+            products[labels[gpu_nodes.GPU_PRODUCT]] += 1
+        engine = gpu_nodes.engine_for_node(track.engines, labels) if spec.model.format == "tensorrt_plan" else None
         if engine:
-            engines[(engine.file, engine.compute_capability, labels.get(placement.GPU_PRODUCT, ""))] += 1
+            engines[(engine.file, engine.compute_capability, labels.get(gpu_nodes.GPU_PRODUCT, ""))] += 1
     obs.gpu_products = sorted(products)
     obs.engines = [{"file": f, "computeCapability": cc, "gpuProduct": p, "pods": n}
                    for (f, cc, p), n in sorted(engines.items())]

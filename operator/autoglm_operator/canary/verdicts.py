@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.spec import RollbackPolicy
-from ..clock import parse_rfc3339
-from ..observed import PodObservation, TrackObservation
+from ..api.clock import parse_rfc3339
+from ..observation.tracks import PodObservation, TrackObservation
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The watch-fed store decides which events are worth a reconcile (pure, no cluster)."""
 
-from autoglm_operator.kube.store import ObservedStore
+from autoglm_operator.kube.object_cache import ObjectCache
 
 
 def deployment(rv: str, replicas: int = 1) -> dict:
@@ -10,7 +10,7 @@ def deployment(rv: str, replicas: int = 1) -> dict:
 
 
 def test_new_and_newer_versions_are_news():
-    store = ObservedStore()
+    store = ObjectCache()
     assert store.observe("Deployment", "ADDED", deployment("10")) is True
     assert store.observe("Deployment", "MODIFIED", deployment("11", replicas=2)) is True
     assert store.get("Deployment", "ns", "m-stable")["spec"]["replicas"] == 2
@@ -18,7 +18,7 @@ def test_new_and_newer_versions_are_news():
 
 
 def test_the_echo_of_our_own_write_is_not_news():
-    store = ObservedStore()
+    store = ObjectCache()
     store.observe("Deployment", "ADDED", deployment("10"))
     # the operator's apply returned version 12 and stored it at once
     assert store.observe("Deployment", "MODIFIED", deployment("12", replicas=3)) is True
@@ -29,14 +29,14 @@ def test_the_echo_of_our_own_write_is_not_news():
 def test_a_late_older_event_is_not_stored_but_still_reconciled():
     """A controller's write landed between our read and our write: its event arrives after our
     newer copy. Keep the newer copy, but report it: the reconcile that wrote did not see it."""
-    store = ObservedStore()
+    store = ObjectCache()
     store.observe("Deployment", "MODIFIED", deployment("12", replicas=3))
     assert store.observe("Deployment", "MODIFIED", deployment("11", replicas=1)) is True
     assert store.get("Deployment", "ns", "m-stable")["metadata"]["resourceVersion"] == "12"
 
 
 def test_deletion_is_news_once():
-    store = ObservedStore()
+    store = ObjectCache()
     store.observe("Deployment", "ADDED", deployment("10"))
     assert store.observe("Deployment", "DELETED", deployment("13")) is True
     assert store.get("Deployment", "ns", "m-stable") is None
@@ -45,7 +45,7 @@ def test_deletion_is_news_once():
 
 
 def test_managed_fields_are_not_kept():
-    store = ObservedStore()
+    store = ObjectCache()
     live = deployment("10")
     live["metadata"]["managedFields"] = [{"manager": "autoglm-operator", "operation": "Apply", "fieldsV1": {}}]
     store.observe("Deployment", "ADDED", live)

@@ -11,12 +11,12 @@ from typing import Any, Awaitable, Callable
 
 from kubernetes.client.rest import ApiException
 
-from .api import resource as r
-from .kube.client import KubeClient
-from .kube.store import ObservedStore
-from .render.workload import Owner, content_hash
+from ..api import resource as r
+from .client import KubeClient
+from .object_cache import ObjectCache
+from ..api.owner import ResourceKey, Owner
+from ..api.resource import content_hash
 
-Key = tuple[str, str]
 RunIO = Callable[..., Awaitable[Any]]
 #: Told of each child written: kind, the stored version before, the one after.
 ChildWritten = Callable[[str, "dict | None", "dict | None"], None]
@@ -61,15 +61,15 @@ def _whose(obj: dict[str, Any], owner: Owner) -> str:
 
 
 class ChildApplier:
-    def __init__(self, client: KubeClient, store: ObservedStore, run_io: RunIO,
+    def __init__(self, client: KubeClient, store: ObjectCache, run_io: RunIO,
                  on_child_written: ChildWritten = lambda kind, old, new: None, drain_seconds: float = 3.0):
         self.client, self.store, self._run_io = client, store, run_io
         self.on_child_written = on_child_written
         #: Seconds a removed canary keeps serving after routes stopped naming it.
         self.drain_seconds = drain_seconds
-        self._drain_started: dict[Key, float] = {}
+        self._drain_started: dict[ResourceKey, float] = {}
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: ResourceKey) -> None:
         self._drain_started.pop(key, None)
 
     def __len__(self) -> int:

@@ -1,6 +1,6 @@
 """Which updates only take risk away (admitted without OPA): pure decisions."""
 
-from autoglm_operator.admission.levers import relief_only
+from autoglm_operator.admission.relief_updates import relief_only
 
 
 def obj(spec, labels=None, annotations=None):

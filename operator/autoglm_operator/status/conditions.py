@@ -13,7 +13,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .clock import rfc3339
+from ..api.clock import rfc3339
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 #: Whether the data plane accepted the routes at their current generation (only with a traffic provider).

@@ -16,21 +16,21 @@ from typing import Any, Awaitable, Callable
 
 from prometheus_client import Counter
 
-from .analysis.sources import PodScraper, prometheus_sample
-from .analysis.verdicts import Finding, kubelet_verdict, metric_findings
-from .api import resource as r
-from .api.spec import AutoGLMDeploymentSpec
-from .canary import TrafficDecision, canary_revision, decide_traffic, rollback_state, walk_steps
-from .clock import rfc3339
-from .observed import TrackObservation
-from .render import names
+from .metric_sources import PodScraper, prometheus_sample
+from .verdicts import Finding, kubelet_verdict, metric_findings
+from ..api import resource as r
+from ..api.spec import AutoGLMDeploymentSpec
+from .rollout import TrafficDecision, canary_revision, decide_traffic, rollback_state, walk_steps
+from ..api.clock import rfc3339
+from ..observation.tracks import TrackObservation
+from ..render import names
+from ..api.owner import ResourceKey
 
 log = logging.getLogger(__name__)
 
 ROLLBACKS = Counter("autoglm_operator_rollbacks_total", "Automatic and manual canary rollbacks",
                     ["namespace", "name", "signal"])
 
-Key = tuple[str, str]  # namespace, name
 RunIO = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop
 
 
@@ -80,14 +80,14 @@ class CanaryDecision:
 class CanaryJudge:
     def __init__(self, run_io: RunIO):
         self._run_io = run_io
-        self._analysis: dict[Key, AnalysisState] = {}
-        self._rollback_signals: dict[Key, set[str]] = {}  # label sets of ROLLBACKS, removed with the resource
+        self._analysis: dict[ResourceKey, AnalysisState] = {}
+        self._rollback_signals: dict[ResourceKey, set[str]] = {}  # label sets of ROLLBACKS, removed with the resource
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: ResourceKey) -> None:
         """The canary or the resource is gone: free what was kept for it."""
         self._analysis.pop(key, None)
 
-    def forget_resource(self, key: Key) -> None:
+    def forget_resource(self, key: ResourceKey) -> None:
         """The resource is gone: free its analysis and its metric label sets too."""
         self.forget(key)
         for signal in self._rollback_signals.pop(key, ()):
@@ -191,5 +191,5 @@ class CanaryJudge:
         return None, interval
 
 
-def _key(body: dict[str, Any]) -> Key:
+def _key(body: dict[str, Any]) -> ResourceKey:
     return body["metadata"]["namespace"], body["metadata"]["name"]

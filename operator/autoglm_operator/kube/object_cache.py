@@ -10,8 +10,8 @@ from collections import defaultdict
 from typing import Any, Iterator
 
 from ..api import resource as r
+from ..api.owner import ObjectKey
 
-Key = tuple[str, str | None, str]  # kind, namespace, name
 
 
 def _older(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -22,11 +22,11 @@ def _older(new: dict[str, Any], old: dict[str, Any]) -> bool:
         return False  # resourceVersions are opaque in general; only etcd's integers are compared
 
 
-class ObservedStore:
+class ObjectCache:
     def __init__(self) -> None:
-        self._objects: dict[Key, dict[str, Any]] = {}
-        self._by_owner: dict[tuple[str, str], set[Key]] = defaultdict(set)
-        self._by_kind: dict[str, dict[Key, dict[str, Any]]] = defaultdict(dict)
+        self._objects: dict[ObjectKey, dict[str, Any]] = {}
+        self._by_owner: dict[tuple[str, str], set[ObjectKey]] = defaultdict(set)
+        self._by_kind: dict[str, dict[ObjectKey, dict[str, Any]]] = defaultdict(dict)
 
     @staticmethod
     def _owner_of(obj: dict[str, Any]) -> tuple[str, str] | None:

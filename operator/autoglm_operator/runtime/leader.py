@@ -25,7 +25,7 @@ from typing import Any, Callable
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
 
-from .clock import rfc3339
+from ..api.clock import rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from .canary import TrafficDecision
+from ..canary.rollout import TrafficDecision
 from .conditions import (ANALYSIS_CONCLUSIVE, DEGRADED, PROGRESSING, READY, Condition, condition,
                          merge_conditions, overlay)
-from .observed import TrackObservation
-from .traffic import DataPlaneState
-from .traffic_status import read_back_traffic
+from ..observation.tracks import TrackObservation
+from ..traffic.provider import DataPlaneState
+from .traffic import read_back_traffic
 
 Event = tuple[str, str, str]  # type, reason, message
 
