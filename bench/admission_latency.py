@@ -54,7 +54,7 @@ def main() -> int:
         def create(ns: str, name: str) -> float:
             body = {**good, "metadata": {"name": name}}
             t0 = time.perf_counter()
-            client._call("POST", f"/apis/serving.autoglm.io/v1alpha1/namespaces/{ns}/autoglmdeployments", body=body)
+            client.request("POST", f"/apis/serving.autoglm.io/v1alpha1/namespaces/{ns}/autoglmdeployments", body=body)
             return time.perf_counter() - t0
 
         deadline = time.monotonic() + 60
@@ -63,7 +63,7 @@ def main() -> int:
                                                     "image": "nvcr.io/nvidia/tritonserver:latest"}}}
         while True:  # wait until the webhook answers with OPA's verdict
             try:
-                client._call("POST", f"/apis/serving.autoglm.io/v1alpha1/namespaces/{with_ns}/autoglmdeployments",
+                client.request("POST", f"/apis/serving.autoglm.io/v1alpha1/namespaces/{with_ns}/autoglmdeployments",
                              body=bad)
             except Exception as e:
                 if "[allowed-registries]" in str(e):

@@ -115,7 +115,7 @@ def _install_crds(args: argparse.Namespace) -> int:
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc:
                 continue
-            client._call("PATCH", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
+            client.request("PATCH", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
                          body=doc, query=[("fieldManager", "autoglm-operator"), ("force", "true")],
                          content_type="application/apply-patch+yaml")
             print(f"customresourcedefinition/{doc['metadata']['name']} applied")

@@ -8,7 +8,10 @@ from typing import Any
 import kopf
 
 from .api import resource as r
+from .kube.object_cache import ObjectCache
+from .reconciler import Reconciler
 from .runtime.controller import Controller
+from .traffic.provider import TrafficProviders
 
 class _NoDiffBase(kopf.DiffBaseStorage):
     """No diff base: this operator reconciles level-triggered from watch events and has no
@@ -40,7 +43,9 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.peering.standalone = True  # Kopf peering pauses every equal peer: leader election decides instead
     client = KubeClient(load_configuration(settings_from_cli.get("kubeconfig"), settings_from_cli.get("context")))
-    memo.controller = Controller(client, workers=settings_from_cli.get("workers", 8))
+    workers = settings_from_cli.get("workers", 8)
+    reconciler = Reconciler(client, ObjectCache(), TrafficProviders(r.LABEL_DEPLOYMENT), workers=workers)
+    memo.controller = Controller(reconciler, workers=workers)
     webhook = settings_from_cli.get("webhook")
     if webhook:  # every replica serves admission, leader or not
         await _serve_admission(settings, memo, client, webhook)

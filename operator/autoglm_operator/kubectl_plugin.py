@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from .api import resource as r
-from .api.clock import rfc3339, utc_now
+from .api.clock import SYSTEM_CLOCK, rfc3339
 
 
 def _client(args):
@@ -41,7 +41,7 @@ def _namespace(args) -> str:
 
 def _now() -> str:
     """abort/retry tokens: times to the microsecond, so two requests in one second stay ordered."""
-    return rfc3339(utc_now(), micro=True)
+    return rfc3339(SYSTEM_CLOCK.now(), micro=True)
 
 
 def render_status(obj: dict[str, Any], width: int = 0) -> str:

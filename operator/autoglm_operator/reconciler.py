@@ -4,43 +4,46 @@
 2. the :class:`CanaryJudge` decides rollback, gray-release step and the canary's weight;
 3. render the children, and the routes through the spec's traffic provider (pure);
 4. the :class:`ChildApplier` applies what changed (by hash) and prunes what is no longer desired;
-5. :func:`build_status` says all of it as status and Events; status is written only when it changed.
+5. :func:`build_status` says all of it as status and Events; status is written only when it changed,
+   Events go to the :class:`EventRecorder`.
+
+Retries are the work queue's (rate-limited); a failed reconcile raises, and :meth:`Reconciler.report_failure`
+says it in status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
 
-from .render.workload import desired_children
-from .placement import gpu_nodes
-from .status import builder as status_builder
 from .api import resource as r
+from .api.clock import SYSTEM_CLOCK, Clock
+from .api.events import Event
+from .api.owner import Owner, ResourceKey
 from .api.spec import AutoGLMDeploymentSpec, SpecError, parse_spec
 from .canary.judge import CanaryJudge
-from .kube.child_applier import WORKLOAD_KINDS, ChildApplier, ChildApplyError, apply_backoff
-from .api.clock import Clock, utc_now
+from .kube.child_applier import WORKLOAD_KINDS, ChildApplier, ChildApplyError
 from .kube.client import KubeClient, api_error_message
+from .kube.event_recorder import EventRecorder
 from .kube.object_cache import ObjectCache
 from .observation.tracks import TrackObservation, observe_track
+from .placement import gpu_nodes
 from .render import names
-from .api.owner import ResourceKey, Owner
-from .status.builder import Event, Findings
+from .render.workload import desired_children
+from .status import builder as status_builder
+from .status.builder import Findings
 from .traffic.provider import TrafficProviders, Weights, read_back
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RECONCILES = Counter("autoglm_operator_reconciles_total", "Reconciles by outcome", ["outcome"])
 RECONCILE_SECONDS = Histogram("autoglm_operator_reconcile_seconds", "Time of one reconcile")
-#: The same Event (type, reason, message) for one resource is posted at most once in this window.
-EVENT_REPEAT_SECONDS = 600.0
 GHOSTS_DROPPED = Counter("autoglm_operator_ghosts_dropped_total",
                          "Resources found deleted by a read after no watch reported their deletion")
 STALE_STATUS = Counter("autoglm_operator_stale_status_writes_total",
@@ -65,58 +68,58 @@ def merge_patch(current: Any, desired: Any) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, client: KubeClient, store: ObjectCache, workers: int = 8,
-                 traffic: TrafficProviders | None = None, clock: Clock = utc_now):
+    def __init__(self, client: KubeClient, store: ObjectCache, traffic: TrafficProviders | None = None,
+                 clock: Clock = SYSTEM_CLOCK, workers: int = 8):
         self.client, self.store, self.clock = client, store, clock
         self.traffic = traffic if traffic is not None else TrafficProviders(r.LABEL_DEPLOYMENT)
         # The official client blocks; run its calls on a pool sized for concurrent reconciles.
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
-        self._background: set[asyncio.Task] = set()
-        self._failures: dict[ResourceKey, int] = {}  # consecutive failed reconciles, for back-off
-        #: per resource: Event -> [first posted (monotonic), its name, count], for aggregation
-        self._events_posted: dict[ResourceKey, dict[Event, list]] = {}
-        self.judge = CanaryJudge(self.run_io)
-        self.applier = ChildApplier(client, store, self.run_io)
+        self.events = EventRecorder(client, self.run_io, clock)
+        self.judge = CanaryJudge(self.run_io, clock)
+        self.applier = ChildApplier(client, store, self.run_io, clock=clock)
 
-    async def run_io(self, fn, *args):
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def forget(self, key: ResourceKey) -> None:
         """The resource is gone: free all that was kept for it."""
-        self._failures.pop(key, None)
         self.judge.forget_resource(key)
         self.applier.forget(key)
-        self._events_posted.pop(key, None)
+        self.events.forget(key)
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
-        """Reconcile one resource; returns seconds until it should be looked at again, if ever."""
+        """Reconcile one resource; returns seconds until it should be looked at again, if ever.
+        Raises the API server's refusal (:class:`ApiException`) for the work queue to retry with
+        back-off; :meth:`report_failure` then says it in status."""
         body = self.store.get(r.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        started, key = time.monotonic(), (namespace, name)
-        previous = body.get("status") or {}
+        started = self.clock.monotonic()
         try:
             body, status, events, requeue = await self._reconcile(body)
-            RECONCILES.labels("ok").inc()
-            self._failures.pop(key, None)
-        except ApiException as e:
-            RECONCILES.labels("error").inc()
-            if e.status == 404 and await self._gone(body):
-                return None
-            failures = self._failures[key] = self._failures.get(key, 0) + 1
-            delay = apply_backoff(failures, random.random())
-            log.warning("reconcile %s/%s failed (%d in a row; retrying in %.1f s): %s", namespace, name, failures,
-                        delay, api_error_message(e))
-            if isinstance(e, ChildApplyError) and e.status != 404:  # 404: the namespace is going away
-                status, events = status_builder.apply_failed_status(
-                    previous, _generation(body), e.child, api_error_message(e), delay, self.clock())
-                await self._write(body, status, events)
-            return delay
         finally:
-            RECONCILE_SECONDS.observe(time.monotonic() - started)
+            RECONCILE_SECONDS.observe(self.clock.monotonic() - started)
+        RECONCILES.labels("ok").inc()
         if not await self._write(body, status, events) and await self._gone(body):
             return None
         return requeue
+
+    async def report_failure(self, namespace: str, name: str, error: ApiException, retry_in: float) -> bool:
+        """A reconcile of the resource failed with ``error`` and is retried in ``retry_in`` seconds:
+        a refused child is said in status (which child, the API server's message). False when the
+        resource turned out to be gone (then it is forgotten)."""
+        RECONCILES.labels("error").inc()
+        body = self.store.get(r.KIND, namespace, name)
+        if body is None or (error.status == 404 and await self._gone(body)):
+            return False
+        log.warning("reconcile %s/%s failed (retrying in %.1f s): %s", namespace, name, retry_in,
+                    api_error_message(error))
+        if isinstance(error, ChildApplyError) and error.status != 404:  # 404: the namespace is going away
+            status, events = status_builder.apply_failed_status(
+                body.get("status") or {}, _generation(body), error.child, api_error_message(error), retry_in,
+                self.clock.now())
+            await self._write(body, status, events)
+        return True
 
     async def _gone(self, body: dict[str, Any]) -> bool:
         """The API server says the resource (or its namespace) is not found: if a read confirms it,
@@ -135,7 +138,7 @@ class Reconciler:
     async def _reconcile(self, body: dict[str, Any]) -> tuple[dict, dict[str, Any], list[Event], float | None]:
         """The status and Events for ``body``, the version of it they are to be written onto, and
         when to look again."""
-        meta, previous, now = body["metadata"], body.get("status") or {}, self.clock()
+        meta, previous, now = body["metadata"], body.get("status") or {}, self.clock.now()
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as e:
@@ -162,11 +165,14 @@ class Reconciler:
         if pruned:
             events.append(("Normal", "Removed", "Removed " + ", ".join(pruned) + " (no longer in spec)"))
         live = [self.store.get(o["kind"], meta["namespace"], o["metadata"]["name"]) or o for o in routes]
-        found = Findings(_generation(body), tracks, [o for o in tracks if not (decision.rollback and o is canary)],
-                         decision.traffic, spec.canary is not None, decision.step, decision.rollback,
-                         decision.analysis, provider.conflicts(owner, live) if provider else [], not_owned,
-                         read_back(provider, live) if provider else None, decision.conclusive,
-                         spec.rollback.inconclusive_limit)
+        found = Findings(
+            generation=_generation(body), tracks=tracks,
+            judged=[o for o in tracks if not (decision.rollback and o is canary)],
+            traffic=decision.traffic, has_canary=spec.canary is not None, step=decision.step,
+            rollback=decision.rollback, analysis=decision.analysis,
+            conflicts=provider.conflicts(owner, live) if provider else [], not_owned=not_owned,
+            data_plane=read_back(provider, live) if provider else None,
+            analysis_conclusive=decision.conclusive, inconclusive_limit=spec.rollback.inconclusive_limit)
         status, more = status_builder.build_status(previous, found, now)
         requeue = min((t for t in (decision.recheck_after, draining) if t is not None), default=None)
         return body, status, events + more, requeue
@@ -203,7 +209,7 @@ class Reconciler:
                 log.info("status of %s/%s not written: the resource changed meanwhile", body["metadata"]["namespace"],
                          body["metadata"]["name"])
                 return True
-        self._post_events(body, status_builder.phase_events(previous, status, events))
+        self.events.record(body, status_builder.phase_events(previous, status, events))
         return True
 
     async def _patch_status(self, body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -216,41 +222,6 @@ class Reconciler:
             return body
         self.store.observe(r.KIND, "MODIFIED", updated)
         return updated
-
-    def _post_events(self, body: dict[str, Any], events: list[Event]) -> None:
-        """Events are best effort: posted beside the reconcile, never in its way. The same Event
-        for the same resource within :data:`EVENT_REPEAT_SECONDS` bumps the count of the one
-        posted (``kubectl describe`` shows "x3 over 2m"), as client-go's recorder does."""
-        key, now = (body["metadata"]["namespace"], body["metadata"]["name"]), time.monotonic()
-        posted = self._events_posted.setdefault(key, {})
-        for event in events:
-            seen = posted.get(event)
-            if seen is not None and now - seen[0] < EVENT_REPEAT_SECONDS and seen[1] is not None:
-                seen[2] += 1
-                work = self.run_io(self.client.event_repeated, key[0], seen[1], seen[2])
-            else:
-                seen = posted[event] = [now, None, 1]
-                work = self._post_event(body, event, seen)
-            if len(posted) > 64:  # keep the newest few per resource
-                for old in sorted(posted, key=lambda e: posted[e][0])[:len(posted) - 64]:
-                    del posted[old]
-            task = asyncio.create_task(work)
-            self._background.add(task)
-            task.add_done_callback(self._event_posted)
-
-    async def _post_event(self, body: dict[str, Any], event: Event, record: list) -> None:
-        created = await self.run_io(self.client.event, body, *event)
-        record[1] = (created or {}).get("metadata", {}).get("name")
-
-    async def events_posted(self) -> None:
-        """Wait until the Events posted so far are written (or failed): for an orderly stop."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-
-    def _event_posted(self, task: asyncio.Task) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # retrieved here, never left to surface later
-            log.warning("posting an Event failed: %s", task.exception())
 
 
 def _generation(body: dict[str, Any]) -> int:

@@ -11,7 +11,8 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from autoglm_operator.kube.object_cache import ObjectCache
-from autoglm_operator.kube.child_applier import ChildApplier, apply_backoff
+from autoglm_operator.kube.child_applier import ChildApplier
+from autoglm_operator.runtime.workqueue import ExponentialBackoff
 from autoglm_operator.api.owner import Owner
 
 
@@ -50,6 +51,7 @@ def test_every_apply_ends_before_the_first_failure_is_raised():
 
 
 def test_failed_applies_back_off_exponentially_with_jitter():
+    apply_backoff = ExponentialBackoff().delay
     assert [round(apply_backoff(n, 0.5), 3) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
     assert apply_backoff(20, 0.5) == 300.0  # capped
     assert 1.6 <= apply_backoff(1, 0.0) < apply_backoff(1, 0.999) <= 2.4  # +-20 % jitter

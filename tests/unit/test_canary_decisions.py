@@ -34,12 +34,12 @@ def test_effective_weight_is_zero_unless_canary_available_and_not_rolled_back():
 
 def test_kubelet_verdicts():
     policy = RollbackPolicy()
-    assert kubelet_verdict(track([pod()]), policy).finding is None
-    assert kubelet_verdict(track([pod(ready=False, started=False)]), policy).finding is None  # still loading
+    assert kubelet_verdict(track([pod()]), policy, NOW).finding is None
+    assert kubelet_verdict(track([pod(ready=False, started=False)]), policy, NOW).finding is None  # still loading
     f = kubelet_verdict(track([pod(ready=False, since="2025-12-31T23:59:59Z")]), policy, NOW).finding
     assert f.signal == "readiness" and f.pods == ("p",)
-    assert kubelet_verdict(track([pod(crash=True)]), policy).finding.signal == "crashLoop"
-    assert kubelet_verdict(track([pod(restarts=3)]), policy).finding.signal == "restarts"
+    assert kubelet_verdict(track([pod(crash=True)]), policy, NOW).finding.signal == "crashLoop"
+    assert kubelet_verdict(track([pod(restarts=3)]), policy, NOW).finding.signal == "restarts"
     # a pod on a node that is not Ready is not judged: an offline edge node is not a model failure
     v = kubelet_verdict(track([pod(ready=False, node_ready=False, since="2025-12-31T23:59:59Z")]), policy, NOW)
     assert v.finding is None and v.excluded_pods == ["p"]

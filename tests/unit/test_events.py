@@ -18,12 +18,12 @@ class EventClient:
     def patch_status(self, namespace, name, patch, resource_version=None):
         return None
 
-    def event(self, owner, type_, reason, message):
-        self.created.append((type_, reason, message))
-        return {"metadata": {"name": f"{owner['metadata']['name']}.{len(self.created)}"}}
+    def create(self, kind, namespace, body):
+        self.created.append((body["type"], body["reason"], body["message"]))
+        return {"metadata": {"name": f"{body['involvedObject']['name']}.{len(self.created)}"}}
 
-    def event_repeated(self, namespace, name, count):
-        self.repeated.append((name, count))
+    def patch(self, kind, namespace, name, patch):
+        self.repeated.append((name, patch["count"]))
 
 
 def test_the_same_event_again_bumps_the_count_of_the_one_posted():
@@ -38,7 +38,7 @@ def test_the_same_event_again_bumps_the_count_of_the_one_posted():
     async def three_reconciles():
         for _ in range(3):
             await reconciler.reconcile("ns", "bad")
-            await reconciler.events_posted()  # the posts run beside the reconcile
+            await reconciler.events.flush()  # the posts run beside the reconcile
     asyncio.run(three_reconciles())
     assert [e[1] for e in client.created] == ["InvalidSpec", "PhaseFailed"]  # status is never stored here
     assert "spec.model.repository.uri" in client.created[0][2]

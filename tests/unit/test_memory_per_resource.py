@@ -12,6 +12,8 @@ from prometheus_client import REGISTRY
 from autoglm_operator.api import resource as r
 from autoglm_operator.api.spec import parse_spec
 from autoglm_operator.canary.judge import ROLLBACKS
+from autoglm_operator.kube.object_cache import ObjectCache
+from autoglm_operator.reconciler import Reconciler
 from autoglm_operator.runtime.controller import Controller
 
 
@@ -24,7 +26,7 @@ def body(name: str) -> dict:
 
 
 def test_deleting_a_resource_frees_its_analysis_and_its_metric_label_sets():
-    controller = Controller(client=None)
+    controller = Controller(Reconciler(None, ObjectCache()))
     judge = controller.reconciler.judge
     now = datetime.datetime(2026, 11, 25, 12, 0, 1, tzinfo=datetime.timezone.utc)
     for i in range(50):

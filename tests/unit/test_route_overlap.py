@@ -80,10 +80,12 @@ def test_the_oldest_route_then_namespace_name_wins():
 
 def test_a_route_that_appears_moves_or_goes_wakes_the_deployments_it_beats():
     from autoglm_operator.api import resource as r
+    from autoglm_operator.kube.object_cache import ObjectCache
+    from autoglm_operator.reconciler import Reconciler
     from autoglm_operator.runtime.controller import Controller
     from autoglm_operator.runtime.workqueue import WorkQueue
 
-    controller = Controller(client=None)
+    controller = Controller(Reconciler(None, ObjectCache()))
     store = controller.store
     stored = {}
     for name, host, created in (("older", "b.example.com", "2026-01-01T00:00:00Z"),

@@ -21,7 +21,8 @@ def track(name: str, ready: int, desired: int = 1) -> TrackObservation:
 
 def findings(*tracks: TrackObservation, **kw) -> Findings:
     traffic = kw.pop("traffic", TrafficDecision(0, 0, "NoCanary", "all traffic to stable"))
-    return Findings(1, list(tracks), kw.pop("judged", list(tracks)), traffic, kw.pop("has_canary", False), **kw)
+    return Findings(generation=1, tracks=list(tracks), judged=kw.pop("judged", list(tracks)), traffic=traffic,
+                    has_canary=kw.pop("has_canary", False), **kw)
 
 
 def test_ready_then_a_rollback_degrades_and_keeps_the_transition_time_while_it_holds():

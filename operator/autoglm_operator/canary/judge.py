@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -21,7 +20,7 @@ from .verdicts import Finding, kubelet_verdict, metric_findings
 from ..api import resource as r
 from ..api.spec import AutoGLMDeploymentSpec
 from .rollout import TrafficDecision, canary_revision, decide_traffic, rollback_state, walk_steps
-from ..api.clock import rfc3339
+from ..api.clock import SYSTEM_CLOCK, Clock, rfc3339
 from ..observation.tracks import TrackObservation
 from ..render import names
 from ..api.owner import ResourceKey
@@ -78,8 +77,8 @@ class CanaryDecision:
 
 
 class CanaryJudge:
-    def __init__(self, run_io: RunIO):
-        self._run_io = run_io
+    def __init__(self, run_io: RunIO, clock: Clock = SYSTEM_CLOCK):
+        self._run_io, self.clock = run_io, clock
         self._analysis: dict[ResourceKey, AnalysisState] = {}
         self._rollback_signals: dict[ResourceKey, set[str]] = {}  # label sets of ROLLBACKS, removed with the resource
 
@@ -130,7 +129,7 @@ class CanaryJudge:
         held = (previous and previous.get("canaryRevision") == revision
                 and previous.get("retryToken") == annotations.get(r.ANNOTATION_RETRY))
         if spec.rollback.enabled and canary is not None and not held:
-            kubelet = kubelet_verdict(canary, spec.rollback)
+            kubelet = kubelet_verdict(canary, spec.rollback, now)
             finding, recheck = kubelet.finding, kubelet.recheck_after
             if finding is None and canary.available:
                 finding, next_in = await self._analyse_metrics(body, spec, canary, analysis)
@@ -148,7 +147,7 @@ class CanaryJudge:
     async def _analyse_metrics(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation,
                                analysis: AnalysisState) -> tuple[Finding | None, float]:
         interval = spec.rollback.analysis_interval_seconds
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if analysis.last_run and now - analysis.last_run < interval:
             return None, interval - (now - analysis.last_run)
         analysis.last_run = now

@@ -75,9 +75,7 @@ class KubeletVerdict:
     excluded_pods: list[str] = field(default_factory=list)
 
 
-def kubelet_verdict(canary: TrackObservation, policy: RollbackPolicy,
-                    now: datetime.datetime | None = None) -> KubeletVerdict:
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+def kubelet_verdict(canary: TrackObservation, policy: RollbackPolicy, now: datetime.datetime) -> KubeletVerdict:
     verdict = KubeletVerdict()
     judged = []
     for pod in canary.pods:

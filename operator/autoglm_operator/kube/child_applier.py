@@ -6,12 +6,12 @@ removed canary. Never applies over, or deletes, an object this resource did not 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Awaitable, Callable
 
 from kubernetes.client.rest import ApiException
 
 from ..api import resource as r
+from ..api.clock import SYSTEM_CLOCK, Clock
 from .client import KubeClient
 from .object_cache import ObjectCache
 from ..api.owner import ResourceKey, Owner
@@ -23,16 +23,6 @@ ChildWritten = Callable[[str, "dict | None", "dict | None"], None]
 
 #: Kinds every deployment renders, in apply order; a traffic provider adds its own after them.
 WORKLOAD_KINDS = ("ConfigMap", "Service", "Deployment")
-
-#: Back-off of a reconcile whose applies the API server refuses: 2, 4, 8 ... 300 s, +-20 % jitter.
-APPLY_BACKOFF_FIRST, APPLY_BACKOFF_MAX = 2.0, 300.0
-
-
-def apply_backoff(failures: int, rand: float) -> float:
-    """Seconds before retrying after ``failures`` consecutive failed reconciles (``rand`` in [0, 1))."""
-    base = min(APPLY_BACKOFF_MAX, APPLY_BACKOFF_FIRST * 2 ** max(0, failures - 1))
-    return base * (0.8 + 0.4 * rand)
-
 
 class ChildApplyError(ApiException):
     """The API server refused a child: which one, and its message."""
@@ -62,8 +52,9 @@ def _whose(obj: dict[str, Any], owner: Owner) -> str:
 
 class ChildApplier:
     def __init__(self, client: KubeClient, store: ObjectCache, run_io: RunIO,
-                 on_child_written: ChildWritten = lambda kind, old, new: None, drain_seconds: float = 3.0):
-        self.client, self.store, self._run_io = client, store, run_io
+                 on_child_written: ChildWritten = lambda kind, old, new: None, drain_seconds: float = 3.0,
+                 clock: Clock = SYSTEM_CLOCK):
+        self.client, self.store, self._run_io, self.clock = client, store, run_io, clock
         self.on_child_written = on_child_written
         #: Seconds a removed canary keeps serving after routes stopped naming it.
         self.drain_seconds = drain_seconds
@@ -124,8 +115,8 @@ class ChildApplier:
                        if (o["metadata"].get("labels") or {}).get(r.LABEL_TRACK) == "canary"
                        and ("Deployment", o["metadata"]["name"]) not in wanted]
         if drain_canary and canary_left:
-            started = self._drain_started.setdefault(key, time.monotonic())
-            remaining = self.drain_seconds - (time.monotonic() - started)
+            started = self._drain_started.setdefault(key, self.clock.monotonic())
+            remaining = self.drain_seconds - (self.clock.monotonic() - started)
             if remaining > 0:
                 return [], remaining
         self.forget(key)

@@ -10,7 +10,6 @@ import json
 import re
 import logging
 import os
-import time
 from typing import Any
 
 import kubernetes
@@ -18,7 +17,7 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
-from ..api.clock import rfc3339, utc_now
+from ..api.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,8 @@ class NotLeading(RuntimeError):
 
 
 class KubeClient:
-    def __init__(self, configuration: kubernetes.client.Configuration):
+    def __init__(self, configuration: kubernetes.client.Configuration, clock: Clock = SYSTEM_CLOCK):
+        self.clock = clock
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 4, 64)
         self.api = kubernetes.client.ApiClient(configuration)
         #: With leader election: true only while this replica's Lease is fresh. Checked before every
@@ -92,16 +92,18 @@ class KubeClient:
         if self.write_guard is not None and not self.write_guard():
             raise NotLeading("not writing: this replica's leader Lease is not fresh (another replica may lead)")
 
-    def _call(self, method: str, path: str, body: Any = None, query: list | None = None,
+    def request(self, method: str, path: str, body: Any = None, query: list | None = None,
               content_type: str = "application/json", timeout: float = 30) -> Any:
+        """One API call (``path`` is the API server's URL path); the parsed JSON answer, or None
+        when empty. Raises :class:`ApiException` for any status outside 2xx."""
         _, url, headers, serialized, _ = self.api.param_serialize(
             method, path, query_params=query or [], body=body,
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             auth_settings=["BearerToken"])
-        started = time.monotonic()
+        started = self.clock.monotonic()
         response = self.api.call_api(method, url, header_params=headers, body=serialized, _request_timeout=timeout)
         data = response.read()
-        API_CALL_SECONDS.labels(method).observe(time.monotonic() - started)
+        API_CALL_SECONDS.labels(method).observe(self.clock.monotonic() - started)
         status = getattr(response, "status", None) or response.resp.status
         if not 200 <= status < 300:
             raise ApiException(status=status, reason=getattr(response, "reason", ""), body=data.decode(errors="replace"))
@@ -110,7 +112,7 @@ class KubeClient:
     def discover(self, path: str) -> dict[str, Any] | None:
         """An API group-version's discovery document (``/apis/<group>/<version>``), or None when not served."""
         try:
-            return self._call("GET", path)
+            return self.request("GET", path)
         except ApiException as e:
             if e.status in (404, 503):
                 return None
@@ -118,7 +120,7 @@ class KubeClient:
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return self._call("GET", f"{collection_path(kind, namespace)}/{name}")
+            return self.request("GET", f"{collection_path(kind, namespace)}/{name}")
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -130,7 +132,7 @@ class KubeClient:
 
     def list_page(self, kind: str, namespace: str | None, query: list | None = None) -> dict[str, Any]:
         """One list response, with its metadata.resourceVersion (where a watch resumes)."""
-        return self._call("GET", collection_path(kind, namespace), query=query or [])
+        return self.request("GET", collection_path(kind, namespace), query=query or [])
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's single field manager."""
@@ -138,14 +140,14 @@ class KubeClient:
         path = f"{collection_path(obj['kind'], meta.get('namespace'))}/{meta['name']}"
         self._may_write()
         API_WRITES.labels("apply", obj["kind"], meta.get("namespace") or "").inc()
-        return self._call("PATCH", path, body=yaml_safe_json(obj), content_type="application/apply-patch+yaml",
+        return self.request("PATCH", path, body=yaml_safe_json(obj), content_type="application/apply-patch+yaml",
                           query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")])
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self._may_write()
         API_WRITES.labels("delete", kind, namespace or "").inc()
         try:
-            self._call("DELETE", f"{collection_path(kind, namespace)}/{name}",
+            self.request("DELETE", f"{collection_path(kind, namespace)}/{name}",
                        body={"propagationPolicy": "Background"})
         except ApiException as e:
             if e.status != 404:
@@ -161,47 +163,21 @@ class KubeClient:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return self._call("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
+        return self.request("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
                           body=body, content_type="application/merge-patch+json",
                           query=[("fieldManager", r.FIELD_MANAGER)])
 
-    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> dict[str, Any] | None:
-        """Post a core/v1 Event about the AutoGLMDeployment (what `kubectl describe` shows)."""
-        meta = owner["metadata"]
-        now = rfc3339(utc_now())  # metav1.Time
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": r.API_VERSION, "kind": r.KIND, "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta.get("uid"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "type": type_, "reason": reason, "message": message[:1024],
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "source": {"component": r.FIELD_MANAGER}, "reportingComponent": r.FIELD_MANAGER,
-        }
+    def create(self, kind: str, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object (POST); the API server's version of it."""
         self._may_write()
-        API_WRITES.labels("create", "Event", meta["namespace"]).inc()
-        try:
-            return self._call("POST", collection_path("Event", meta["namespace"]), body=body)
-        except ApiException as e:  # an Event is best effort; never fail a reconcile for it
-            log.warning("could not post Event %s: %s", reason, e.reason)
-            return None
-
-    def event_repeated(self, namespace: str, name: str, count: int) -> None:
-        """The same Event happened again: its count and lastTimestamp move (no new object)."""
-        self._may_write()
-        API_WRITES.labels("patch", "Event", namespace).inc()
-        try:
-            self._call("PATCH", f"{collection_path('Event', namespace)}/{name}",
-                       body={"count": count, "lastTimestamp": rfc3339(utc_now())},
-                       content_type="application/merge-patch+json")
-        except ApiException as e:
-            log.warning("could not update Event %s: %s", name, e.reason)
+        API_WRITES.labels("create", kind, namespace or "").inc()
+        created: dict[str, Any] = self.request("POST", collection_path(kind, namespace), body=body)
+        return created
 
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self._may_write()
         API_WRITES.labels("patch", kind, namespace or "").inc()
-        return self._call("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
+        return self.request("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
                           content_type="application/merge-patch+json", query=[("fieldManager", r.FIELD_MANAGER)])
 
 

@@ -1,18 +1,24 @@
-"""Wires the watch-fed store, the work queue and the reconciler into one running controller."""
+"""Wires the watch-fed cache, the rate-limited work queue and a reconciler into one running controller.
+
+The controller owns when things run (watches, the queue, retries with back-off); what a
+reconcile does is the :class:`Reconciles` it is given (``reconciler.Reconciler``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from typing import Any
+from typing import Any, Protocol
 
+from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
+from ..api.clock import SYSTEM_CLOCK, Clock
+from ..api.owner import ResourceKey
+from ..kube.child_applier import ChildApplier
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
 from ..kube.object_cache import ObjectCache
-from ..reconciler import Reconciler
 from ..traffic.provider import TrafficProviders
 from .workqueue import WorkQueue
 
@@ -24,14 +30,28 @@ RELIST_DELETIONS = Counter("autoglm_operator_relist_deletions_total",
 QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change being observed to its reconcile ending")
 
 
+class Reconciles(Protocol):
+    """What the controller needs of a reconciler."""
+
+    client: KubeClient
+    store: ObjectCache
+    traffic: TrafficProviders
+    applier: ChildApplier
+
+    async def reconcile(self, namespace: str, name: str) -> float | None: ...
+
+    async def report_failure(self, namespace: str, name: str, error: ApiException, retry_in: float) -> bool: ...
+
+    def forget(self, key: ResourceKey) -> None: ...
+
+
 class Controller:
-    def __init__(self, client: KubeClient, workers: int = 4):
-        self.store = ObjectCache()
-        self.queue = WorkQueue()
-        self.traffic = TrafficProviders(r.LABEL_DEPLOYMENT)
-        self.reconciler = Reconciler(client, self.store, workers, self.traffic)
+    def __init__(self, reconciler: Reconciles, workers: int = 4, clock: Clock = SYSTEM_CLOCK):
+        self.reconciler, self.clock, self.workers = reconciler, clock, workers
+        self.store, self.traffic = reconciler.store, reconciler.traffic
+        self.queue: WorkQueue[ResourceKey] = WorkQueue(clock)
         self.reconciler.applier.on_child_written = self.on_child_written
-        self.workers = workers
+        self.informers: list[Informer] = []
 
     async def start(self, namespaces: list[str] | None = None) -> None:
         """Watch the children and nodes; reconcile only once their first listing is in the store,
@@ -40,8 +60,6 @@ class Controller:
         Literal namespaces get one watch each (works with namespaced RBAC); globs or none watch
         cluster-wide, and only children of AutoGLMDeployments Kopf delivers are reconciled.
         """
-        import asyncio
-
         loop = asyncio.get_running_loop()
         client = self.reconciler.client
         selector = f"{r.LABEL_MANAGED_BY}={r.FIELD_MANAGER}"
@@ -80,22 +98,32 @@ class Controller:
             self.on_child_event(kind, event_type, body)
 
     async def stop(self) -> None:
-        for informer in getattr(self, "informers", []):
+        for informer in self.informers:
             informer.stop()
         await self.queue.stop()
 
-    async def _process(self, key: Any) -> None:
-        namespace, name = key
-        added = self.queue.added_at.get(key, time.monotonic())
+    async def _process(self, key: ResourceKey) -> None:
+        """One reconcile of ``key``; a failure is retried after the queue's back-off, a success
+        resets it, and the reconciler's own "look again in" is honoured."""
+        added = self.queue.added_at.get(key, self.clock.monotonic())
         try:
-            requeue = await self.reconciler.reconcile(namespace, name)
-        except Exception:  # a bug must not kill the worker: log it and retry later
-            log.exception("reconcile of %s/%s crashed; retrying in 10 s", namespace, name)
+            requeue = await self.reconciler.reconcile(*key)
+        except ApiException as error:
+            retry_in = self.queue.add_rate_limited(key)
+            try:
+                if not await self.reconciler.report_failure(*key, error, retry_in):
+                    self.queue.remove(key)  # it turned out gone
+            except Exception:  # saying it failed failed too: the retry stands
+                log.exception("reporting the failed reconcile of %s/%s failed", *key)
+        except Exception:  # a bug must not kill the worker: log it and retry after the back-off
+            retry_in = self.queue.add_rate_limited(key)
+            log.exception("reconcile of %s/%s crashed; retrying in %.1f s", *key, retry_in)
             RECONCILE_CRASHES.inc()
-            requeue = 10.0
-        QUEUE_LATENCY.observe(time.monotonic() - added)
-        if requeue:
-            self.queue.add_after(key, requeue)
+        else:
+            self.queue.forget(key)
+            if requeue:
+                self.queue.add_after(key, requeue)
+        QUEUE_LATENCY.observe(self.clock.monotonic() - added)
 
     # -- watch events ----------------------------------------------------------------------
     def on_owner_event(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -103,7 +131,7 @@ class Controller:
         changed = self.store.observe(r.KIND, event_type, body)
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
-            self.queue.forget(key)
+            self.queue.remove(key)
             self.reconciler.forget(key)
             return
         if changed:  # the echo of our own status write needs no second reconcile

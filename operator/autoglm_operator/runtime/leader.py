@@ -17,15 +17,14 @@ import datetime
 import logging
 import os
 import socket
-import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
 
-from ..api.clock import rfc3339
+from ..api.clock import SYSTEM_CLOCK, Clock, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +57,15 @@ def default_identity() -> str:
     return f"{instance_prefix()}{uuid.uuid4().hex[:8]}"
 
 
-def micro_time(now: float) -> str:
-    return rfc3339(datetime.datetime.fromtimestamp(now, datetime.timezone.utc), micro=True)
+def micro_time(now: datetime.datetime) -> str:
+    return rfc3339(now, micro=True)
 
 
 class LeaderElector:
-    """Acquire, hold and release one Lease through a client with ``_call`` (KubeClient)."""
+    """Acquire, hold and release one Lease through a client with ``request`` (KubeClient)."""
 
     def __init__(self, client: Any, namespace: str, name: str, identity: str | None = None,
-                 timings: LeaseTimings = LeaseTimings(), clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
+                 timings: LeaseTimings = LeaseTimings(), clock: Clock = SYSTEM_CLOCK):
         self.client = client
         self.namespace, self.name = namespace, name
         self.identity = identity or default_identity()
@@ -75,7 +73,7 @@ class LeaderElector:
         #: same pod (killed, OOM, crashed; the kubelet restarted us) is taken at once, not after expiry.
         self.earlier_self_prefix = instance_prefix() if identity is None and os.environ.get("POD_UID") else None
         self.timings = timings
-        self.clock, self.wall_clock = clock, wall_clock
+        self.clock = clock
         self._observed_spec: dict[str, Any] | None = None
         self._observed_at = 0.0
         self.last_renewed = 0.0
@@ -88,9 +86,9 @@ class LeaderElector:
     # -- one attempt ---------------------------------------------------------------------------
     def try_acquire_or_renew(self) -> bool:
         """One round of client-go's tryAcquireOrRenew; True when we hold the Lease afterwards."""
-        now, wall = self.clock(), self.wall_clock()
+        now, wall = self.clock.monotonic(), self.clock.now()
         try:
-            lease = self.client._call("GET", self.path)
+            lease = self.client.request("GET", self.path)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -101,7 +99,7 @@ class LeaderElector:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace}, "spec": mine}
             try:
-                self.client._call("POST", self.path.rsplit("/", 1)[0], body=body)
+                self.client.request("POST", self.path.rsplit("/", 1)[0], body=body)
             except ApiException as e:
                 if e.status == 409:  # another candidate created it first
                     return False
@@ -126,7 +124,7 @@ class LeaderElector:
             mine["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         lease["spec"] = mine  # the update carries the resourceVersion we read: a race loses with 409
         try:
-            self.client._call("PUT", self.path, body=lease)
+            self.client.request("PUT", self.path, body=lease)
         except ApiException as e:
             if e.status == 409:
                 return False
@@ -142,13 +140,13 @@ class LeaderElector:
     def may_write(self) -> bool:
         """True while this replica leads and renewed within the renew deadline (the fencing check
         before every write: the Lease cannot have passed to another replica yet)."""
-        return self.is_leader and self.clock() - self.last_renewed < self.timings.renew_deadline
+        return self.is_leader and self.clock.monotonic() - self.last_renewed < self.timings.renew_deadline
 
     def seconds_until_attempt(self) -> float:
         """A follower looks again every retry period, or right when the observed lease expires."""
         if self._observed_spec and self._observed_spec.get("holderIdentity"):
             duration = float(self._observed_spec.get("leaseDurationSeconds") or self.timings.lease_duration)
-            expiry = self._observed_at + duration - self.clock()
+            expiry = self._observed_at + duration - self.clock.monotonic()
             if 0 < expiry < self.timings.retry_period:
                 return expiry + 0.05
         return self.timings.retry_period
@@ -177,7 +175,7 @@ class LeaderElector:
             except Exception as e:
                 log.warning("leader election: renewal failed: %s", e)
                 renewed = False
-            if not renewed and self.clock() - self.last_renewed >= self.timings.renew_deadline:
+            if not renewed and self.clock.monotonic() - self.last_renewed >= self.timings.renew_deadline:
                 self.is_leader = False
                 log.error("leader election: %s could not renew the lease for %.0f s: stepping down",
                           self.identity, self.timings.renew_deadline)
@@ -188,11 +186,11 @@ class LeaderElector:
         if not self.is_leader:
             return
         try:
-            lease = self.client._call("GET", self.path)
+            lease = self.client.request("GET", self.path)
             if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
-            lease["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time(self.wall_clock()))
-            self.client._call("PUT", self.path, body=lease)
+            lease["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time(self.clock.now()))
+            self.client.request("PUT", self.path, body=lease)
             log.warning("leader election: %s released lease %s/%s", self.identity, self.namespace, self.name)
         except Exception as e:
             log.warning("leader election: could not release the lease: %s", e)

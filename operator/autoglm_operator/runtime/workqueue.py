@@ -1,61 +1,131 @@
-"""A deduplicating work queue: a key is reconciled by one worker at a time, and a key added
-while it is being reconciled is reconciled again afterwards (client-go's workqueue, in asyncio)."""
+"""A rate-limited, deduplicating work queue (client-go's ``workqueue``, in asyncio): a key is
+reconciled by one worker at a time, a key added while it is being reconciled is reconciled again
+afterwards, :meth:`WorkQueue.add_after` delays a key, and :meth:`WorkQueue.add_rate_limited`
+retries a failing key with exponential back-off until :meth:`WorkQueue.forget` says it succeeded.
+This is the one place retry policy lives. Time comes from the injected :class:`Clock`; the event
+loop's timers only wake the queue to look at it."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Awaitable, Callable, Hashable
+import random
+from typing import Awaitable, Callable, Generic, Hashable, TypeVar
 
 from prometheus_client import Histogram
 
+from ..api.clock import SYSTEM_CLOCK, Clock
+
 QUEUE_WAIT = Histogram("autoglm_operator_queue_wait_seconds", "Time a key waited in the queue for a worker")
 
+K = TypeVar("K", bound=Hashable)
 
-class WorkQueue:
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
-        self._active: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._workers: list[asyncio.Task] = []
-        self.added_at: dict[Hashable, float] = {}
 
-    def add(self, key: Hashable) -> None:
+class ExponentialBackoff:
+    """Per-key failure counts -> delays: ``first``, twice that, ... up to ``maximum`` seconds,
+    each +-``jitter`` (a fraction) so that many keys failing together do not retry together."""
+
+    def __init__(self, first: float = 2.0, maximum: float = 300.0, jitter: float = 0.2,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.first, self.maximum, self.jitter, self._rand = first, maximum, jitter, rand
+        self._failures: dict[Hashable, int] = {}
+
+    def when(self, key: Hashable) -> float:
+        """One more failure of ``key``: seconds to wait before its retry."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        return self.delay(failures, self._rand())
+
+    def delay(self, failures: int, rand: float) -> float:
+        """Seconds before retrying after ``failures`` consecutive failures (``rand`` in [0, 1))."""
+        base = min(self.maximum, self.first * 2 ** max(0, failures - 1))
+        return base * (1 - self.jitter + 2 * self.jitter * rand)
+
+    def failures(self, key: Hashable) -> int:
+        return self._failures.get(key, 0)
+
+    def forget(self, key: Hashable) -> None:
+        self._failures.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, backoff: ExponentialBackoff | None = None) -> None:
+        self.clock = clock
+        self.backoff = backoff or ExponentialBackoff()
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._active: set[K] = set()
+        self._dirty: set[K] = set()
+        self._due: dict[K, float] = {}  # key -> monotonic time it is to be added
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        #: key -> when (monotonic) it was first added and not yet processed
+        self.added_at: dict[K, float] = {}
+
+    def add(self, key: K) -> None:
         if key in self._active:
             self._dirty.add(key)
             return
         if key not in self._queued:
             self._queued.add(key)
-            self.added_at.setdefault(key, time.monotonic())
+            self.added_at.setdefault(key, self.clock.monotonic())
             self._queue.put_nowait(key)
 
-    def add_after(self, key: Hashable, seconds: float) -> None:
-        """Reconcile the key again in ``seconds`` (an earlier pending timer wins)."""
-        loop = asyncio.get_running_loop()
-        existing = self._timers.get(key)
-        due = loop.time() + seconds
-        if existing and existing.when() <= due:
+    def add_after(self, key: K, seconds: float) -> None:
+        """Add the key in ``seconds`` (an earlier pending time wins)."""
+        due = self.clock.monotonic() + seconds
+        if key in self._due and self._due[key] <= due:
             return
-        if existing:
-            existing.cancel()
-        self._timers[key] = loop.call_at(due, self._fire, key)
+        self._due[key] = due
+        self._schedule_wakeup()
 
-    def _fire(self, key: Hashable) -> None:
-        self._timers.pop(key, None)
-        self.add(key)
+    def add_rate_limited(self, key: K) -> float:
+        """The key failed (once more): add it after its back-off; returns the delay."""
+        delay = self.backoff.when(key)
+        self.add_after(key, delay)
+        return delay
 
-    def forget(self, key: Hashable) -> None:
-        timer = self._timers.pop(key, None)
-        if timer:
-            timer.cancel()
+    def forget(self, key: K) -> None:
+        """The key succeeded: its next failure backs off from the start again."""
+        self.backoff.forget(key)
 
-    def start(self, count: int, handler: Callable[[Hashable], Awaitable[None]]) -> None:
+    def remove(self, key: K) -> None:
+        """The key's object is gone: no pending delay or failure count is kept for it."""
+        self._due.pop(key, None)
+        self.backoff.forget(key)
+
+    def add_due(self) -> None:
+        """Add every delayed key whose time has come (on the clock); wake again for the next one."""
+        now = self.clock.monotonic()
+        for key in [k for k, due in self._due.items() if due <= now]:
+            del self._due[key]
+            self.add(key)
+        self._schedule_wakeup()
+
+    def delayed(self) -> dict[K, float]:
+        """Keys waiting to be added, with the seconds each still waits."""
+        now = self.clock.monotonic()
+        return {k: max(0.0, due - now) for k, due in self._due.items()}
+
+    def _schedule_wakeup(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+        if not self._due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a unit test driving the clock): add_due() is called by hand
+            return
+        wait = max(0.0, min(self._due.values()) - self.clock.monotonic())
+        self._wakeup = loop.call_later(wait, self.add_due)
+
+    def start(self, count: int, handler: Callable[[K], Awaitable[None]]) -> None:
         async def worker() -> None:
             while True:
                 key = await self._queue.get()
-                QUEUE_WAIT.observe(time.monotonic() - self.added_at.get(key, time.monotonic()))
+                QUEUE_WAIT.observe(self.clock.monotonic() - self.added_at.get(key, self.clock.monotonic()))
                 self._queued.discard(key)
                 self._active.add(key)
                 try:
@@ -71,11 +141,11 @@ class WorkQueue:
     async def stop(self) -> None:
         for task in self._workers:
             task.cancel()
-        for timer in self._timers.values():
-            timer.cancel()
+        if self._wakeup is not None:
+            self._wakeup.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
-    def waiting(self) -> frozenset[Hashable]:
+    def waiting(self) -> frozenset[K]:
         """The keys queued and not yet taken by a worker."""
         return frozenset(self._queued)
 

@@ -12,6 +12,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api.events import Event
 from ..canary.rollout import TrafficDecision
 from .conditions import (ANALYSIS_CONCLUSIVE, DEGRADED, PROGRESSING, READY, Condition, condition,
                          merge_conditions, overlay)
@@ -19,13 +20,12 @@ from ..observation.tracks import TrackObservation
 from ..traffic.provider import DataPlaneState
 from .traffic import read_back_traffic
 
-Event = tuple[str, str, str]  # type, reason, message
 
 #: Conflicting routes named in status and Events; beyond that, a count.
 MAX_LISTED_CONFLICTS = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Findings:
     """What one reconcile observed and decided, as the status reports it."""
 
