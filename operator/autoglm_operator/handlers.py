@@ -11,7 +11,7 @@ from .api import resource as r
 from .kube.object_cache import ObjectCache
 from .reconciler import Reconciler
 from .runtime.controller import Controller
-from .traffic.provider import TrafficProviders
+from .traffic.registry import TrafficProviders
 
 class _NoDiffBase(kopf.DiffBaseStorage):
     """No diff base: this operator reconciles level-triggered from watch events and has no

@@ -37,7 +37,8 @@ from .render import names
 from .render.workload import desired_children
 from .status import builder as status_builder
 from .status.builder import Findings
-from .traffic.provider import TrafficProviders, Weights, read_back
+from .traffic.provider import Weights, read_back
+from .traffic.registry import TrafficProviders
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..api.clock import SYSTEM_CLOCK, Clock
+
 
 @dataclass(frozen=True)
 class WebhookCertificate:
@@ -34,12 +36,12 @@ class WebhookCertificate:
         return base64.b64encode(self.ca_pem).decode()
 
 
-def _valid(cert_path: Path, hosts: list[str], min_days: int = 30) -> bool:
+def _valid(cert_path: Path, hosts: list[str], now: datetime.datetime, min_days: int = 30) -> bool:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError):
         return False
-    remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    remaining = cert.not_valid_after_utc - now
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -56,19 +58,20 @@ class CertificateError(RuntimeError):
     pass
 
 
-def ensure_webhook_certificate(directory: Path, hosts: list[str], days: int = 365) -> WebhookCertificate:
+def ensure_webhook_certificate(directory: Path, hosts: list[str], days: int = 365,
+                               clock: Clock = SYSTEM_CLOCK) -> WebhookCertificate:
+    now = clock.now()
     directory.mkdir(parents=True, exist_ok=True)
     ca_file, cert_file, key_file = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
     if not os.access(directory, os.W_OK):  # provided by a Secret: use it while valid, never write
-        if ca_file.exists() and key_file.exists() and _valid(cert_file, hosts, min_days=0):
+        if ca_file.exists() and key_file.exists() and _valid(cert_file, hosts, now, min_days=0):
             return WebhookCertificate(cert_file, key_file, ca_file.read_bytes())
         raise CertificateError(
             f"the webhook certificate in {directory} (read-only, so not renewed here) is missing, expired, or does "
             f"not name {', '.join(hosts)}: renew the Secret mounted there (cert-manager renews it by itself), "
             "or point --webhook-cert-dir at a writable folder for a self-signed certificate")
-    if ca_file.exists() and key_file.exists() and _valid(cert_file, hosts):
+    if ca_file.exists() and key_file.exists() and _valid(cert_file, hosts, now):
         return WebhookCertificate(cert_file, key_file, ca_file.read_bytes())
-    now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "autoglm-operator-webhook-ca")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())

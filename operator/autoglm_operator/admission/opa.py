@@ -6,13 +6,14 @@ OPA's address and the error (never a silent allow); ``fail_open`` admits with a 
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from opa_client.opa_async import AsyncOpaClient
 from prometheus_client import Histogram
+
+from ..api.clock import SYSTEM_CLOCK, Clock
 
 DECISION_SECONDS = Histogram("autoglm_operator_opa_decision_seconds", "Time OPA took to decide an admission",
                              buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
@@ -30,7 +31,9 @@ class Decision:
 
 
 class OpaDecider:
-    def __init__(self, url: str = "http://127.0.0.1:8181", timeout: float = 2.0, fail_open: bool = False):
+    def __init__(self, url: str = "http://127.0.0.1:8181", timeout: float = 2.0, fail_open: bool = False,
+                 clock: Clock = SYSTEM_CLOCK):
+        self.clock = clock
         parsed = urllib.parse.urlparse(url)
         self.url = url
         self.timeout = timeout
@@ -40,7 +43,7 @@ class OpaDecider:
         self._session_open = False
 
     async def decide(self, policy_input: dict[str, Any]) -> Decision:
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         try:
             if not self._session_open:  # the client opens its aiohttp session on entry
                 await self._client.__aenter__()
@@ -58,7 +61,7 @@ class OpaDecider:
             return Decision(False, denials=[message + "; refusing rather than admitting unchecked"],
                             opa_error=message)
         finally:
-            DECISION_SECONDS.observe(time.perf_counter() - started)
+            DECISION_SECONDS.observe(self.clock.monotonic() - started)
         return Decision(bool(result["allowed"]), list(result.get("denials") or []),
                         list(result.get("warnings") or []), list(result.get("dryrun") or []))
 

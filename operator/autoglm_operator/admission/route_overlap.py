@@ -12,7 +12,8 @@ from typing import Any, Iterable, Mapping
 from ..api.spec import SpecError, parse_spec
 from ..api.owner import Owner
 from ..api import resource as r
-from ..traffic.provider import TrafficProvider, TrafficProviders, Weights
+from ..traffic.provider import TrafficProvider, Weights
+from ..traffic.registry import TrafficProviders
 
 POLICY_ID = "route-overlap"
 _PROVIDERS = TrafficProviders(r.LABEL_DEPLOYMENT)  # used for pure rendering and comparison only

@@ -19,7 +19,7 @@ from ..kube.child_applier import ChildApplier
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
 from ..kube.object_cache import ObjectCache
-from ..traffic.provider import TrafficProviders
+from ..traffic.registry import TrafficProviders
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

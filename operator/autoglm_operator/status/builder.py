@@ -120,7 +120,11 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
     if phase == "Ready" and next(c for c in wanted if c.type == DEGRADED).status:
         phase = "Degraded"
     if found.data_plane is not None:
-        wanted.append(read_back_traffic(status, previous, found.data_plane, found.has_canary))
+        plane = read_back_traffic(status["traffic"], previous, found.data_plane, found.has_canary)
+        status["traffic"].update(plane.as_status())
+        if "rollback" in status:
+            status["rollback"] = {**status["rollback"], "routedAway": plane.routed_away}
+        wanted.append(plane.condition)
     if found.analysis:
         status["analysis"] = found.analysis
     if found.analysis_conclusive is not None and found.has_canary and not found.rollback:

@@ -4,37 +4,54 @@ TrafficAccepted condition that says whether, and since when, a change waits on t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .conditions import TRAFFIC_ACCEPTED, Condition
 from ..traffic.provider import DataPlaneState
 
 
-def read_back_traffic(status: dict[str, Any], previous: dict[str, Any], plane: DataPlaneState,
-                      has_canary: bool) -> Condition:
+@dataclass(frozen=True)
+class TrafficReadBack:
+    """What the data plane shows of the routes: the fields status.traffic gains from it, and the
+    TrafficAccepted condition."""
+
+    data_plane: str  # Accepted, Refused or Pending
+    effective_canary_weight: int
+    message: str  # status.traffic.message, with what is routed but not yet served
+    routed_away: bool  # a recorded rollback's canary gets no traffic from clients any more
+    condition: Condition
+
+    def as_status(self) -> dict[str, Any]:
+        return {"dataPlane": self.data_plane, "effectiveCanaryWeight": self.effective_canary_weight,
+                "stableWeight": 100 - self.effective_canary_weight, "message": self.message}
+
+
+def read_back_traffic(traffic: dict[str, Any], previous: dict[str, Any], plane: DataPlaneState,
+                      has_canary: bool) -> TrafficReadBack:
     """status.traffic's effective weight is what the data plane accepted at the routes' current
     generation, what clients get: while a change is pending, the weight accepted before (0 if none
     ever was), and the message says what is routed but not yet served. The TrafficAccepted
-    condition says how long a change has waited (its lastTransitionTime)."""
-    traffic = status["traffic"]
-    traffic["dataPlane"] = plane.state
+    condition says how long a change has waited (its lastTransitionTime). ``traffic`` is the
+    status.traffic being built (its routed weight and message); nothing given is changed."""
     if plane.state == "Accepted":  # routes that carry no canary weight (or no canary) send it nothing
         effective = plane.canary_weight or 0
     else:  # what was served before this change, a canary being removed included
         effective = _served_before(previous.get("traffic") or {})
-    traffic["effectiveCanaryWeight"], traffic["stableWeight"] = effective, 100 - effective
+    message = traffic["message"]
     if effective != traffic["routedCanaryWeight"]:
-        traffic["message"] += f" once the data plane accepts the routes; until then the canary gets {effective}%"
-    if "rollback" in status:
-        status["rollback"] = {**status["rollback"], "routedAway": plane.state == "Accepted" and effective == 0}
+        message += f" once the data plane accepts the routes; until then the canary gets {effective}%"
+    routed_away = plane.state == "Accepted" and effective == 0
     if plane.state == "Accepted":
-        return Condition(TRAFFIC_ACCEPTED, True, "Accepted", "the data plane accepted the routes at their current "
-                         f"generation (canary weight {traffic['effectiveCanaryWeight'] if has_canary else 0}%)")
-    if plane.state == "Refused":
-        return Condition(TRAFFIC_ACCEPTED, False, "Refused", f"{plane.message}. Fix the Gateway or "
-                         "spec.traffic it names; the previous routing stays in effect")
-    return Condition(TRAFFIC_ACCEPTED, None, "Pending", f"{plane.message}; requests follow the previous routing "
-                     "until it does (this condition's lastTransitionTime says since when)")
+        condition = Condition(TRAFFIC_ACCEPTED, True, "Accepted", "the data plane accepted the routes at their "
+                              f"current generation (canary weight {effective if has_canary else 0}%)")
+    elif plane.state == "Refused":
+        condition = Condition(TRAFFIC_ACCEPTED, False, "Refused", f"{plane.message}. Fix the Gateway or "
+                              "spec.traffic it names; the previous routing stays in effect")
+    else:
+        condition = Condition(TRAFFIC_ACCEPTED, None, "Pending", f"{plane.message}; requests follow the previous "
+                              "routing until it does (this condition's lastTransitionTime says since when)")
+    return TrafficReadBack(plane.state, effective, message, routed_away, condition)
 
 
 def _served_before(before: dict[str, Any]) -> int:

@@ -4,7 +4,7 @@ A provider owns everything about its routing objects: their kinds and API paths,
 cluster serves them (discovery), rendering them for the weights the operator decided (pure),
 reading back what a live object carries and whether the data plane accepted it, and the rules
 for two deployments' routes competing for the same requests. Nothing outside this package
-imports a provider module: adding one is a module here, one line in :data:`PROVIDER_TYPES`,
+imports a provider module: adding one is a module here, one line in :data:`registry.PROVIDER_TYPES`,
 and its RBAC in the chart.
 """
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from ..api.spec import AutoGLMDeploymentSpec
-from ..kube.client import register_api_resource
 
 
 @dataclass(frozen=True)
@@ -81,34 +80,3 @@ def read_back(provider: TrafficProvider, live: list[Mapping[str, Any]]) -> DataP
         return DataPlaneState("Pending", "; ".join(pending), None)
     weights = [w for w in (provider.routed_weights(route) for route in live) if w is not None]
     return DataPlaneState("Accepted", "", weights[0].canary if weights else None)
-
-
-def _provider_types() -> list[type]:
-    from .gateway_api import GatewayAPIProvider
-    return [GatewayAPIProvider]
-
-
-#: The providers this operator ships.
-PROVIDER_TYPES = _provider_types()
-
-
-class TrafficProviders:
-    """One instance of each provider (they keep an index of live routes), looked up by spec or kind."""
-
-    def __init__(self, owner_label: str, types: list[type] | None = None) -> None:
-        self.all: list[TrafficProvider] = [t(owner_label) for t in (PROVIDER_TYPES if types is None else types)]
-
-    def for_spec(self, spec: AutoGLMDeploymentSpec) -> TrafficProvider | None:
-        return next((p for p in self.all if p.serves(spec)), None)
-
-    def for_kind(self, kind: str) -> TrafficProvider | None:
-        return next((p for p in self.all if kind in p.kinds), None)
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(k for p in self.all for k in p.kinds)
-
-
-for _type in PROVIDER_TYPES:
-    for _kind, (_prefix, _plural) in _type.api_resources.items():
-        register_api_resource(_kind, _prefix, _plural)

@@ -1,1 +1,0 @@
-"""Canary analysis: pure verdicts from signals, and thin readers for Prometheus and Triton's metrics port."""
