@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 #: The CRDs ship inside the package (in a checkout, a link to the repository's crds/).
 CRD_DIR = Path(__file__).resolve().parent / "crds"
@@ -15,6 +16,7 @@ CRD_DIR = Path(__file__).resolve().parent / "crds"
 def _check_cluster(kubeconfig: str | None, context: str | None) -> str:
     """Reach the API server once, or exit with a message that says what to do."""
     import kubernetes
+
     from .kube.client import load_configuration
 
     try:
@@ -31,7 +33,7 @@ def _check_cluster(kubeconfig: str | None, context: str | None) -> str:
     return f"{configuration.host} (Kubernetes {version.git_version})"
 
 
-def _webhook_settings(args: argparse.Namespace) -> dict | None:
+def _webhook_settings(args: argparse.Namespace) -> dict[str, Any] | None:
     if not args.webhook:
         return None
     service = tuple(args.webhook_service.split("/", 1)) if args.webhook_service else None
@@ -47,7 +49,7 @@ def _webhook_settings(args: argparse.Namespace) -> dict | None:
             "audit_interval": args.audit_interval, "manage_configuration": not args.no_webhook_configuration}
 
 
-def _leader_election_settings(args: argparse.Namespace) -> dict | None:
+def _leader_election_settings(args: argparse.Namespace) -> dict[str, Any] | None:
     if not args.leader_elect:
         return None
     from .runtime.leader import LeaseTimings
@@ -102,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _install_crds(args: argparse.Namespace) -> int:
     import yaml
+
     from .kube.client import load_configuration
 
     _check_cluster(args.kubeconfig, args.context)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import kopf
 
@@ -13,17 +13,18 @@ from .reconciler import Reconciler
 from .runtime.controller import Controller
 from .traffic.registry import TrafficProviders
 
+
 class _NoDiffBase(kopf.DiffBaseStorage):
     """No diff base: this operator reconciles level-triggered from watch events and has no
     on.create/on.update handlers, so Kopf need not deep-copy every object to diff it."""
 
-    def build(self, *, body, extra_fields=None):  # type: ignore[override]
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
         return {}
 
-    def fetch(self, *, body):  # type: ignore[override]
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None
 
-    def store(self, *, body, patch, essence):  # type: ignore[override]
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
 
 
@@ -104,8 +105,8 @@ def authenticate(**_: Any) -> kopf.ConnectionInfo:
     from .kube.client import load_configuration
 
     cfg = load_configuration(settings_from_cli.get("kubeconfig"), settings_from_cli.get("context"))
-    header = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
-    scheme, _, token = (header or "").partition(" ") if header and " " in header else ("Bearer", "", header)
+    header: str = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
+    scheme, _space, token = header.partition(" ") if " " in header else ("Bearer", "", header)
     return kopf.ConnectionInfo(server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
                                certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
                                scheme=scheme if token else None, token=token or None)
@@ -135,11 +136,12 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
     kopf.on.validate(r.GROUP, r.VERSION, r.PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])(admit)
 
 
-async def admit(body: kopf.Body, old: kopf.Body | None, operation: str | None, userinfo: Any,
-                warnings: list[str], memo: kopf.Memo, **_: Any) -> None:
+async def admit(body: kopf.Body, userinfo: kopf.UserInfo, warnings: list[str], memo: kopf.Memo, **kwargs: Any) -> None:
     """The OPA decision: denials refuse the request, warnings reach the user through kubectl."""
+    old: kopf.Body | None = kwargs.get("old")
+    operation: str | None = kwargs.get("operation")
     decision = await memo.reviewer.review(operation=operation or "CREATE", body=dict(body),
-                                          old=dict(old) if old else None, userinfo=dict(userinfo or {}))
+                                          old=dict(old) if old else None, userinfo=dict(userinfo))
     warnings.extend(decision.warnings)
     if not decision.allowed:
         raise kopf.AdmissionError("; ".join(decision.denials), code=403)

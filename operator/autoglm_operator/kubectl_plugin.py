@@ -16,25 +16,30 @@ import shutil
 import sys
 import textwrap
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .api import resource as r
 from .api.clock import SYSTEM_CLOCK, rfc3339
 
+if TYPE_CHECKING:
+    from .kube.client import KubeClient
 
-def _client(args):
+
+def _client(args: argparse.Namespace) -> KubeClient:
     from .kube.client import KubeClient, load_configuration
     return KubeClient(load_configuration(args.kubeconfig, args.context))
 
 
-def _namespace(args) -> str:
+def _namespace(args: argparse.Namespace) -> str:
     if args.namespace:
-        return args.namespace
+        return str(args.namespace)
     try:
-        import kubernetes
         import os
-        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig or os.environ.get("KUBECONFIG"))
-        return active["context"].get("namespace") or "default"
+
+        import kubernetes
+        _, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=args.kubeconfig or os.environ.get("KUBECONFIG"))
+        return str(active["context"].get("namespace") or "default")
     except Exception:
         return "default"
 
@@ -83,7 +88,8 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
     rollback = st.get("rollback")
     if rollback:
         ev = rollback.get("evidence") or {}
-        lines.append(f"Rollback:    {rollback['state']} at {rollback['time']} on {rollback['reason']}: {rollback['message']}")
+        lines.append(f"Rollback:    {rollback['state']} at {rollback['time']} on {rollback['reason']}: "
+                     f"{rollback['message']}")
         lines.append(f"  evidence: {ev.get('signal')}={ev.get('value')} (threshold {ev.get('threshold')}, "
                      f"source {ev.get('source')})")
         lines.append("  lift it with: kubectl autoglm retry " + meta["name"])
@@ -100,7 +106,7 @@ def _fit(lines: list[str], width: int) -> list[str]:
     return out
 
 
-def _get(client, ns: str, name: str) -> dict[str, Any]:
+def _get(client: KubeClient, ns: str, name: str) -> dict[str, Any]:
     obj = client.get(r.KIND, ns, name)
     if obj is None:
         sys.exit(f"kubectl autoglm: autoglmdeployment {ns}/{name} not found")

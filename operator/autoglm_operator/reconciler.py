@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Histogram
 
 from .api import resource as r
@@ -136,7 +137,7 @@ class Reconciler:
         GHOSTS_DROPPED.inc()
         return True
 
-    async def _reconcile(self, body: dict[str, Any]) -> tuple[dict, dict[str, Any], list[Event], float | None]:
+    async def _reconcile(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[Event], float | None]:
         """The status and Events for ``body``, the version of it they are to be written onto, and
         when to look again."""
         meta, previous, now = body["metadata"], body.get("status") or {}, self.clock.now()

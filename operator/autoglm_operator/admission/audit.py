@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import Gauge
 
 from ..kube.client import KubeClient
+from ..kube.event_recorder import EventRecorder
 from .opa import OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage
 
@@ -26,6 +28,7 @@ VIOLATIONS = Gauge("autoglm_operator_audit_violations", "Policy violations found
 class PolicyAudit:
     def __init__(self, client: KubeClient, decider: OpaDecider, interval: float):
         self.client, self.decider, self.interval = client, decider, interval
+        self.events = EventRecorder(client, asyncio.to_thread)
         self.last: dict[tuple[str, str], tuple[str, ...]] = {}
 
     async def run_once(self, resources: Iterable[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -52,11 +55,11 @@ class PolicyAudit:
                         sum(1 for m in messages if m.startswith(f"[{policy}]")))
                 if messages != self.last.get((namespace, name), ()):
                     if messages:
-                        await asyncio.to_thread(self.client.event, obj, "Warning", "PolicyViolation",
-                                                "admitted earlier, now violates: " + "; ".join(messages))
+                        self.events.record(obj, [("Warning", "PolicyViolation",
+                                                  "admitted earlier, now violates: " + "; ".join(messages))])
                     elif self.last.get((namespace, name)):
-                        await asyncio.to_thread(self.client.event, obj, "Normal", "PolicyCompliant",
-                                                "complies with the current policies again")
+                        self.events.record(obj, [("Normal", "PolicyCompliant",
+                                                  "complies with the current policies again")])
         for (namespace, name), old in self.last.items():
             if old and not found.get((namespace, name)):
                 for policy in {m[1:m.index("]")] for m in old if m.startswith("[")}:
@@ -64,7 +67,7 @@ class PolicyAudit:
         self.last = found
         return found
 
-    async def loop(self, store_resources) -> None:
+    async def loop(self, store_resources: Callable[[], Iterable[dict[str, Any]]]) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:

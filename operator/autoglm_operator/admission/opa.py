@@ -6,6 +6,7 @@ OPA's address and the error (never a silent allow); ``fail_open`` admits with a 
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +67,5 @@ class OpaDecider:
                         list(result.get("warnings") or []), list(result.get("dryrun") or []))
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing is best effort
             await self._client.close_connection()
-        except Exception:
-            pass

@@ -11,7 +11,8 @@ Shape (documented for policy authors in policies/README.md)::
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..api.spec import Canary, Resources, Runtime, default_of
 

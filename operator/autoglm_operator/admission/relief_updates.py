@@ -10,7 +10,8 @@ description of the relief (or None) out.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def _int(value: Any) -> int | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -13,9 +14,9 @@ from ..api import resource as r
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
 from ..kube.object_cache import ObjectCache
-from .relief_updates import relief_only
 from .opa import Decision, OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage
+from .relief_updates import relief_only
 from .route_overlap import route_overlap_warnings
 
 log = logging.getLogger(__name__)

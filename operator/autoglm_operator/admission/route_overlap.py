@@ -7,11 +7,12 @@ user may be moving hostnames across several resources in one sync.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from ..api.spec import SpecError, parse_spec
-from ..api.owner import Owner
 from ..api import resource as r
+from ..api.owner import Owner
+from ..api.spec import SpecError, parse_spec
 from ..traffic.provider import TrafficProvider, Weights
 from ..traffic.registry import TrafficProviders
 

@@ -30,7 +30,7 @@ class SystemClock:
     """The machine's clocks."""
 
     def now(self) -> datetime.datetime:
-        return datetime.datetime.now(datetime.timezone.utc)
+        return datetime.datetime.now(datetime.UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -43,7 +43,7 @@ class FakeClock:
     """A clock that moves only by :meth:`advance` (or :meth:`set`): wall and monotonic time together."""
 
     def __init__(self, start: datetime.datetime | None = None, monotonic: float = 1_000.0) -> None:
-        self._now = start or datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        self._now = start or datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
         self._monotonic = monotonic
 
     def now(self) -> datetime.datetime:
@@ -64,7 +64,7 @@ class FakeClock:
 
 def rfc3339(moment: datetime.datetime, *, micro: bool = False) -> str:
     """``2026-11-25T23:00:49Z`` (metav1.Time), or with ``micro`` ``…49.123456Z`` (metav1.MicroTime)."""
-    moment = moment.astimezone(datetime.timezone.utc)
+    moment = moment.astimezone(datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -76,4 +76,4 @@ def parse_rfc3339(text: str | None) -> datetime.datetime | None:
         parsed = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)

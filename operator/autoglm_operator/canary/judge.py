@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from prometheus_client import Counter
 
-from .metric_sources import PodScraper, prometheus_sample
-from .verdicts import Finding, kubelet_verdict, metric_findings
 from ..api import resource as r
-from ..api.spec import AutoGLMDeploymentSpec
-from .rollout import TrafficDecision, canary_revision, decide_traffic, rollback_state, walk_steps
 from ..api.clock import SYSTEM_CLOCK, Clock, rfc3339
+from ..api.events import Event
+from ..api.owner import ResourceKey
+from ..api.spec import AutoGLMDeploymentSpec
 from ..observation.tracks import TrackObservation
 from ..render import names
-from ..api.owner import ResourceKey
+from .metric_sources import PodScraper, prometheus_sample
+from .rollout import TrafficDecision, canary_revision, decide_traffic, rollback_state, walk_steps
+from .verdicts import Finding, kubelet_verdict, metric_findings
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ class CanaryJudge:
                               conclusive, recheck, events)
 
     async def _judge(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
-                     now: datetime.datetime) -> tuple[dict[str, Any] | None, float | None, list]:
+                     now: datetime.datetime) -> tuple[dict[str, Any] | None, float | None, list[Event]]:
         """Rollback state to record, when to look again (the next analysis), and Events."""
         key = _key(body)
         previous = (body.get("status") or {}).get("rollback")
@@ -152,11 +154,12 @@ class CanaryJudge:
             return None, interval - (now - analysis.last_run)
         analysis.last_run = now
         namespace, name = _key(body)
-        explicit = spec.rollback.prometheus is not None
+        prometheus = spec.rollback.prometheus
+        explicit = prometheus is not None
         try:
-            if explicit:
+            if prometheus is not None:
                 sample = await self._run_io(lambda: prometheus_sample(
-                    spec.rollback.prometheus, namespace=namespace, service=names.track_workload(name, "canary"),
+                    prometheus, namespace=namespace, service=names.track_workload(name, "canary"),
                     model=spec.model.name, track="canary", interval_seconds=interval))
             else:
                 pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]

@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.spec import AutoGLMDeploymentSpec
-from .verdicts import Finding
 from ..api.clock import parse_rfc3339, rfc3339
+from ..api.spec import AutoGLMDeploymentSpec
 from ..observation.tracks import TrackObservation
+from .verdicts import Finding
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,14 @@ class Counters:
     failure: float = 0.0
     duration_us: float = 0.0
 
-    def __sub__(self, other: "Counters") -> "Counters":
+    def __sub__(self, other: Counters) -> Counters:
         # A restarted server resets its counters: count from zero rather than negative.
         if self.success < other.success or self.failure < other.failure:
             return self
         return Counters(self.success - other.success, self.failure - other.failure,
                         self.duration_us - other.duration_us)
 
-    def __add__(self, other: "Counters") -> "Counters":
+    def __add__(self, other: Counters) -> Counters:
         return Counters(self.success + other.success, self.failure + other.failure,
                         self.duration_us + other.duration_us)
 

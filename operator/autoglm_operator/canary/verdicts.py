@@ -13,8 +13,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api.spec import RollbackPolicy
 from ..api.clock import parse_rfc3339
+from ..api.spec import RollbackPolicy
 from ..observation.tracks import PodObservation, TrackObservation
 
 
@@ -63,8 +63,8 @@ def _turned_unready_while_running(pod: PodObservation) -> bool:
     stopped being): Triton failing its readiness probe, as the kubelet reports it."""
     if not pod.not_ready_since or not pod.running_since:
         return False
-    parse = lambda t: datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))  # noqa: E731
-    return parse(pod.not_ready_since) > parse(pod.running_since)
+    not_ready, running = parse_rfc3339(pod.not_ready_since), parse_rfc3339(pod.running_since)
+    return bool(not_ready and running and not_ready > running)
 
 
 @dataclass

@@ -6,20 +6,21 @@ removed canary. Never applies over, or deletes, an object this resource did not 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from ..api import resource as r
 from ..api.clock import SYSTEM_CLOCK, Clock
+from ..api.owner import Owner, ResourceKey
+from ..api.resource import content_hash
 from .client import KubeClient
 from .object_cache import ObjectCache
-from ..api.owner import ResourceKey, Owner
-from ..api.resource import content_hash
 
 RunIO = Callable[..., Awaitable[Any]]
 #: Told of each child written: kind, the stored version before, the one after.
-ChildWritten = Callable[[str, "dict | None", "dict | None"], None]
+ChildWritten = Callable[[str, "dict[str, Any] | None", "dict[str, Any] | None"], None]
 
 #: Kinds every deployment renders, in apply order; a traffic provider adds its own after them.
 WORKLOAD_KINDS = ("ConfigMap", "Service", "Deployment")
@@ -87,13 +88,13 @@ class ChildApplier:
         # Every apply runs to its end before a failure is raised: an abandoned one would fail unseen.
         results = await asyncio.gather(*(self._run_io(self.client.apply, o) for o in changed),
                                        return_exceptions=True)
-        for obj in results:  # our own writes are in the store at once, before their watch events
-            if isinstance(obj, dict) and obj.get("kind"):
-                ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
-                before = self.store.get(obj["kind"], ns, name)
-                self.store.observe(obj["kind"], "MODIFIED", obj)
-                self.on_child_written(obj["kind"], before, self.store.get(obj["kind"], ns, name))
-        for child, error in zip(changed, results):
+        for written in results:  # our own writes are in the store at once, before their watch events
+            if isinstance(written, dict) and written.get("kind"):
+                ns, name = written["metadata"].get("namespace"), written["metadata"]["name"]
+                before = self.store.get(written["kind"], ns, name)
+                self.store.observe(written["kind"], "MODIFIED", written)
+                self.on_child_written(written["kind"], before, self.store.get(written["kind"], ns, name))
+        for child, error in zip(changed, results, strict=True):
             if isinstance(error, ApiException):
                 raise ChildApplyError(_label(child), error)
             if isinstance(error, BaseException):
@@ -102,7 +103,9 @@ class ChildApplier:
 
     async def _existing(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]
-        return await self._run_io(self.client.get, obj["kind"], meta["namespace"], meta["name"])
+        existing: dict[str, Any] | None = await self._run_io(self.client.get, obj["kind"], meta["namespace"],
+                                                              meta["name"])
+        return existing
 
     async def prune(self, owner: Owner, desired: list[dict[str, Any]], kinds: tuple[str, ...],
                     drain_canary: bool) -> tuple[list[str], float | None]:

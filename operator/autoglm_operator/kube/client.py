@@ -7,19 +7,22 @@ Every write goes through here, so writes are counted (``api_writes_total``) and 
 from __future__ import annotations
 
 import json
-import re
 import logging
 import os
-from typing import Any
+import re
+from typing import Any, cast
 
 import kubernetes
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
 from ..api.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
+
+#: Query parameters of one API call, in order.
+Query = list[tuple[str, str]]
 
 API_CALL_SECONDS = Histogram("autoglm_operator_api_call_seconds", "Latency of the operator's API calls", ["verb"])
 API_WRITES = Counter("autoglm_operator_api_writes_total", "Writes the operator made to the API server",
@@ -39,11 +42,12 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
     try:
         if kubeconfig or context:
             raise kubernetes.config.ConfigException("explicit kubeconfig")
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         # Read KUBECONFIG now: the client library reads it once, at import time.
-        kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context,
-                                           client_configuration=configuration)
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context,
+            client_configuration=configuration)
     return configuration
 
 
@@ -57,7 +61,7 @@ def yaml_safe_json(obj: Any) -> str:
     YAML): characters beyond the BMP raw (as UTF-8), not as the surrogate-pair escapes json.dumps
     writes (\\ud83d\\ude00, refused by YAML), and characters YAML forbids raw as \\u escapes. Every
     such character can only sit inside a string literal, where an escape means the same."""
-    return _NOT_YAML_PRINTABLE.sub(lambda m: "\\u%04x" % ord(m.group()), json.dumps(obj, ensure_ascii=False))
+    return _NOT_YAML_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False))
 
 
 def register_api_resource(kind: str, prefix: str, plural: str, cluster_scoped: bool = False) -> None:
@@ -92,8 +96,8 @@ class KubeClient:
         if self.write_guard is not None and not self.write_guard():
             raise NotLeading("not writing: this replica's leader Lease is not fresh (another replica may lead)")
 
-    def request(self, method: str, path: str, body: Any = None, query: list | None = None,
-              content_type: str = "application/json", timeout: float = 30) -> Any:
+    def request(self, method: str, path: str, body: Any = None, query: Query | None = None,
+                content_type: str = "application/json", timeout: float = 30) -> Any:
         """One API call (``path`` is the API server's URL path); the parsed JSON answer, or None
         when empty. Raises :class:`ApiException` for any status outside 2xx."""
         _, url, headers, serialized, _ = self.api.param_serialize(
@@ -102,9 +106,9 @@ class KubeClient:
             auth_settings=["BearerToken"])
         started = self.clock.monotonic()
         response = self.api.call_api(method, url, header_params=headers, body=serialized, _request_timeout=timeout)
-        data = response.read()
+        data: bytes = response.read()  # type: ignore[no-untyped-call]
         API_CALL_SECONDS.labels(method).observe(self.clock.monotonic() - started)
-        status = getattr(response, "status", None) or response.resp.status
+        status: int = response.status
         if not 200 <= status < 300:
             raise ApiException(status=status, reason=getattr(response, "reason", ""), body=data.decode(errors="replace"))
         return json.loads(data) if data else None
@@ -112,7 +116,7 @@ class KubeClient:
     def discover(self, path: str) -> dict[str, Any] | None:
         """An API group-version's discovery document (``/apis/<group>/<version>``), or None when not served."""
         try:
-            return self.request("GET", path)
+            return _object(self.request("GET", path))
         except ApiException as e:
             if e.status in (404, 503):
                 return None
@@ -120,7 +124,7 @@ class KubeClient:
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return self.request("GET", f"{collection_path(kind, namespace)}/{name}")
+            return _object(self.request("GET", f"{collection_path(kind, namespace)}/{name}"))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -128,11 +132,12 @@ class KubeClient:
 
     def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
-        return self.list_page(kind, namespace, query).get("items", [])
+        items: list[dict[str, Any]] = self.list_page(kind, namespace, query).get("items", [])
+        return items
 
-    def list_page(self, kind: str, namespace: str | None, query: list | None = None) -> dict[str, Any]:
+    def list_page(self, kind: str, namespace: str | None, query: Query | None = None) -> dict[str, Any]:
         """One list response, with its metadata.resourceVersion (where a watch resumes)."""
-        return self.request("GET", collection_path(kind, namespace), query=query or [])
+        return _object(self.request("GET", collection_path(kind, namespace), query=query or []))
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's single field manager."""
@@ -140,15 +145,16 @@ class KubeClient:
         path = f"{collection_path(obj['kind'], meta.get('namespace'))}/{meta['name']}"
         self._may_write()
         API_WRITES.labels("apply", obj["kind"], meta.get("namespace") or "").inc()
-        return self.request("PATCH", path, body=yaml_safe_json(obj), content_type="application/apply-patch+yaml",
-                          query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")])
+        return _object(self.request("PATCH", path, body=yaml_safe_json(obj),
+                                    content_type="application/apply-patch+yaml",
+                                    query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")]))
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self._may_write()
         API_WRITES.labels("delete", kind, namespace or "").inc()
         try:
             self.request("DELETE", f"{collection_path(kind, namespace)}/{name}",
-                       body={"propagationPolicy": "Background"})
+                         body={"propagationPolicy": "Background"})
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -163,9 +169,9 @@ class KubeClient:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return self.request("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
-                          body=body, content_type="application/merge-patch+json",
-                          query=[("fieldManager", r.FIELD_MANAGER)])
+        return _object(self.request("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
+                                    body=body, content_type="application/merge-patch+json",
+                                    query=[("fieldManager", r.FIELD_MANAGER)]))
 
     def create(self, kind: str, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
         """Create an object (POST); the API server's version of it."""
@@ -177,12 +183,19 @@ class KubeClient:
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self._may_write()
         API_WRITES.labels("patch", kind, namespace or "").inc()
-        return self.request("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
-                          content_type="application/merge-patch+json", query=[("fieldManager", r.FIELD_MANAGER)])
+        return _object(self.request("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
+                                    content_type="application/merge-patch+json",
+                                    query=[("fieldManager", r.FIELD_MANAGER)]))
 
 
 def api_error_message(error: ApiException) -> str:
+    """The API server's own message in an error (its Status body), else the HTTP reason."""
     try:
-        return json.loads(error.body).get("message", error.reason)
+        return str(json.loads(error.body or "").get("message", error.reason))
     except Exception:
         return str(error.reason)
+
+
+def _object(answer: Any) -> dict[str, Any]:
+    """An API answer that is one JSON object (every call but a DELETE's)."""
+    return cast(dict[str, Any], answer)

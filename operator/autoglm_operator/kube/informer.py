@@ -14,7 +14,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -67,7 +68,7 @@ class Informer:
         else:
             for obj in items:
                 self._emit(None, obj)
-        return rv
+        return str(rv)
 
     def _run(self) -> None:
         rv = None

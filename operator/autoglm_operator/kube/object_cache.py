@@ -7,11 +7,11 @@ from here, so deciding that nothing changed costs no API call.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..api import resource as r
-from ..api.owner import ObjectKey
-
+from ..api.owner import ObjectKey, ResourceKey
 
 
 def _older(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -29,10 +29,10 @@ class ObjectCache:
         self._by_kind: dict[str, dict[ObjectKey, dict[str, Any]]] = defaultdict(dict)
 
     @staticmethod
-    def _owner_of(obj: dict[str, Any]) -> tuple[str, str] | None:
+    def _owner_of(obj: dict[str, Any]) -> ResourceKey | None:
         meta = obj.get("metadata") or {}
         owner = (meta.get("labels") or {}).get(r.LABEL_DEPLOYMENT)
-        return (meta.get("namespace"), owner) if owner else None
+        return (meta["namespace"], owner) if owner and meta.get("namespace") else None
 
     def observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> bool:
         """Record a watch event (or our own write's result). False only for the very version the

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from ..placement import gpu_nodes
 from ..api.spec import AutoGLMDeploymentSpec, Track
+from ..placement import gpu_nodes
 
 
 def pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
     for c in (pod.get("status") or {}).get("conditions") or []:
         if c.get("type") == type_:
-            return c
+            found: Mapping[str, Any] = c
+            return found
     return None
 
 
@@ -29,7 +31,7 @@ def pod_restarts(pod: Mapping[str, Any]) -> int:
 def node_is_ready(node: Mapping[str, Any] | None) -> bool:
     for c in ((node or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") == "Ready":
-            return c.get("status") == "True"
+            return bool(c.get("status") == "True")
     return False
 
 

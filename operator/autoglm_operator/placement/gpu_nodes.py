@@ -5,7 +5,8 @@ GPU facts come from the labels NVIDIA GPU Feature Discovery puts on nodes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..api.spec import AutoGLMDeploymentSpec, Engine, Track
 
@@ -36,7 +37,7 @@ def _engine_term(engine: Engine, allowed_products: tuple[str, ...]) -> list[dict
 def placement_expressions(spec: AutoGLMDeploymentSpec) -> list[dict[str, Any]]:
     """Node-selector expressions every pod of the resource needs, whatever the track."""
     if spec.placement.target == "edge":
-        expressions = [{"key": EDGE_ROLE, "operator": "Exists"}]
+        expressions: list[dict[str, Any]] = [{"key": EDGE_ROLE, "operator": "Exists"}]
         if spec.placement.edge_node_groups:
             expressions.append({"key": EDGE_GROUP, "operator": "In", "values": list(spec.placement.edge_node_groups)})
         return expressions
@@ -57,7 +58,7 @@ def required_node_terms(spec: AutoGLMDeploymentSpec, track: Track) -> list[dict[
     if spec.uses_gpus and spec.model.format == "tensorrt_plan":
         ours = [base + _engine_term(e, spec.placement.allowed_gpu_products) for e in usable]
     elif spec.uses_gpus:
-        gpu = [{"key": GPU_COMPUTE_MAJOR, "operator": "Exists"}]
+        gpu: list[dict[str, Any]] = [{"key": GPU_COMPUTE_MAJOR, "operator": "Exists"}]
         if spec.placement.allowed_gpu_products:
             gpu.append({"key": GPU_PRODUCT, "operator": "In", "values": list(spec.placement.allowed_gpu_products)})
         ours = [base + gpu]

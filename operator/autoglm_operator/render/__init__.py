@@ -1,1 +1,2 @@
-"""Pure rendering: spec -> the desired child objects (Deployments, ConfigMaps, Services; routes are the traffic provider's)."""
+"""Pure rendering: spec -> the desired children (Deployments, ConfigMaps, Services); routes are the
+traffic provider's."""

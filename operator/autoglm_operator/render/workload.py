@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..placement import gpu_nodes
 from ..api import resource as r
 from ..api.owner import Owner
 from ..api.resource import content_hash
 from ..api.spec import AutoGLMDeploymentSpec, Track
+from ..placement import gpu_nodes
 from . import names
-from .model_source import (MODELS_DIR, ModelSourceImages, container_security_context, desired_model_source,
-                           pod_security_context)
+from .model_source import (
+    MODELS_DIR,
+    ModelSourceImages,
+    container_security_context,
+    desired_model_source,
+    pod_security_context,
+)
 from .triton_config import desired_config_pbtxt
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002

@@ -9,7 +9,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
@@ -63,8 +63,8 @@ class Controller:
         loop = asyncio.get_running_loop()
         client = self.reconciler.client
         selector = f"{r.LABEL_MANAGED_BY}={r.FIELD_MANAGER}"
-        literal = bool(namespaces) and not any(set(n) & set("*?[!") for n in namespaces)
-        scopes: list[str | None] = list(namespaces) if literal else [None]
+        literal = bool(namespaces) and not any(set(n) & set("*?[!") for n in namespaces or [])
+        scopes: list[str | None] = list(namespaces or []) if literal else [None]
         self.informers = [Informer(client, kind, ns, selector, self._on_informer_event, loop, self._on_list)
                           for kind in ("ConfigMap", "Service", "Deployment", "Pod") for ns in scopes]
         self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop, self._on_list))
@@ -153,7 +153,7 @@ class Controller:
             self._enqueue_owner(namespace, owner)
 
     def _enqueue_owner(self, namespace: str | None, owner: str | None) -> None:
-        if owner and self.store.get(r.KIND, namespace, owner) is not None:
+        if owner and namespace and self.store.get(r.KIND, namespace, owner) is not None:
             self.queue.add((namespace, owner))
 
     def on_node_event(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -165,7 +165,7 @@ class Controller:
             self.queue.add((owner["metadata"]["namespace"], owner["metadata"]["name"]))
 
 
-def _node_facts(node: dict[str, Any]) -> tuple:
+def _node_facts(node: dict[str, Any]) -> tuple[object, ...]:
     ready = [c.get("status") for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
     return (tuple(sorted(((node.get("metadata") or {}).get("labels") or {}).items())), tuple(ready),
             bool((node.get("spec") or {}).get("unschedulable")))

@@ -111,7 +111,7 @@ class LeaderElector:
         holder = spec.get("holderIdentity") or ""
         held_by_other = holder and holder != self.identity
         duration = float(spec.get("leaseDurationSeconds") or self.timings.lease_duration)
-        earlier_self = bool(self.earlier_self_prefix) and holder.startswith(self.earlier_self_prefix)
+        earlier_self = self.earlier_self_prefix is not None and holder.startswith(self.earlier_self_prefix)
         if held_by_other and not earlier_self and self._observed_at + duration > now:
             return False
         if earlier_self and held_by_other:

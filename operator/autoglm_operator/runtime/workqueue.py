@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Awaitable, Callable, Generic, Hashable, TypeVar
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 from prometheus_client import Histogram
 
@@ -36,7 +37,7 @@ class ExponentialBackoff:
 
     def delay(self, failures: int, rand: float) -> float:
         """Seconds before retrying after ``failures`` consecutive failures (``rand`` in [0, 1))."""
-        base = min(self.maximum, self.first * 2 ** max(0, failures - 1))
+        base: float = min(self.maximum, self.first * 2.0 ** max(0, failures - 1))
         return base * (1 - self.jitter + 2 * self.jitter * rand)
 
     def failures(self, key: Hashable) -> int:
@@ -52,7 +53,7 @@ class ExponentialBackoff:
 class WorkQueue(Generic[K]):
     def __init__(self, clock: Clock = SYSTEM_CLOCK, backoff: ExponentialBackoff | None = None) -> None:
         self.clock = clock
-        self.backoff = backoff or ExponentialBackoff()
+        self.backoff = backoff if backoff is not None else ExponentialBackoff()  # an empty one is falsy (__len__)
         self._queue: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
         self._active: set[K] = set()

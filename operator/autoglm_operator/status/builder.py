@@ -14,12 +14,19 @@ from typing import Any
 
 from ..api.events import Event
 from ..canary.rollout import TrafficDecision
-from .conditions import (ANALYSIS_CONCLUSIVE, DEGRADED, PROGRESSING, READY, Condition, condition,
-                         merge_conditions, overlay)
 from ..observation.tracks import TrackObservation
 from ..traffic.provider import DataPlaneState
+from .conditions import (
+    ANALYSIS_CONCLUSIVE,
+    DEGRADED,
+    PROGRESSING,
+    READY,
+    Condition,
+    condition,
+    merge_conditions,
+    overlay,
+)
 from .traffic import read_back_traffic
-
 
 #: Conflicting routes named in status and Events; beyond that, a count.
 MAX_LISTED_CONFLICTS = 5

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..api.clock import rfc3339
 
@@ -67,5 +68,6 @@ def merge_conditions(previous: Iterable[dict[str, Any]] | None, wanted: Iterable
 def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for c in (status or {}).get("conditions") or []:
         if c.get("type") == type_:
-            return c
+            found: dict[str, Any] = c
+            return found
     return None

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .conditions import TRAFFIC_ACCEPTED, Condition
 from ..traffic.provider import DataPlaneState
+from .conditions import TRAFFIC_ACCEPTED, Condition
 
 
 @dataclass(frozen=True)

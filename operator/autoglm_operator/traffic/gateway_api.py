@@ -6,14 +6,15 @@ in a :class:`RouteIndex`, so the deployment whose route loses is told (status an
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from ..api.owner import Owner
 from ..api.spec import AutoGLMDeploymentSpec
 from ..render import names
-from ..api.owner import Owner
 from ..render.workload import GRPC_PORT, HTTP_PORT
-from .provider import Discover, Weights
 from .gateway_api_claims import overlaps, precedes, route_claim
+from .provider import Discover, Weights
 from .route_index import RouteIndex
 
 GROUP_VERSION = "gateway.networking.k8s.io/v1"
@@ -46,7 +47,7 @@ class GatewayAPIProvider:
             parent["sectionName"] = gw.section_name
         return parent
 
-    def _backends(self, owner: Owner, spec: AutoGLMDeploymentSpec, weights: Weights, port: int) -> list[dict]:
+    def _backends(self, owner: Owner, spec: AutoGLMDeploymentSpec, weights: Weights, port: int) -> list[dict[str, Any]]:
         refs = [{"group": "", "kind": "Service", "name": names.track_workload(owner.name, "stable"),
                  "port": port, "weight": weights.stable}]
         if spec.canary is not None:
@@ -120,10 +121,10 @@ class GatewayAPIProvider:
         before, after = (route_claim(x) if x is not None else None for x in (old, new))
         if before is not None and after is not None and before == after:
             return []
-        return [(rival.key[1], rival.owner) for claim in (c for c in (before, after) if c is not None)
+        return [(rival.key[1] or "", rival.owner) for claim in (c for c in (before, after) if c is not None)
                 for rival in self.routes.rivals(claim, older=False) if rival.owner]
 
-    def conflicts(self, owner: Owner, routes: list[Mapping[str, Any]]) -> list[str]:
+    def conflicts(self, owner: Owner, routes: Sequence[Mapping[str, Any]]) -> list[str]:
         """Routes of other deployments that take requests ours also match (older: they win them)."""
         found = []
         for route in routes:
@@ -134,5 +135,5 @@ class GatewayAPIProvider:
                                  f"(AutoGLMDeployment {rival.key[1]}/{rival.owner})")
         return sorted(found)
 
-    def losing_kinds(self, mine: list[Mapping[str, Any]], theirs: list[Mapping[str, Any]]) -> list[str]:
+    def losing_kinds(self, mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]]) -> list[str]:
         return sorted({m["kind"] for m in mine for t in theirs if precedes(t, m) and overlaps(m, t)})

@@ -11,8 +11,17 @@ hostname; the operator does not read listeners and misses that case rather than 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+
+
+#: A parent Gateway: (group, kind, namespace, name).
+GatewayRef = tuple[str, str, str, str]
+#: A parentRef: the Gateway, its sectionName and port (None: every listener).
+Listener = tuple[GatewayRef, "str | None", "int | None"]
+#: Each rule's matches.
+RuleMatches = tuple[tuple[Mapping[str, Any], ...], ...]
 
 
 @dataclass(frozen=True, eq=True)
@@ -20,17 +29,17 @@ class RouteClaim:
     """What decides which requests a route takes, parsed once per route version."""
 
     kind: str
-    parents: tuple[tuple[tuple, Any, Any], ...]  # ((group, kind, namespace, name), sectionName, port)
+    parents: tuple[Listener, ...]
     hostnames: tuple[str, ...]
-    rules: tuple[tuple[Mapping[str, Any], ...], ...]  # each rule's matches
-    rank: tuple  # Gateway API precedence: creationTimestamp (none yet = newest), then namespace/name
+    rules: RuleMatches
+    rank: tuple[bool, str, str]  # Gateway API precedence: creationTimestamp (none yet = newest), then namespace/name
 
     @property
-    def gateways(self) -> set[tuple]:
+    def gateways(self) -> set[GatewayRef]:
         return {p[0] for p in self.parents}
 
 
-_CLAIMS: dict[tuple, RouteClaim] = {}
+_CLAIMS: dict[tuple[Any, Any, Any], RouteClaim] = {}
 _CLAIMS_MAX = 50_000
 
 
@@ -42,12 +51,12 @@ def route_claim(route: Mapping[str, Any]) -> RouteClaim:
         return cached
     spec = route.get("spec") or {}
     ns = meta.get("namespace", "")
-    parents = tuple(((p.get("group", "gateway.networking.k8s.io"), p.get("kind", "Gateway"),
+    parents: tuple[Listener, ...] = tuple(((p.get("group", "gateway.networking.k8s.io"), p.get("kind", "Gateway"),
                       p.get("namespace") or ns, p.get("name")), p.get("sectionName"), p.get("port"))
                     for p in spec.get("parentRefs") or [])
     hostnames = tuple(spec.get("hostnames") or ())
     created = meta.get("creationTimestamp")
-    matches = tuple(tuple(rule.get("matches") or ()) for rule in spec.get("rules") or ())  # not the backends
+    matches: RuleMatches = tuple(tuple(rule.get("matches") or ()) for rule in spec.get("rules") or ())  # not the backends
     claim = RouteClaim(route.get("kind", ""), parents, hostnames, matches,
                        (created is None, created or "", f"{ns}/{meta.get('name', '')}"))
     if key[1] and key[2]:
@@ -57,9 +66,9 @@ def route_claim(route: Mapping[str, Any]) -> RouteClaim:
     return claim
 
 
-def _same_listener(a: tuple, b: tuple) -> bool:
+def _same_listener(a: Listener, b: Listener) -> bool:
     # No sectionName means every listener of the Gateway; the same for port.
-    return a[0] == b[0] and all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:]))
+    return a[0] == b[0] and all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:], strict=True))
 
 
 def _hostnames_tie(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -90,7 +99,7 @@ def _grpc_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(f) is None or b.get(f) is None or a.get(f) == b.get(f) for f in ("service", "method"))
 
 
-def _matches_overlap(kind: str, a: tuple, b: tuple) -> bool:
+def _matches_overlap(kind: str, a: RuleMatches, b: RuleMatches) -> bool:
     """Whether some request matches both rule lists. Header, query and method matches are taken
     as possibly overlapping: a warning on a doubtful case beats silence on a real one."""
     for ra in a or ((),):

@@ -10,9 +10,11 @@ and its RBAC in the chart.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
+from ..api.owner import Owner
 from ..api.spec import AutoGLMDeploymentSpec
 
 
@@ -26,10 +28,13 @@ Discover = Callable[[str], "Mapping[str, Any] | None"]  # GET an API group-versi
 
 
 class TrafficProvider(Protocol):
-    #: Kinds of the objects the provider owns: watched, applied after the workloads, pruned.
-    kinds: tuple[str, ...]
-    #: kind -> (API path prefix, plural), for the client (and the chart's RBAC).
-    api_resources: Mapping[str, tuple[str, str]]
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Kinds of the objects the provider owns: watched, applied after the workloads, pruned."""
+
+    @property
+    def api_resources(self) -> Mapping[str, tuple[str, str]]:
+        """kind -> (API path prefix, plural), for the client (and the chart's RBAC)."""
 
     def serves(self, spec: AutoGLMDeploymentSpec) -> bool:
         """Whether the spec asks for this provider."""
@@ -37,7 +42,7 @@ class TrafficProvider(Protocol):
     def installed(self, discover: Discover) -> bool:
         """Whether the cluster serves the provider's kinds."""
 
-    def desired_routes(self, owner: Any, spec: AutoGLMDeploymentSpec, weights: Weights) -> list[dict[str, Any]]:
+    def desired_routes(self, owner: Owner, spec: AutoGLMDeploymentSpec, weights: Weights) -> list[dict[str, Any]]:
         """The routing objects that send ``weights`` of the traffic to each track's Service."""
 
     def routed_weights(self, route: Mapping[str, Any]) -> Weights | None:
@@ -52,11 +57,20 @@ class TrafficProvider(Protocol):
         """A routing object appeared, changed or went: the deployments (namespace, name) whose
         standing against other deployments' routes may have changed."""
 
-    def conflicts(self, owner: Any, routes: list[Mapping[str, Any]]) -> list[str]:
+    def conflicts(self, owner: Owner, routes: Sequence[Mapping[str, Any]]) -> list[str]:
         """Other deployments' routing objects that take requests ``routes`` (as applied) also match."""
 
-    def losing_kinds(self, mine: list[Mapping[str, Any]], theirs: list[Mapping[str, Any]]) -> list[str]:
+    def losing_kinds(self, mine: Sequence[Mapping[str, Any]], theirs: Sequence[Mapping[str, Any]]) -> list[str]:
         """Kinds of ``mine`` that would lose some requests to ``theirs`` (pure; admission warnings)."""
+
+
+class ProviderType(Protocol):
+    """A provider class: its API resources, and an instance per operator for an owner label."""
+
+    @property
+    def api_resources(self) -> Mapping[str, tuple[str, str]]: ...
+
+    def __call__(self, owner_label: str) -> TrafficProvider: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ class DataPlaneState:
     canary_weight: int | None  # the canary's weight in the accepted objects; None unless Accepted
 
 
-def read_back(provider: TrafficProvider, live: list[Mapping[str, Any]]) -> DataPlaneState:
+def read_back(provider: TrafficProvider, live: Sequence[Mapping[str, Any]]) -> DataPlaneState:
     """Combine the provider's verdict on each live routing object: refused if any is, accepted if
     all are (at their current generation), pending otherwise."""
     verdicts = [provider.accepted(route) for route in live]

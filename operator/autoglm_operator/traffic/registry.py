@@ -6,16 +6,16 @@ from __future__ import annotations
 from ..api.spec import AutoGLMDeploymentSpec
 from ..kube.client import register_api_resource
 from .gateway_api import GatewayAPIProvider
-from .provider import TrafficProvider
+from .provider import ProviderType, TrafficProvider
 
 #: The providers this operator ships.
-PROVIDER_TYPES: list[type] = [GatewayAPIProvider]
+PROVIDER_TYPES: list[ProviderType] = [GatewayAPIProvider]
 
 
 class TrafficProviders:
     """One instance of each provider (they keep an index of live routes), looked up by spec or kind."""
 
-    def __init__(self, owner_label: str, types: list[type] | None = None) -> None:
+    def __init__(self, owner_label: str, types: list[ProviderType] | None = None) -> None:
         self.all: list[TrafficProvider] = [t(owner_label) for t in (PROVIDER_TYPES if types is None else types)]
 
     def for_spec(self, spec: AutoGLMDeploymentSpec) -> TrafficProvider | None:
@@ -29,6 +29,10 @@ class TrafficProviders:
         return tuple(k for p in self.all for k in p.kinds)
 
 
-for _type in PROVIDER_TYPES:
-    for _kind, (_prefix, _plural) in _type.api_resources.items():
-        register_api_resource(_kind, _prefix, _plural)
+def _register_api_resources() -> None:
+    for provider_type in PROVIDER_TYPES:
+        for kind, (prefix, plural) in provider_type.api_resources.items():
+            register_api_resource(kind, prefix, plural)
+
+
+_register_api_resources()

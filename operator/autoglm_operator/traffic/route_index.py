@@ -6,12 +6,15 @@ with it on hostname precedence (gateway_api_claims)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from .gateway_api_claims import RouteClaim, claims_overlap, route_claim
 from ..api.owner import ObjectKey
+from .gateway_api_claims import GatewayRef, RouteClaim, claims_overlap, route_claim
 
+#: Where routes compete: (kind, gateway, hostname as listed or None for a route without hostnames).
+Slot = tuple[str, GatewayRef, "str | None"]
 
 
 @dataclass(frozen=True)
@@ -27,15 +30,15 @@ class RouteIndex:
         self._owner_label = owner_label
         self._routes: dict[ObjectKey, IndexedRoute] = {}
         #: (kind, gateway, hostname as listed, exact or wildcard; None for a route without hostnames)
-        self._by_host: dict[tuple, set[ObjectKey]] = defaultdict(set)
+        self._by_host: dict[Slot, set[ObjectKey]] = defaultdict(set)
 
     @staticmethod
-    def _slots(claim: RouteClaim) -> Iterator[tuple]:
+    def _slots(claim: RouteClaim) -> Iterator[Slot]:
         for gateway in claim.gateways:
             for host in claim.hostnames or (None,):
                 yield claim.kind, gateway, host
 
-    def observe(self, route: dict[str, Any] | None, key: ObjectKey) -> None:
+    def observe(self, route: Mapping[str, Any] | None, key: ObjectKey) -> None:
         """Record the route's current version, or its removal (``route`` None)."""
         old = self._routes.pop(key, None)
         if old is not None:
