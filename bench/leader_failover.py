@@ -29,8 +29,6 @@ from pathlib import Path
 
 from common import REPO, pct, table
 
-sys.path.insert(0, str(REPO / "tests"))
-
 NAMESPACE, RELEASE = "autoglm-operator", "bench"
 FULL = f"{RELEASE}-autoglm-operator"
 
@@ -43,8 +41,8 @@ def main() -> int:
     from autoglm_devcluster import toolchain
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
-    from autoglm_devcluster.node import chart_values
-    from conftest import model_store
+    from autoglm_devcluster.chart_values import chart_values
+    from autoglm_devcluster.testing import model_store
 
     dev = DevCluster("failover")
     dev.up(crds=default_crds(), data_plane=True)

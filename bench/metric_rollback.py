@@ -25,7 +25,7 @@ from pathlib import Path
 from common import REPO, bench_cluster, canary_agd, pct, poll, start_operator, table
 from common import canary_weight as bench_canary_weight
 
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests"))  # for test_metric_rollback's own imports
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 MAX_ERROR_RATIO = 0.05
@@ -43,7 +43,7 @@ def main() -> int:
     from autoglm_devcluster.triton import TritonProcess
     from autoglm_operator.canary.metric_sources import DEFAULT_ERROR_RATIO_QUERY, _instant, render_query
     from autoglm_operator.kube.client import KubeClient, load_configuration
-    from conftest import model_store
+    from autoglm_devcluster.testing import model_store
     from test_metric_rollback import Load
 
     dev = bench_cluster()

@@ -165,7 +165,7 @@ def create_at_rate(client, kind_path: str, make, count: int, rate: float, create
             time.sleep(delay)
         body = make(i)
         created[body["metadata"]["name"]] = time.monotonic()
-        client._call("POST", kind_path, body=body)
+        client.request("POST", kind_path, body=body)
 
 
 def run_phase(client, kind_path, make, count, rate, timeout):

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from common import REPO, bench_cluster, canary_agd, pct, poll, start_operator, table
+from common import bench_cluster, canary_agd, pct, poll, start_operator, table
 from common import canary_weight as bench_canary_weight
 
 FLOOR_OPERATOR = '''
@@ -45,12 +45,11 @@ def main() -> int:
     args = parser.parse_args()
     dev = bench_cluster()
     env = {**os.environ, "KUBECONFIG": str(dev.kubeconfig)}
-    sys.path.insert(0, str(REPO / "tests"))
     from autoglm_operator.kube.client import KubeClient, load_configuration
     client = KubeClient(load_configuration(str(dev.kubeconfig)))
     ns = f"rollback-{int(time.time())}"
     dev.kubectl("create", "namespace", ns)
-    from conftest import model_store
+    from autoglm_devcluster.testing import model_store
     import yaml
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(ns)))
     op = start_operator(dev, ns)

@@ -23,7 +23,7 @@ import uuid
 
 from common import REPO, pct, table
 
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests"))  # for test_data_plane's own imports
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 
@@ -34,7 +34,7 @@ def main() -> int:
     import yaml
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
-    from conftest import model_store, private_model_store
+    from autoglm_devcluster.testing import model_store, private_model_store
     from test_data_plane import Client, deployment, real_node_env
 
     dev = DevCluster("dataplane")

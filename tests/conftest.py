@@ -1,6 +1,6 @@
 """Shared fixtures: one embedded cluster per test session (real etcd, kube-apiserver,
 controller-manager, scheduler and KWOK), the operator running in-process, and a fresh
-namespace per test."""
+namespace per test. A run stopped by Ctrl-C or SIGTERM leaves no cluster behind."""
 
 from __future__ import annotations
 
@@ -15,21 +15,27 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
+from autoglm_devcluster.cluster import DevCluster
+# model_store and private_model_store: the test modules import them from here too
+from autoglm_devcluster.testing import model_store, private_model_store, running_cluster, sigterm_interrupts
+
 REPO = Path(__file__).resolve().parent.parent
 E2E_NAMESPACE_PREFIX = "e2e-"
 
 
-@pytest.fixture(scope="session")
-def cluster():
-    from autoglm_devcluster.cli import default_crds
-    from autoglm_devcluster.cluster import DevCluster
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM to pytest interrupts the run as Ctrl-C does: the session fixtures tear down."""
+    sigterm_interrupts()
 
-    dev = DevCluster(os.environ.get("AUTOGLM_TEST_CLUSTER", "test"))
-    dev.up(crds=default_crds(require_upstream=True))
-    os.environ["KUBECONFIG"] = str(dev.kubeconfig)
-    yield dev
-    if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
-        dev.down()
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[DevCluster]:
+    from autoglm_devcluster.cli import default_crds
+
+    with running_cluster(os.environ.get("AUTOGLM_TEST_CLUSTER", "test"), crds=default_crds(require_upstream=True),
+                         keep=bool(os.environ.get("AUTOGLM_KEEP_CLUSTER"))) as dev:
+        os.environ["KUBECONFIG"] = str(dev.kubeconfig)
+        yield dev
 
 
 class Kubectl:
@@ -106,21 +112,6 @@ def namespace(kubectl, request) -> Iterator[str]:
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
     kubectl("delete", "pv", f"model-store-{name}", "--wait=false", check=False)
-
-
-def model_store(namespace: str, path: Path | None = None) -> list[dict[str, Any]]:
-    """A PersistentVolume and the claim ``model-store`` bound to it: what pvc://model-store/... mounts.
-    ``path`` is the host folder behind it (default: the repository's model_repository/)."""
-    pv = f"model-store-{namespace}"
-    return [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "autoglm-models",
-                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path or REPO / "model_repository")},
-                  "claimRef": {"namespace": namespace, "name": "model-store"}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "model-store", "namespace": namespace},
-         "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "autoglm-models",
-                  "resources": {"requests": {"storage": "1Gi"}}, "volumeName": pv}},
-    ]
 
 
 def metric_sum(url: str, name: str) -> float:
@@ -207,18 +198,6 @@ def agd(name: str, *, engines=(("9.0", "model.sm90.plan"),), replicas: int = 1, 
         spec[key] = value
     return {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
             "metadata": {"name": name}, "spec": spec}
-
-
-def private_model_store() -> Path:
-    """A copy of model_repository/ that a test may change (fault files) without touching the
-    checkout, readable by the non-root user of the Triton image on the real node."""
-    import shutil
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="autoglm-store-"))
-    root.chmod(0o755)
-    shutil.copytree(REPO / "model_repository", root / "models", symlinks=True)
-    return root / "models"
 
 
 def canary_agd(name: str, namespace: str, weight: int = 10, **rollback) -> dict:

@@ -15,7 +15,7 @@ from .cluster import DevCluster
 UPSTREAM_CRDS = ("gateway-api-v1.6.1", "kubeedge-v1.23.1")
 
 
-def default_crds(require_upstream: bool = False) -> tuple:
+def default_crds(require_upstream: bool = False) -> tuple[Path, ...]:
     """Our CRDs and the upstream ones (fetched from their Go modules once, then cached); one that
     cannot be had is an error when required (the tests), else a warning (traffic features wait
     for the Gateway API CRDs)."""
@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run a real data plane: a pod network namespace, real Triton processes behind "
                          "Triton pods, and Envoy Gateway with a default Gateway (needs root for `ip netns`)")
     sub.add_parser("down", help="stop every process of the cluster and free its ports")
-    localize = sub.add_parser("localize", help="print AutoGLMDeployment manifests adapted to run on the real node: "
-                                               "the locally built Triton image, its node selector and toleration")
-    localize.add_argument("files", nargs="+")
+    localize_cmd = sub.add_parser("localize", help="print AutoGLMDeployment manifests adapted to run on the real node: "
+                                                   "the locally built Triton image, its node selector and toleration")
+    localize_cmd.add_argument("files", nargs="+")
     sub.add_parser("chart-values", help="print Helm values that run the chart on the real node with the locally "
                                         "built operator, OPA and Triton images")
     store = sub.add_parser("model-store", help="print a path to DIR that the Triton image's non-root user can "
@@ -72,15 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"api server: {cluster.server if healthy else 'not reachable'}")
         return 0 if healthy else 1
     elif args.command == "localize":
-        from .node import localize
+        from .examples import localize
         print(localize([Path(f) for f in args.files]), end="")
     elif args.command == "chart-values":
         import yaml
 
-        from .node import chart_values
+        from .chart_values import chart_values
         print(yaml.safe_dump(chart_values()), end="")
     elif args.command == "model-store":
-        from .node import readable_model_store
+        from .examples import readable_model_store
         print(readable_model_store(Path(args.dir)))
     elif args.command == "kubeconfig":
         print(cluster.kubeconfig)

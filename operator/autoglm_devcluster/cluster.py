@@ -14,12 +14,15 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import yaml
 
 from . import fleet, paths, pki, toolchain
-from .processes import ManagedProcess, free_port, port_is_open, wait_while_running
+from .processes import ManagedProcess, check_running, free_port, http_ok, port_is_open, wait_while_running
+
+if TYPE_CHECKING:
+    from .node import RealNode
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def go_runtime_env() -> dict[str, str]:
 class DevCluster:
     """One named local cluster; its state lives under the user's cache directory."""
 
-    def __init__(self, name: str = "dev"):
+    def __init__(self, name: str = "dev") -> None:
         self.name = name
         self.state_dir = paths.cluster_state_dir(name)
         self.pki = pki.ClusterPKI(self.state_dir / "pki")
@@ -87,7 +90,7 @@ class DevCluster:
     def kubectl_path(self) -> Path:
         return toolchain.KUBERNETES.path("kubectl")
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([str(self.kubectl_path()), "--kubeconfig", str(self.kubeconfig), *args],
                               input=input, text=True, capture_output=True)
         if check and proc.returncode != 0:
@@ -113,6 +116,8 @@ class DevCluster:
 
     def up(self, *, nodes: tuple[fleet.NodeSpec, ...] = fleet.DEFAULT_FLEET, crds: tuple[Path, ...] = (),
            data_plane: bool = False) -> None:
+        """Start the cluster (kept when already up the same way): a component that exits, a timeout
+        or an interrupt meanwhile fails it and leaves nothing running."""
         started = time.monotonic()
         toolchain.ensure_all((toolchain.KUBERNETES, toolchain.ETCD, toolchain.KWOK)
                              + ((toolchain.ENVOY_GATEWAY,) if data_plane else ()))
@@ -121,6 +126,16 @@ class DevCluster:
             self.install_crds(crds)
             return
         self.down(quiet=True)
+        try:
+            self._bring_up(nodes, crds, data_plane)
+        except BaseException:  # a component that exited, a timeout, Ctrl-C: nothing stays running
+            self.down(quiet=True)
+            raise
+        log.warning("dev cluster %r up in %.1f s: %s (KUBECONFIG=%s)", self.name, time.monotonic() - started,
+                    self.server, self.kubeconfig)
+
+    def _bring_up(self, nodes: tuple[fleet.NodeSpec, ...], crds: tuple[Path, ...], data_plane: bool) -> None:
+        """Start every component in order, each waited for; fails at once if one of them exits."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if data_plane:
             self.real_node.bridge_up()  # the API server advertises the bridge's address to pods
@@ -142,15 +157,15 @@ class DevCluster:
         self.wait_nodes_ready([n.name for n in nodes])
         if data_plane:
             self._start_data_plane()
-        log.warning("dev cluster %r up in %.1f s: %s (KUBECONFIG=%s)", self.name, time.monotonic() - started,
-                    self.server, self.kubeconfig)
+        check_running(self.processes(), "the cluster to come up")
 
     @property
-    def real_node(self):
+    def real_node(self) -> RealNode:
         from .node import RealNode
         return RealNode(self.name, self.state_dir)
 
     def down(self, *, quiet: bool = False) -> None:
+        """Stop every process of the cluster (the real node's host state removed) and free its ports."""
         self.process("envoy-gateway").stop()
         if self.has_data_plane or self.real_node.root.exists():
             self.real_node.down()
@@ -193,7 +208,7 @@ class DevCluster:
         finally:
             process.resume()
 
-    def etcd(self, method: str, body: dict) -> dict:
+    def etcd(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One call to etcd's v3 JSON gateway (``kv/range``, ``kv/deleterange``, ``kv/compaction``);
         keys and values are base64 as the gateway wants them. For faults the API server cannot
         make: an object gone without a watch event, history compacted away."""
@@ -204,7 +219,12 @@ class DevCluster:
                                          data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+    def processes(self) -> list[ManagedProcess]:
+        """The cluster's components as processes (those never started have no pid)."""
+        return [self.process(c) for c in self.components()]
 
     def status(self) -> dict[str, bool]:
         return {c: self.process(c).is_running() for c in self.components()}
@@ -229,7 +249,7 @@ class DevCluster:
             "--initial-cluster", f"default={peer}", "--unsafe-no-fsync", "--log-level", "warn",
             "--quota-backend-bytes", str(4 << 30),
         ], env=go_runtime_env())
-        self._wait("etcd", lambda: self._http_ok(f"{client}/health"), 30)
+        self.wait_for("etcd", lambda: http_ok(f"{client}/health"), 30)
 
     def _start_apiserver(self, ports: Ports) -> None:
         p = self.pki
@@ -264,7 +284,7 @@ class DevCluster:
             # (pod) addresses, never at a ClusterIP or a DNS name: nothing leaves this machine.
             "--enable-aggregator-routing=true",
         ], env=go_runtime_env())
-        self._wait("kube-apiserver", lambda: self._get("/readyz") == "ok", 60)
+        self.wait_for("kube-apiserver", lambda: self._get("/readyz") == "ok", 60)
 
     def _start_controller_manager(self, ports: Ports) -> None:
         p = self.pki
@@ -311,8 +331,8 @@ class DevCluster:
         self.install_crds((upstream.crds(upstream.GATEWAY_API.name),))
         gateway.prepare(listener_port=free_port())
         self.process("envoy-gateway").start(gateway.argv(), env=gateway.env())
-        from . import images
-        self.real_node.up(self.server, self.pki, images.NODE_IMAGES)
+        from . import image_builder
+        self.real_node.up(self.server, self.pki, image_builder.NODE_IMAGES)
         gateway.apply_gateway()
         gateway.wait_programmed()
         from .node import NODE_NAME
@@ -337,7 +357,7 @@ class DevCluster:
                      *[f"crd/{n}" for n in names])
 
     def wait_nodes_ready(self, names: list[str], timeout: float = 60) -> None:
-        self._wait("nodes Ready", lambda: self.kubectl(
+        self.wait_for("nodes Ready", lambda: self.kubectl(
             "wait", "--for=condition=Ready", "--timeout=5s", *[f"node/{n}" for n in names],
             check=False).returncode == 0, timeout)
 
@@ -354,15 +374,10 @@ class DevCluster:
 
     def _get(self, path: str) -> str:
         with urllib.request.urlopen(self.server + path, context=self._ssl_context(), timeout=5) as r:
-            return r.read().decode()
+            body: bytes = r.read()
+            return body.decode()
 
-    @staticmethod
-    def _http_ok(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.status == 200
-        except Exception:
-            return False
-
-    def _wait(self, what: str, ready, timeout: float) -> None:
-        wait_while_running(what, ready, timeout, [self.process(c) for c in self.components()])
+    def wait_for(self, what: str, ready: Callable[[], object], timeout: float) -> None:
+        """Poll ``ready`` until true; fails at once, naming it with its exit code and last log
+        lines, if a component of the cluster exits meanwhile."""
+        wait_while_running(what, ready, timeout, self.processes())

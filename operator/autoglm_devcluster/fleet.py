@@ -4,6 +4,7 @@ labels them, plain CPU nodes, and KubeEdge-style edge nodes (one with a Jetson G
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
@@ -36,7 +37,7 @@ class NodeSpec:
     memory: str = "512Gi"
     extra_labels: dict[str, str] = field(default_factory=dict)
 
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
         labels = {
             "kubernetes.io/hostname": self.name,
             "kubernetes.io/os": "linux",

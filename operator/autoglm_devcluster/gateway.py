@@ -10,12 +10,16 @@ import base64
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from . import toolchain
+from .processes import port_is_open
+
+if TYPE_CHECKING:
+    from .cluster import DevCluster
 
 ENVOY_VERSION = "1.40.0"
 GATEWAY_NAMESPACE = "autoglm-system"
@@ -48,7 +52,9 @@ def _module_dir() -> Path:
 
 
 class EnvoyGatewayDataPlane:
-    def __init__(self, cluster) -> None:
+    """Envoy Gateway of one dev cluster: its configuration and state under ``<cluster state>/envoy-gateway``."""
+
+    def __init__(self, cluster: DevCluster) -> None:
         self.cluster = cluster
         self.home = cluster.state_dir / "envoy-gateway"
 
@@ -128,13 +134,12 @@ class EnvoyGatewayDataPlane:
         ]))
 
     def wait_programmed(self, timeout: float = 90) -> None:
-        """The Gateway is accepted and Envoy listens on its port."""
-        from .processes import port_is_open
+        """Until the Gateway is accepted and Envoy listens on its port; fails at once if a
+        component of the cluster exits meanwhile."""
+        def programmed() -> bool:
+            accepted = self.cluster.kubectl("wait", "-n", GATEWAY_NAMESPACE, f"gateway/{GATEWAY_NAME}",
+                                            "--for=condition=Accepted", "--timeout=5s", check=False)
+            return accepted.returncode == 0 and port_is_open(self.listener_port)
 
-        self.cluster.kubectl("wait", "-n", GATEWAY_NAMESPACE, f"gateway/{GATEWAY_NAME}",
-                             "--for=condition=Accepted", f"--timeout={int(timeout)}s")
-        deadline = time.monotonic() + timeout
-        while not port_is_open(self.listener_port):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Envoy is not listening on {self.listener_port}; see {self.home}")
-            time.sleep(0.2)
+        self.cluster.wait_for(f"the Gateway accepted and Envoy listening on {self.listener_port} (see {self.home})",
+                              programmed, timeout)

@@ -1,6 +1,6 @@
 """The dev cluster's real node: a kubelet with containerd and runc beside the KWOK fleet.
 
-Pods scheduled here run as real containers from locally built images (see ``images``): the
+Pods scheduled here run as real containers from locally built images (see ``image_builder``): the
 kubelet mounts their volumes, projects ServiceAccount tokens, runs probes, restarts and preStop
 hooks; containerd's CRI plugin gives each pod a network namespace on a CNI bridge; kube-proxy
 makes ClusterIP Services (``kubernetes.default`` included) work from inside pods.
@@ -22,11 +22,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
-from . import images, pki, toolchain
-from .processes import ManagedProcess, free_port, wait_while_running
+from . import image_builder, pki, toolchain
+from .processes import ManagedProcess, component_env, free_port, wait_while_running
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ def cgroup_hierarchies() -> list[Path]:
     return [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
 
 
-def _sh(*cmd: str, check: bool = False) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+def _sh(*cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a host tool (ip, iptables, umount, ctr, ...), found in the system folders whatever our PATH."""
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, env=component_env())
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
     return proc
@@ -110,7 +112,7 @@ class RealNode:
         _sh("ip", "addr", "replace", f"{BRIDGE_ADDRESS}/16", "dev", self.bridge, check=True)
         _sh("ip", "link", "set", self.bridge, "up", check=True)
 
-    def _cni_config(self) -> dict:
+    def _cni_config(self) -> dict[str, Any]:
         return {"cniVersion": "1.0.0", "name": f"autoglm-{self.cluster}", "plugins": [
             {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": BRIDGE_ADDRESS}]],
@@ -118,10 +120,10 @@ class RealNode:
             {"type": "loopback"}]}
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def up(self, server: str, cluster_pki: pki.ClusterPKI, images_to_import: tuple[images.Image, ...]) -> None:
+    def up(self, server: str, cluster_pki: pki.ClusterPKI, images_to_import: tuple[image_builder.Image, ...]) -> None:
         started = time.monotonic()
         toolchain.ensure(toolchain.KUBERNETES_NODE)
-        archives = [images.ensure(i) for i in images_to_import]
+        archives = [image_builder.ensure(i) for i in images_to_import]
         self.root.mkdir(parents=True, exist_ok=True)
         self._record_host_state()
         self.bridge_up()
@@ -178,7 +180,7 @@ oom_score = 0
 [metrics]
   address = ""
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{images.PAUSE.reference}"
+  sandbox_image = "{image_builder.PAUSE.reference}"
   enable_selinux = false
   disable_apparmor = true
   restrict_oom_score_adj = true
@@ -380,7 +382,8 @@ oom_score = 0
         out["shims"] = shims
         return out
 
-    def _wait(self, what: str, ready, timeout: float) -> None:
+    def _wait(self, what: str, ready: Callable[[], object], timeout: float) -> None:
+        """Poll ``ready`` until true; fails at once if one of the node's processes exits."""
         wait_while_running(what, ready, timeout, [self.process(c) for c in COMPONENTS])
 
 
@@ -388,56 +391,3 @@ def _directories(base: Path) -> list[Path]:
     """``base`` and every folder below it, tolerating folders that vanish while we look."""
     return [Path(root) for root, _, _ in os.walk(base)]
 
-
-def localize(files: list[Path]) -> str:
-    """AutoGLMDeployments from ``files`` adapted to the real node: the local Triton image, the
-    node's selector and toleration, a small CPU request (the node has the machine's cores).
-    Other objects pass through unchanged."""
-    docs = []
-    for f in files:
-        for doc in yaml.safe_load_all(f.read_text()):
-            if doc and doc.get("kind") == "AutoGLMDeployment":
-                spec = doc.setdefault("spec", {})
-                runtime = spec.setdefault("runtime", {})
-                runtime["image"] = images.TRITON_CPU.reference
-                runtime.setdefault("resources", {})["cpu"] = "100m"
-                placement = spec.setdefault("placement", {})
-                placement.setdefault("nodeSelector", {})[REAL_NODE_LABEL[0]] = REAL_NODE_LABEL[1]
-                placement["tolerations"] = [*placement.get("tolerations", []), REAL_NODE_TOLERATION]
-            if doc:
-                docs.append(doc)
-    return yaml.safe_dump_all(docs, sort_keys=False)
-
-
-def readable_model_store(directory: Path) -> Path:
-    """``directory`` when every folder above it lets others in (the Triton image runs as a
-    non-root user), else a copy of it under /tmp, refreshed on every call."""
-    directory = directory.resolve()
-    if all(p.stat().st_mode & 0o001 for p in [directory, *directory.parents]):
-        return directory
-    import hashlib
-    copy = Path("/tmp") / f"autoglm-models-{hashlib.sha256(str(directory).encode()).hexdigest()[:8]}"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(directory, copy, symlinks=True)
-    for p in [copy, *(q for q in copy.rglob("*") if q.is_dir())]:
-        p.chmod(0o755)
-    return copy
-
-
-def chart_values() -> dict:
-    """Helm values for the operator's chart on the dev cluster: the locally built images (imported
-    into the real node's containerd, never pulled) and the real node's selector and toleration."""
-    return {"image": {"repository": images.OPERATOR.repository, "tag": images.OPERATOR.tag(), "pullPolicy": "Never"},
-            "opa": {"image": images.OPA.reference},
-            "modelSource": {"shellImage": images.TRITON_CPU.reference},
-            "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
-            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-            # the policies also admit the locally built images (Triton on CPU)
-            "policyData": {"allowed_registries": [*_policy_data()["allowed_registries"], "localhost/autoglm/"]}}
-
-
-def _policy_data() -> dict:
-    import json
-
-    from . import paths
-    return json.loads((paths.REPO_ROOT / "policies" / "autoglm" / "config" / "data.json").read_text())

@@ -2,40 +2,43 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import toolchain
-from .processes import free_port, terminate, wait_http_ok
+from .processes import ScratchProcess, free_port, http_ok, wait_while_running
 
 
 @dataclass
 class OpaProcess:
+    """One ``opa run --server`` on 127.0.0.1:``port`` with ``policies`` loaded."""
+
     policies: Path
     port: int = field(default_factory=free_port)
     log_file: Path | None = None
-    process: subprocess.Popen | None = None
+    process: ScratchProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process = ScratchProcess("opa", self.log_file)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> "OpaProcess":
+        """Start the server and wait until its policies are loaded."""
         opa = toolchain.ensure(toolchain.OPA).path()
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen([str(opa), "run", "--server", "--addr", f"127.0.0.1:{self.port}",
-                                         "--log-level", "error", str(self.policies)],
-                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
-        wait_http_ok(f"{self.url}/health?bundles", self.process, timeout, "opa")
+        self.process.start([str(opa), "run", "--server", "--addr", f"127.0.0.1:{self.port}",
+                            "--log-level", "error", str(self.policies)])
+        wait_while_running("opa", lambda: http_ok(f"{self.url}/health?bundles"), timeout, [self.process])
         return self
 
     def stop(self) -> None:
-        terminate(self.process)
+        self.process.stop()
 
     def __enter__(self) -> "OpaProcess":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()

@@ -15,6 +15,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (CertificateIssuerPrivateKeyTypes,
+                                                            CertificatePublicKeyTypes, PrivateKeyTypes)
 from cryptography.x509.oid import NameOID
 
 #: Client identities: file stem -> (common name, organisation).
@@ -64,7 +66,7 @@ class ClusterPKI:
         return self.directory / f"{who}.key"
 
 
-def _write_key(path: Path, key) -> None:
+def _write_key(path: Path, key: PrivateKeyTypes) -> None:
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
     path.chmod(0o600)
@@ -77,7 +79,10 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _sign(subject: x509.Name, public_key, ca_cert, ca_key, *, server_names=(), ips=(), client=False):
+def _sign(subject: x509.Name, public_key: CertificatePublicKeyTypes, ca_cert: x509.Certificate,
+          ca_key: CertificateIssuerPrivateKeyTypes, *, server_names: tuple[str, ...] = (), ips: tuple[str, ...] = (),
+          client: bool = False) -> x509.Certificate:
+    """A certificate for ``subject`` signed by the CA: a client's, or a server's for ``server_names`` and ``ips``."""
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
                .public_key(public_key).serial_number(x509.random_serial_number())
@@ -143,6 +148,7 @@ def ensure_node_identity(cluster: ClusterPKI, node: str) -> tuple[Path, Path]:
     if not cert_path.exists():
         ca_cert = x509.load_pem_x509_certificate(cluster.ca_cert.read_bytes())
         ca_key = serialization.load_pem_private_key(cluster.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey), "the CA's key is the EC key ensure_pki made"
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _sign(_name(f"system:node:{node}", "system:nodes"), key.public_key(), ca_cert, ca_key, client=True)
         _write_key(key_path, key)

@@ -4,13 +4,13 @@ Prometheus Operator ServiceMonitor would give them (namespace, service, pod, end
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from .processes import free_port, terminate, wait_http_ok
+from .processes import ManagedProcess, free_port, http_ok, wait_while_running
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,22 @@ def prometheus_binary() -> str:
 
 @dataclass
 class PrometheusProcess:
+    """One Prometheus on 127.0.0.1:``port`` scraping ``targets``; config, data, log and pid under ``workdir``."""
+
     workdir: Path
     targets: list[ScrapeTarget]
     scrape_interval: str = "1s"
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
+    process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process = ManagedProcess("prometheus", self.workdir, self.workdir / "prometheus.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         return {"global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
                 "scrape_configs": [{
                     "job_name": "triton",
@@ -52,20 +57,17 @@ class PrometheusProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config()))
-        log = open(self.workdir / "prometheus.log", "ab")
-        self.process = subprocess.Popen(
+        self.process.start(
             [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        wait_http_ok(f"{self.url}/-/ready", self.process, timeout, "prometheus")
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"])
+        wait_while_running("prometheus", lambda: http_ok(f"{self.url}/-/ready"), timeout, [self.process])
         return self
 
     def stop(self) -> None:
-        terminate(self.process)
+        self.process.stop()
 
     def __enter__(self) -> "PrometheusProcess":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()

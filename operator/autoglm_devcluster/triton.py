@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import paths
-from .processes import free_port
+from .processes import ScratchProcess, free_port, http_ok, wait_while_running
 
 
 def _pytriton_dir() -> Path:
@@ -69,7 +66,10 @@ class TritonProcess:
     extra_args: list[str] = field(default_factory=list)
     log_file: Path | None = None
     netns: str | None = None  # run inside this network namespace (`ip netns exec`)
-    process: subprocess.Popen | None = None
+    process: ScratchProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process = ScratchProcess("tritonserver", self.log_file)
 
     @property
     def http_url(self) -> str:
@@ -94,58 +94,32 @@ class TritonProcess:
         return args
 
     def start(self, timeout: float = 60) -> "TritonProcess":
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        """Start the server and wait until it and its models are ready."""
         # The Python backend's stub embeds Python and finds its environment through the first
         # python on PATH: put this environment's (it has numpy) first.
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, "LD_LIBRARY_PATH": library_path(), "PATH": path,
-                                             **self.env},
-                                        start_new_session=True)
-        if self.log_file:
-            log.close()
+        self.process.start(self.argv(), env={"LD_LIBRARY_PATH": library_path(), "PATH": path, **self.env})
         self.wait_ready(timeout)
         return self
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as r:
-                return r.status == 200
-        except Exception:
-            return False
+        """Whether the server answers ready (every model loaded)."""
+        return http_ok(f"{self.http_url}/v2/health/ready")
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.is_ready():
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log_file or not self.log_file.exists():
-            return "(no log file)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        """Until ready; fails at once with its log if the server exits, stops it after ``timeout``."""
+        try:
+            wait_while_running("tritonserver ready", self.is_ready, timeout, [self.process])
+        except TimeoutError as e:
+            self.stop()
+            raise TimeoutError(f"{e}:\n{self.process.log_tail()}") from None
 
     def stop(self, timeout: float = 10) -> None:
-        if not self.process or self.process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        """Stop the server (SIGKILL after ``timeout``)."""
+        self.process.stop(timeout)
 
     def __enter__(self) -> "TritonProcess":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()

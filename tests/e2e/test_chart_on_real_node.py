@@ -49,7 +49,7 @@ def _helm(dev, *args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def _values(tmp: Path) -> Path:
-    from autoglm_devcluster.node import chart_values  # what `autoglm-dev-cluster chart-values` prints
+    from autoglm_devcluster.chart_values import chart_values  # what `autoglm-dev-cluster chart-values` prints
     path = tmp / "values.yaml"
     path.write_text(yaml.safe_dump(chart_values()))
     return path

@@ -52,7 +52,7 @@ def plane(tmp_path_factory):
 
 def real_node_env() -> dict[str, str]:
     """The operator's init containers use the Triton image's shell (no registry to pull from)."""
-    from autoglm_devcluster.images import TRITON_CPU
+    from autoglm_devcluster.image_builder import TRITON_CPU
     return {"AUTOGLM_SHELL_IMAGE": TRITON_CPU.reference}
 
 
@@ -62,7 +62,7 @@ def real_node_placement() -> dict:
 
 
 def deployment(name: str, namespace: str, weight: int, canary_version: int = 2, **rollback) -> dict:
-    from autoglm_devcluster.images import TRITON_CPU
+    from autoglm_devcluster.image_builder import TRITON_CPU
 
     tensors = {"inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [-1]}],
                "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [-1]},

@@ -33,7 +33,7 @@ def test_down_leaves_nothing_of_the_real_node(tmp_path):
     at a time), a pod runs as a real container on the real node; `down` removes it all."""
     from autoglm_devcluster.cluster import DevCluster
     from autoglm_devcluster.fleet import DEFAULT_FLEET
-    from autoglm_devcluster.images import TRITON_CPU
+    from autoglm_devcluster.image_builder import TRITON_CPU
     from autoglm_devcluster.node import NODE_NAME, REAL_NODE_TOLERATION
 
     dev = DevCluster("dataplane-down")

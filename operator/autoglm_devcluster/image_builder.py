@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
+from .processes import component_env
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def podman_env() -> dict[str, str]:
     conf.write_text('[containers]\n'
                     f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
                     '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
-    return {**os.environ, "CONTAINERS_STORAGE_CONF": str(storage), "CONTAINERS_CONF": str(conf)}
+    return component_env({"CONTAINERS_STORAGE_CONF": str(storage), "CONTAINERS_CONF": str(conf)})
 
 
 def _hard_limit(flag: str, fallback: int) -> int:
@@ -128,14 +128,15 @@ def _hard_limit(flag: str, fallback: int) -> int:
 
 def _run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
     log.info("image build: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env or component_env(), cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
     return proc.stdout
 
 
 def require_tools() -> None:
-    missing = [t for t in ("podman", "buildah", "mmdebstrap", "runc") if not shutil.which(t)]
+    path = component_env()["PATH"]  # runc is in /usr/sbin on Debian
+    missing = [t for t in ("podman", "buildah", "mmdebstrap", "runc") if not shutil.which(t, path=path)]
     if missing:
         raise RuntimeError(f"image tools missing: {', '.join(missing)}; install the Debian packages "
                            f"{' '.join(DEBIAN_PACKAGES)} (./scripts/bootstrap.sh does)")
@@ -244,7 +245,7 @@ NODE_IMAGES = (PAUSE, TRITON_CPU, OPERATOR, OPA)
 
 
 def main() -> None:
-    """``python -m autoglm_devcluster.images``: build (or confirm cached) the node's images."""
+    """``python -m autoglm_devcluster.image_builder``: build (or confirm cached) the node's images."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for image in NODE_IMAGES:
         print(f"{image.reference}: {ensure(image)}")
