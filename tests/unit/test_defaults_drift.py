@@ -1,5 +1,6 @@
 """The CRD's defaults and the Python types' defaults say the same thing: a spec defaulted by the
-CRD's schema (as the API server does) parses to exactly what the bare spec parses to."""
+CRD's schema (as the API server does) parses to exactly what the bare spec parses to.
+(test_crd_schema_matches_types.py compares the defaults field by field; this checks the effect.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import yaml
 
 from autoglm_operator.api.spec import parse_spec
 
-CRD = Path(__file__).resolve().parents[2] / "crds" / "serving.autoglm.io_autoglmdeployments.yaml"
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "serving.autoglm.io_autoglmdeployments.yaml"
+
+
+def example_specs() -> list[dict]:
+    """The spec of every AutoGLMDeployment under examples/."""
+    docs = (d for path in sorted((REPO / "examples").rglob("*.yaml")) for d in yaml.safe_load_all(path.read_text()))
+    return [d["spec"] for d in docs if isinstance(d, dict) and d.get("kind") == "AutoGLMDeployment"]
 
 
 def _spec_schema() -> dict:
@@ -37,6 +45,7 @@ def apply_defaults(value, schema: dict):
                "engines": [{"computeCapability": "9.0", "file": "a.plan"}]}},
     {"model": {"name": "m", "repository": {"uri": "pvc://store"}, "version": 1, "format": "python"},
      "runtime": {"resources": {"gpus": 0}}, "canary": {"version": 2}, "traffic": {"gateway": {"name": "gw"}}},
+    *example_specs(),
 ])
 def test_crd_defaults_match_the_python_defaults(spec):
     defaulted = apply_defaults(copy.deepcopy(spec), _spec_schema())

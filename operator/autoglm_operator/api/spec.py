@@ -1,23 +1,40 @@
-"""Typed, defaulted view of ``AutoGLMDeployment.spec``.
+"""Typed, defaulted view of ``AutoGLMDeployment.spec``: the one Python statement of the API's shape.
 
-The CRD's schema and CEL rules refuse most bad input at the API server. ``parse_spec``
-applies the same defaults (so the operator works on objects created before a default
-existed) and checks what the schema cannot, raising :class:`SpecError` that names the
-field and the fix.
+The dataclasses below say everything ``parse_spec`` needs: each field's type (enums are
+``Literal``), its default, and in ``Annotated`` markers its JSON name where that is not the
+camelCase of the attribute, its bounds and its checks (see :mod:`.schema`, the generic reader).
+The CRD must say the same (tests/unit/test_crd_schema_matches_types.py checks names, types,
+defaults, enums and bounds); adding a field is one line here plus its schema in the CRD.
+
+The CRD's schema and CEL rules refuse most bad input at the API server. ``parse_spec`` applies
+the same defaults (so the operator works on objects created before a default existed) and the
+same checks, plus the cross-field rules in :func:`validate`, raising :class:`SpecError` that
+names the field and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, TypeAlias
 
 from . import triton_flags
+from .schema import Bounds, Check, Invalid, Json, Required, UniqueKey, read
 
-FORMATS = ("tensorrt_plan", "onnx", "python")
+ModelFormat: TypeAlias = Literal["tensorrt_plan", "onnx", "python"]
+FORMATS: tuple[str, ...] = typing.get_args(ModelFormat)
+DataType: TypeAlias = Literal["TYPE_BOOL", "TYPE_UINT8", "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64",
+                              "TYPE_FP16", "TYPE_BF16", "TYPE_FP32", "TYPE_FP64", "TYPE_STRING"]
+PlacementTarget: TypeAlias = Literal["cloud", "edge"]
+SecurityProfile: TypeAlias = Literal["restricted", "baseline"]
+Percent: TypeAlias = Annotated[int, Bounds(0, 100)]
+Replicas: TypeAlias = Annotated[int, Bounds(0, 1000)]
 #: Compute capabilities of NVIDIA Jetson modules (edge GPUs).
 EDGE_COMPUTE_CAPABILITIES = frozenset({"5.3", "6.2", "7.2", "8.7"})
 URI_SCHEMES = ("s3", "gs", "pvc", "oci")
+_SCHEMES = ", ".join(s + "://" for s in URI_SCHEMES)
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
 
 
@@ -30,8 +47,18 @@ class SpecError(ValueError):
         self.message = message
 
 
+def _uri_problem(uri: str) -> str | None:
+    """Why ``uri`` is not a model repository URI, or None if it is one."""
+    scheme, sep, _ = uri.partition("://")
+    if sep and scheme in URI_SCHEMES:
+        return None
+    return f"{uri!r} is not a model repository URI; use one of {_SCHEMES}"
+
+
 @dataclass(frozen=True)
 class Engine:
+    """One TensorRT plan file and the GPU compute capability (and products) it was built for."""
+
     compute_capability: str
     file: str
     gpu_products: tuple[str, ...] = ()
@@ -39,27 +66,38 @@ class Engine:
 
     @property
     def compute_major(self) -> int:
+        """The major part of ``compute_capability``."""
         return int(self.compute_capability.split(".")[0])
 
     @property
     def compute_minor(self) -> int:
+        """The minor part of ``compute_capability``."""
         return int(self.compute_capability.split(".")[1])
+
+
+Engines: TypeAlias = Annotated[tuple[Engine, ...], UniqueKey(
+    "compute_capability", "compute capability {} is listed twice; keep one engine per capability")]
 
 
 @dataclass(frozen=True)
 class Tensor:
+    """A model input or output written into config.pbtxt; ``dims`` has no batch dimension."""
+
     name: str
-    data_type: str
-    dims: tuple[int, ...]
+    data_type: DataType
+    dims: tuple[Annotated[int, Bounds(-1)], ...]
 
 
 @dataclass(frozen=True)
 class Repository:
-    uri: str
-    secret_name: str | None = None
+    """Where the Triton model repository lives, and the Secret with credentials for s3/gs."""
+
+    uri: Annotated[str, Required(f"is required: a model repository URI, one of {_SCHEMES}"), Check(_uri_problem)]
+    secret_name: Annotated[str | None, Json("secretRef.name")] = None
 
     @property
     def scheme(self) -> str:
+        """``s3``, ``gs``, ``pvc`` or ``oci``."""
         return self.uri.split("://", 1)[0]
 
     @property
@@ -70,51 +108,64 @@ class Repository:
 
 @dataclass(frozen=True)
 class Model:
-    name: str
-    repository: Repository
-    version: int
-    format: str = "tensorrt_plan"
-    engines: tuple[Engine, ...] = ()
+    """The model served: its name, repository, stable version, format, engines and tensors."""
+
+    name: Annotated[str, Required("is required: the model's directory name in the repository")]
+    repository: Annotated[Repository, Required(f"is required: its uri, a model repository URI, one of {_SCHEMES}")]
+    version: Annotated[int, Required("must be a model version number of 1 or more"),
+                       Bounds(1, message="must be a model version number of 1 or more")]
+    format: ModelFormat = "tensorrt_plan"
+    engines: Engines = ()
     inputs: tuple[Tensor, ...] = ()
     outputs: tuple[Tensor, ...] = ()
 
 
 @dataclass(frozen=True)
 class Resources:
-    gpus: int = 1
+    """Per-pod GPUs, CPU and memory (requests equal limits)."""
+
+    gpus: Annotated[int, Bounds(0, 16)] = 1
     cpu: str = "2"
     memory: str = "8Gi"
 
 
 @dataclass(frozen=True)
 class Batching:
-    max_batch_size: int = 8
-    dynamic_enabled: bool = True
-    max_queue_delay_us: int = 100
-    preferred_batch_sizes: tuple[int, ...] = ()
+    """Triton batching: config.pbtxt max_batch_size and the dynamic batcher."""
+
+    max_batch_size: Annotated[int, Bounds(0, 4096)] = 8
+    dynamic_enabled: Annotated[bool, Json("dynamic.enabled")] = True
+    max_queue_delay_us: Annotated[int, Json("dynamic.maxQueueDelayMicroseconds"), Bounds(0, 10_000_000)] = 100
+    preferred_batch_sizes: Annotated[tuple[Annotated[int, Bounds(1)], ...], Json("dynamic.preferredBatchSizes")] = ()
 
 
 @dataclass(frozen=True)
 class PodSecurity:
-    profile: str = "restricted"  # restricted | baseline
-    run_as_user: int = 1000
+    """How locked down Triton pods are: the profile and the user under ``restricted``."""
+
+    profile: SecurityProfile = "restricted"
+    run_as_user: Annotated[int, Bounds(1, 2_147_483_647)] = 1000
 
 
 @dataclass(frozen=True)
 class Runtime:
+    """How Triton runs: image, stable replicas, resources, batching, instances and flags."""
+
     image: str = DEFAULT_IMAGE
-    replicas: int = 1
+    replicas: Replicas = 1
     resources: Resources = Resources()
     batching: Batching = Batching()
-    instances_per_gpu: int = 1
-    extra_args: tuple[str, ...] = ()
+    instances_per_gpu: Annotated[int, Bounds(1, 16)] = 1
+    extra_args: tuple[Annotated[str, Check(triton_flags.judge)], ...] = ()
     pod_security: PodSecurity = PodSecurity()
 
 
 @dataclass(frozen=True)
 class Placement:
-    target: str = "cloud"
-    edge_node_groups: tuple[str, ...] = ()
+    """Where pods may run: cloud or edge, node groups, GPU products and pod scheduling extras."""
+
+    target: PlacementTarget = "cloud"
+    edge_node_groups: Annotated[tuple[str, ...], Json("edge.nodeGroups")] = ()
     allowed_gpu_products: tuple[str, ...] = ()
     node_selector: Mapping[str, str] = field(default_factory=dict)
     affinity: Mapping[str, Any] = field(default_factory=dict)
@@ -123,21 +174,27 @@ class Placement:
 
 @dataclass(frozen=True)
 class CanaryStep:
-    weight: int
-    bake_seconds: int = 60
+    """One step of the gray release: a weight held for ``bake_seconds`` while healthy."""
+
+    weight: Percent
+    bake_seconds: Annotated[int, Bounds(0, 86_400)] = 60
 
 
 @dataclass(frozen=True)
 class Canary:
-    version: int
-    weight: int = 0
-    replicas: int = 1
-    engines: tuple[Engine, ...] | None = None
+    """The canary track: its version, traffic weight, replicas, engines (None: the model's) and steps."""
+
+    version: Annotated[int, Bounds(1)]
+    weight: Percent = 0
+    replicas: Replicas = 1
+    engines: Engines | None = None
     steps: tuple[CanaryStep, ...] = ()
 
 
 @dataclass(frozen=True)
 class PrometheusSource:
+    """Where canary metrics are read from, with optional PromQL overrides."""
+
     url: str
     error_ratio_query: str | None = None
     latency_query: str | None = None
@@ -145,19 +202,23 @@ class PrometheusSource:
 
 @dataclass(frozen=True)
 class RollbackPolicy:
+    """When an unhealthy canary is rolled back, and where its metrics come from."""
+
     enabled: bool = True
-    analysis_interval_seconds: int = 10
-    failure_threshold: int = 2
-    max_error_ratio: float = 0.05
-    max_latency_ms: int = 1000
-    max_restarts: int = 2
-    not_ready_seconds: int = 0
-    inconclusive_limit: int = 3
+    analysis_interval_seconds: Annotated[int, Bounds(1, 3600)] = 10
+    failure_threshold: Annotated[int, Bounds(1, 100)] = 2
+    max_error_ratio: Annotated[float, Bounds(0, 1)] = 0.05
+    max_latency_ms: Annotated[int, Json("maxLatencyMilliseconds"), Bounds(1, 3_600_000)] = 1000
+    max_restarts: Annotated[int, Bounds(0, 1000)] = 2
+    not_ready_seconds: Annotated[int, Bounds(0, 3600)] = 0
+    inconclusive_limit: Annotated[int, Bounds(0, 1000)] = 3
     prometheus: PrometheusSource | None = None
 
 
 @dataclass(frozen=True)
 class GatewayRef:
+    """The Gateway the routes attach to (namespace None: the resource's)."""
+
     name: str
     namespace: str | None = None
     section_name: str | None = None
@@ -165,6 +226,8 @@ class GatewayRef:
 
 @dataclass(frozen=True)
 class Traffic:
+    """Gateway API routing between the tracks."""
+
     gateway: GatewayRef | None = None
     hostnames: tuple[str, ...] = ()
 
@@ -181,18 +244,22 @@ class Track:
 
 @dataclass(frozen=True)
 class AutoGLMDeploymentSpec:
-    model: Model
+    """The whole spec: the model, how and where it runs, its canary, rollback and traffic."""
+
+    model: Annotated[Model, Required("is required: name the model, its repository and its version")]
     runtime: Runtime = Runtime()
-    placement: Placement = Placement()
+    placement: Placement = field(default_factory=Placement)
     canary: Canary | None = None
     rollback: RollbackPolicy = RollbackPolicy()
     traffic: Traffic = Traffic()
 
     @property
     def uses_gpus(self) -> bool:
+        """Whether pods ask for GPUs."""
         return self.runtime.resources.gpus > 0
 
     def tracks(self) -> tuple[Track, ...]:
+        """The stable track, then the canary's if there is one (its engines default to the model's)."""
         stable = Track("stable", self.model.version, self.runtime.replicas, self.model.engines)
         if self.canary is None:
             return (stable,)
@@ -204,167 +271,78 @@ class AutoGLMDeploymentSpec:
 
 def default_of(cls: type, attr: str) -> Any:
     """The default a spec type declares for one field: the single source of spec defaults (the
-    CRD's ``default:`` values must say the same; tests/unit/test_defaults_drift.py checks)."""
+    CRD's ``default:`` values must say the same; tests/unit/test_crd_schema_matches_types.py and
+    test_defaults_drift.py check)."""
     f = cls.__dataclass_fields__[attr]  # type: ignore[attr-defined]
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
-def _get(data: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
-    if not data:
-        return default
-    value = data.get(key)
-    return default if value is None else value
-
-
-def _engines(items: Any, path: str) -> tuple[Engine, ...]:
-    engines = tuple(
-        Engine(str(e["computeCapability"]), str(e["file"]), tuple(_get(e, "gpuProducts", ())),
-               _get(e, "tensorrtVersion"))
-        for e in (items or ())
-    )
-    seen: set[str] = set()
-    for i, engine in enumerate(engines):
-        if engine.compute_capability in seen:
-            raise SpecError(f"{path}[{i}].computeCapability",
-                            f"compute capability {engine.compute_capability} is listed twice; keep one engine per capability")
-        seen.add(engine.compute_capability)
-    return engines
-
-
-def _tensors(items: Any) -> tuple[Tensor, ...]:
-    return tuple(Tensor(t["name"], t["dataType"], tuple(int(d) for d in t["dims"])) for t in (items or ()))
-
-
 def parse_spec(spec: Mapping[str, Any]) -> AutoGLMDeploymentSpec:
-    """Read a spec dict (as stored by the API server) into typed, defaulted values."""
-    model_raw = _get(spec, "model")
-    if not model_raw:
-        raise SpecError("spec.model", "is required: name the model, its repository and its version")
-    repo_raw = _get(model_raw, "repository", {})
-    uri = _get(repo_raw, "uri")
-    if not uri or "://" not in uri or uri.split("://", 1)[0] not in URI_SCHEMES:
-        raise SpecError("spec.model.repository.uri",
-                        f"{uri!r} is not a model repository URI; use one of {', '.join(s + '://' for s in URI_SCHEMES)}")
-    repository = Repository(uri, _get(_get(repo_raw, "secretRef"), "name"))
-    fmt = _get(model_raw, "format", default_of(Model, "format"))
-    if fmt not in FORMATS:
-        raise SpecError("spec.model.format", f"{fmt!r} is not supported; use one of {', '.join(FORMATS)}")
-    model = Model(
-        name=str(_get(model_raw, "name", "")),
-        repository=repository,
-        version=int(_get(model_raw, "version", 0)),
-        format=fmt,
-        engines=_engines(_get(model_raw, "engines"), "spec.model.engines"),
-        inputs=_tensors(_get(model_raw, "inputs")),
-        outputs=_tensors(_get(model_raw, "outputs")),
-    )
-    if not model.name:
-        raise SpecError("spec.model.name", "is required: the model's directory name in the repository")
-    if model.version < 1:
-        raise SpecError("spec.model.version", "must be a model version number of 1 or more")
-
-    rt = _get(spec, "runtime", {})
-    res = _get(rt, "resources", {})
-    bat = _get(rt, "batching", {})
-    dyn = _get(bat, "dynamic", {})
-    runtime = Runtime(
-        image=_get(rt, "image", default_of(Runtime, "image")),
-        replicas=int(_get(rt, "replicas", default_of(Runtime, "replicas"))),
-        resources=Resources(int(_get(res, "gpus", default_of(Resources, "gpus"))), str(_get(res, "cpu", default_of(Resources, "cpu"))),
-                            str(_get(res, "memory", default_of(Resources, "memory")))),
-        batching=Batching(int(_get(bat, "maxBatchSize", default_of(Batching, "max_batch_size"))),
-                          bool(_get(dyn, "enabled", default_of(Batching, "dynamic_enabled"))),
-                          int(_get(dyn, "maxQueueDelayMicroseconds", default_of(Batching, "max_queue_delay_us"))),
-                          tuple(int(b) for b in _get(dyn, "preferredBatchSizes", ()))),
-        instances_per_gpu=int(_get(rt, "instancesPerGpu", default_of(Runtime, "instances_per_gpu"))),
-        extra_args=tuple(_get(rt, "extraArgs", ())),
-        pod_security=PodSecurity(str(_get(_get(rt, "podSecurity", {}), "profile", default_of(PodSecurity, "profile"))),
-                                 int(_get(_get(rt, "podSecurity", {}), "runAsUser", default_of(PodSecurity, "run_as_user")))),
-    )
-
-    pl = _get(spec, "placement", {})
-    placement = Placement(
-        target=_get(pl, "target", default_of(Placement, "target")),
-        edge_node_groups=tuple(_get(_get(pl, "edge"), "nodeGroups", ())),
-        allowed_gpu_products=tuple(_get(pl, "allowedGpuProducts", ())),
-        node_selector=dict(_get(pl, "nodeSelector", {})),
-        affinity=dict(_get(pl, "affinity", {})),
-        tolerations=tuple(_get(pl, "tolerations", ())),
-    )
-
-    canary = None
-    cn = _get(spec, "canary")
-    if cn:
-        canary = Canary(
-            version=int(cn["version"]),
-            weight=int(_get(cn, "weight", default_of(Canary, "weight"))),
-            replicas=int(_get(cn, "replicas", default_of(Canary, "replicas"))),
-            engines=_engines(cn["engines"], "spec.canary.engines") if cn.get("engines") is not None else None,
-            steps=tuple(CanaryStep(int(s["weight"]), int(_get(s, "bakeSeconds", default_of(CanaryStep, "bake_seconds"))))
-                        for s in _get(cn, "steps", ())),
-        )
-
-    rb = _get(spec, "rollback", {})
-    prom = _get(rb, "prometheus")
-    rollback = RollbackPolicy(
-        enabled=bool(_get(rb, "enabled", default_of(RollbackPolicy, "enabled"))),
-        analysis_interval_seconds=int(_get(rb, "analysisIntervalSeconds", default_of(RollbackPolicy, "analysis_interval_seconds"))),
-        failure_threshold=int(_get(rb, "failureThreshold", default_of(RollbackPolicy, "failure_threshold"))),
-        max_error_ratio=float(_get(rb, "maxErrorRatio", default_of(RollbackPolicy, "max_error_ratio"))),
-        max_latency_ms=int(_get(rb, "maxLatencyMilliseconds", default_of(RollbackPolicy, "max_latency_ms"))),
-        max_restarts=int(_get(rb, "maxRestarts", default_of(RollbackPolicy, "max_restarts"))),
-        not_ready_seconds=int(_get(rb, "notReadySeconds", default_of(RollbackPolicy, "not_ready_seconds"))),
-        inconclusive_limit=int(_get(rb, "inconclusiveLimit", default_of(RollbackPolicy, "inconclusive_limit"))),
-        prometheus=PrometheusSource(prom["url"], _get(prom, "errorRatioQuery"), _get(prom, "latencyQuery")) if prom else None,
-    )
-
-    tr = _get(spec, "traffic", {})
-    gw = _get(tr, "gateway")
-    traffic = Traffic(
-        gateway=GatewayRef(gw["name"], _get(gw, "namespace"), _get(gw, "sectionName")) if gw else None,
-        hostnames=tuple(_get(tr, "hostnames", ())),
-    )
-
-    for i, arg in enumerate(runtime.extra_args):
-        problem = triton_flags.judge(str(arg))
-        if problem:
-            raise SpecError(f"spec.runtime.extraArgs[{i}]", problem)
-
-    parsed = AutoGLMDeploymentSpec(model, runtime, placement, canary, rollback, traffic)
+    """Read a spec dict (as stored by the API server) into typed, defaulted, checked values."""
+    try:
+        parsed = read(AutoGLMDeploymentSpec, spec)
+    except Invalid as e:
+        raise SpecError("spec" + e.path, e.message) from None
     validate(parsed)
     return parsed
 
 
 def validate(spec: AutoGLMDeploymentSpec) -> None:
-    """Checks across fields that the CRD's CEL rules do not (or cannot cheaply) express."""
+    """Checks across fields (the CRD's CEL rules, and what they cannot cheaply express)."""
+    for check in _CROSS_FIELD_CHECKS:
+        check(spec)
+
+
+def _canary_version_differs(spec: AutoGLMDeploymentSpec) -> None:
     if spec.canary and spec.canary.version == spec.model.version:
         raise SpecError("spec.canary.version", "must differ from spec.model.version; to finish a promotion set "
                         "spec.model.version to the canary version and remove spec.canary")
-    if spec.model.format == "tensorrt_plan":
-        if not spec.model.engines:
-            raise SpecError("spec.model.engines", "list at least one TensorRT engine for format tensorrt_plan")
-        if spec.runtime.resources.gpus < 1:
-            raise SpecError("spec.runtime.resources.gpus", "must be at least 1 for format tensorrt_plan")
-    if spec.placement.target == "edge" and spec.model.format == "tensorrt_plan":
-        for path, engines in (("spec.model.engines", spec.model.engines),
-                              ("spec.canary.engines", spec.canary.engines if spec.canary else None)):
-            if engines is not None and not any(e.compute_capability in EDGE_COMPUTE_CAPABILITIES for e in engines):
-                raise SpecError(path, "has no engine for an edge GPU (compute capability "
-                                f"{', '.join(sorted(EDGE_COMPUTE_CAPABILITIES))}); add one or use format onnx or python")
+
+
+def _tensorrt_has_engines_and_gpus(spec: AutoGLMDeploymentSpec) -> None:
+    if spec.model.format != "tensorrt_plan":
+        return
+    if not spec.model.engines:
+        raise SpecError("spec.model.engines", "list at least one TensorRT engine for format tensorrt_plan")
+    if spec.runtime.resources.gpus < 1:
+        raise SpecError("spec.runtime.resources.gpus", "must be at least 1 for format tensorrt_plan")
+
+
+def _edge_has_jetson_engines(spec: AutoGLMDeploymentSpec) -> None:
+    if spec.placement.target != "edge" or spec.model.format != "tensorrt_plan":
+        return
+    for path, engines in (("spec.model.engines", spec.model.engines),
+                          ("spec.canary.engines", spec.canary.engines if spec.canary else None)):
+        if engines is not None and not any(e.compute_capability in EDGE_COMPUTE_CAPABILITIES for e in engines):
+            raise SpecError(path, "has no engine for an edge GPU (compute capability "
+                            f"{', '.join(sorted(EDGE_COMPUTE_CAPABILITIES))}); add one or use format onnx or python")
+
+
+def _engines_fit_allowed_gpu_products(spec: AutoGLMDeploymentSpec) -> None:
     allowed = set(spec.placement.allowed_gpu_products)
-    if allowed and spec.uses_gpus:
-        for track in spec.tracks():
-            usable = [e for e in track.engines if not e.gpu_products or allowed & set(e.gpu_products)]
-            if spec.model.format == "tensorrt_plan" and not usable:
-                path = "spec.model.engines" if track.name == "stable" else "spec.canary.engines"
-                raise SpecError(path, "every engine is restricted to GPU products outside "
-                                "spec.placement.allowedGpuProducts; widen one of the two lists")
+    if not allowed or not spec.uses_gpus or spec.model.format != "tensorrt_plan":
+        return
+    for track in spec.tracks():
+        if not any(not e.gpu_products or allowed & set(e.gpu_products) for e in track.engines):
+            path = "spec.model.engines" if track.name == "stable" else "spec.canary.engines"
+            raise SpecError(path, "every engine is restricted to GPU products outside "
+                            "spec.placement.allowedGpuProducts; widen one of the two lists")
+
+
+def _preferred_batches_fit(spec: AutoGLMDeploymentSpec) -> None:
     bat = spec.runtime.batching
     if any(b > bat.max_batch_size for b in bat.preferred_batch_sizes):
         raise SpecError("spec.runtime.batching.dynamic.preferredBatchSizes",
                         "must not exceed spec.runtime.batching.maxBatchSize")
-    if spec.canary:
-        for i, step in enumerate(spec.canary.steps):
-            if step.weight > spec.canary.weight:
-                raise SpecError(f"spec.canary.steps[{i}].weight",
-                                f"{step.weight} exceeds spec.canary.weight {spec.canary.weight}, the ceiling of the walk")
+
+
+def _steps_within_canary_weight(spec: AutoGLMDeploymentSpec) -> None:
+    canary = spec.canary
+    for i, step in enumerate(canary.steps if canary else ()):
+        if canary and step.weight > canary.weight:
+            raise SpecError(f"spec.canary.steps[{i}].weight",
+                            f"{step.weight} exceeds spec.canary.weight {canary.weight}, the ceiling of the walk")
+
+
+_CROSS_FIELD_CHECKS = (_canary_version_differs, _tensorrt_has_engines_and_gpus, _edge_has_jetson_engines,
+                       _engines_fit_allowed_gpu_products, _preferred_batches_fit, _steps_within_canary_weight)
