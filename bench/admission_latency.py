@@ -25,12 +25,13 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=500)
     args = parser.parse_args()
     dev = bench_cluster()
+    import yaml
+
     from autoglm_devcluster.opa import OpaProcess
     from autoglm_devcluster.processes import free_port
     from autoglm_operator.admission.opa import OpaDecider
     from autoglm_operator.admission.policy_input import build_policy_input
     from autoglm_operator.kube.client import KubeClient, load_configuration
-    import yaml
 
     client = KubeClient(load_configuration(str(dev.kubeconfig)))
     run = uuid.uuid4().hex[:6]

@@ -23,11 +23,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def table(rows: list[tuple], headers: tuple[str, ...]) -> str:
-    cols = list(zip(headers, *rows))
+    cols = list(zip(headers, *rows, strict=False))
     widths = [max(len(str(c)) for c in col) for col in cols]
-    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |"
+    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=False)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in rows]
     return "\n".join([line, sep, *body])
 
 

@@ -38,10 +38,11 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10)
     args = parser.parse_args()
     import yaml
+
     from autoglm_devcluster import toolchain
+    from autoglm_devcluster.chart_values import chart_values
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
-    from autoglm_devcluster.chart_values import chart_values
     from autoglm_devcluster.testing import model_store
 
     dev = DevCluster("failover")
@@ -161,7 +162,8 @@ def main() -> int:
                 # a follower wrote nothing until it led: its writes now are those of its own leadership
                 for f in followers:
                     if metric(f, "autoglm_operator_leader") == 0:
-                        foreign_writes += (metric(f, "autoglm_operator_api_writes_total") or 0) - (before[f["metadata"]["uid"]] or 0)
+                        writes = metric(f, "autoglm_operator_api_writes_total") or 0
+                        foreign_writes += writes - (before[f["metadata"]["uid"]] or 0)
             print(f"trial {trial + 1}/{args.trials}: " + ", ".join(f"{m} {v[-1]:.2f} s" for m, v in results.items()),
                   flush=True)
     finally:

@@ -39,12 +39,13 @@ def main() -> int:
     parser.add_argument("--fault", type=float, default=0.5, help="share of the canary's requests that fail")
     args = parser.parse_args()
     import yaml
+    from test_metric_rollback import Load
+
     from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
+    from autoglm_devcluster.testing import model_store
     from autoglm_devcluster.triton import TritonProcess
     from autoglm_operator.canary.metric_sources import DEFAULT_ERROR_RATIO_QUERY, _instant, render_query
     from autoglm_operator.kube.client import KubeClient, load_configuration
-    from autoglm_devcluster.testing import model_store
-    from test_metric_rollback import Load
 
     dev = bench_cluster()
     client = KubeClient(load_configuration(str(dev.kubeconfig)))
@@ -113,7 +114,7 @@ def main() -> int:
 
     def row(name, values):
         return (name, len(values), f"{pct(values, .5):.2f}", f"{pct(values, .99):.2f}")
-    added = [o - f for o, f in zip(ours, floor)]
+    added = [o - f for o, f in zip(ours, floor, strict=False)]
     print(f"\nMetric-driven rollback from Prometheus ({args.trials} trials; analysisIntervalSeconds {args.interval}, "
           f"failureThreshold {args.threshold}, Prometheus scrape 1 s, canary failing {args.fault:.0%} "
           f"of ~{sent['canary'] / max(sum(sent.values()), 1):.0%} of 40 req/s)\n")

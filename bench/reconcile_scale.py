@@ -40,7 +40,8 @@ FLOOR_CRD = {
     "spec": {"group": "bench.autoglm.io", "scope": "Namespaced",
              "names": {"kind": "Floor", "plural": "floors", "singular": "floor"},
              "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
 FLOOR_OPERATOR = '''
 import kopf
@@ -114,9 +115,9 @@ def cpu_seconds(extra_pids: dict[str, int] | None = None) -> dict[str, float]:
 
 def children_template(namespace: str) -> str:
     """Our operator's rendering of BENCH_SPEC, with the owner's name and uid as placeholders."""
+    from autoglm_operator.api.owner import Owner
     from autoglm_operator.api.spec import parse_spec
     from autoglm_operator.render.workload import desired_children
-    from autoglm_operator.api.owner import Owner
     return json.dumps(desired_children(Owner("__NAME__", namespace, "__UID__"), parse_spec(BENCH_SPEC)))
 
 
@@ -127,7 +128,6 @@ def kube_client(kubeconfig):
 
 def watch_observed(client, path: str, count: int, created: dict, done: dict, stop: threading.Event) -> None:
     """Record the first time each object shows status.observedGeneration >= 1."""
-    import kubernetes
     api = client.api
     rv = "0"
     while not stop.is_set() and len(done) < count:
@@ -146,9 +146,9 @@ def watch_observed(client, path: str, count: int, created: dict, done: dict, sto
                     obj = ev["object"]
                     rv = obj["metadata"].get("resourceVersion", rv)
                     name = obj["metadata"].get("name")
-                    if ev["type"] in ("ADDED", "MODIFIED") and name in created and name not in done:
-                        if ((obj.get("status") or {}).get("observedGeneration") or 0) >= 1:
-                            done[name] = time.monotonic()
+                    if ev["type"] in ("ADDED", "MODIFIED") and name in created and name not in done \
+                            and ((obj.get("status") or {}).get("observedGeneration") or 0) >= 1:
+                        done[name] = time.monotonic()
                 if stop.is_set() or len(done) >= count:
                     break
         except Exception:
@@ -289,8 +289,10 @@ def main() -> int:
     writes_settled = metric_sum(metrics_port, "autoglm_operator_api_writes_total")
     time.sleep(args.idle)
     writes_idle = metric_sum(metrics_port, "autoglm_operator_api_writes_total") - writes_settled
-    qw = metric_sum(metrics_port, 'autoglm_operator_queue_wait_seconds_sum'), metric_sum(metrics_port, 'autoglm_operator_queue_wait_seconds_count')
-    ac = metric_sum(metrics_port, 'autoglm_operator_api_call_seconds_sum'), metric_sum(metrics_port, 'autoglm_operator_api_call_seconds_count')
+    qw = (metric_sum(metrics_port, "autoglm_operator_queue_wait_seconds_sum"),
+          metric_sum(metrics_port, "autoglm_operator_queue_wait_seconds_count"))
+    ac = (metric_sum(metrics_port, "autoglm_operator_api_call_seconds_sum"),
+          metric_sum(metrics_port, "autoglm_operator_api_call_seconds_count"))
     ours.rss_mb = stop(op)
 
     # -- floor 2: the same children and status, written by a handler with no logic -------------------
@@ -334,7 +336,8 @@ def main() -> int:
          f"{same.cpu_ms_per_resource('handler'):.0f}", f"{trivial.cpu_ms_per_resource('handler'):.0f}",
          ratio(ours.cpu_ms_per_resource('handler'), same.cpu_ms_per_resource('handler'))),
         (f"API writes during {args.idle:.0f} s idle", f"{writes_idle:.0f}", "-", "-", ""),
-        ("reconciles / mean reconcile time (ms)", f"{rec_count:.0f} / {1000 * rec_sum / max(rec_count, 1):.0f}", "-", "-", ""),
+        ("reconciles / mean reconcile time (ms)", f"{rec_count:.0f} / {1000 * rec_sum / max(rec_count, 1):.0f}",
+         "-", "-", ""),
         ("mean queue wait (ms)", f"{1000 * qw[0] / max(qw[1], 1):.0f}", "-", "-", ""),
         ("mean API call (ms)", f"{1000 * ac[0] / max(ac[1], 1):.0f}", "-", "-", ""),
         ("operator / handler peak RSS (MB)", f"{ours.rss_mb:.0f}", f"{same.rss_mb:.0f}", f"{trivial.rss_mb:.0f}",

@@ -49,8 +49,9 @@ def main() -> int:
     client = KubeClient(load_configuration(str(dev.kubeconfig)))
     ns = f"rollback-{int(time.time())}"
     dev.kubectl("create", "namespace", ns)
-    from autoglm_devcluster.testing import model_store
     import yaml
+
+    from autoglm_devcluster.testing import model_store
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(ns)))
     op = start_operator(dev, ns)
     try:

@@ -29,11 +29,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args()
-    from autoglm_operator.api import resource as r
-    from autoglm_operator.runtime.controller import Controller
-    from autoglm_operator.api.owner import Owner
-    from autoglm_operator.traffic.gateway_api_claims import overlaps, precedes
     from test_route_overlap import routes
+
+    from autoglm_operator.api import resource as r
+    from autoglm_operator.api.owner import Owner
+    from autoglm_operator.runtime.controller import Controller
+    from autoglm_operator.traffic.gateway_api_claims import overlaps, precedes
 
     rows = []
     for hosts in (True, False):

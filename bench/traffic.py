@@ -32,10 +32,11 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     import yaml
+    from test_data_plane import Client, deployment, real_node_env
+
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
     from autoglm_devcluster.testing import model_store, private_model_store
-    from test_data_plane import Client, deployment, real_node_env
 
     dev = DevCluster("dataplane")
     dev.up(crds=default_crds(), data_plane=True)
@@ -124,13 +125,16 @@ def main() -> int:
 
     print(f"\nReal traffic through Envoy Gateway into Triton ({args.trials} trials)\n")
     print(table([
-        ("rollback: client-observed error window (s)", len(windows), f"{pct(windows, .5):.2f}", f"{pct(windows, .99):.2f}", "p99 < 5 s"),
-        ("rollback: failed requests per trial", len(failed_requests), f"{pct(failed_requests, .5):.0f}", f"{pct(failed_requests, .99):.0f}", ""),
+        ("rollback: client-observed error window (s)", len(windows), f"{pct(windows, .5):.2f}",
+         f"{pct(windows, .99):.2f}", "p99 < 5 s"),
+        ("rollback: failed requests per trial", len(failed_requests), f"{pct(failed_requests, .5):.0f}",
+         f"{pct(failed_requests, .99):.0f}", ""),
         ("weight edit -> responses follow (s)", len(edits), f"{pct(edits, .5):.2f}", f"{pct(edits, .99):.2f}", "p99 < 2 s"),
     ], ("measure", "n", "p50", "p99", "goal")))
     print("\nGateway overhead, one client, sequential requests (2000 each):\n")
     print(table([
-        ("Triton directly (floor)", f"{pct(direct, .5) * 1000:.2f}", f"{pct(direct, .99) * 1000:.2f}", f"{direct_rps:.0f}", "1.00x"),
+        ("Triton directly (floor)", f"{pct(direct, .5) * 1000:.2f}", f"{pct(direct, .99) * 1000:.2f}",
+         f"{direct_rps:.0f}", "1.00x"),
         ("through Envoy Gateway", f"{pct(via, .5) * 1000:.2f}", f"{pct(via, .99) * 1000:.2f}", f"{via_rps:.0f}",
          f"{pct(via, .5) / pct(direct, .5):.2f}x"),
     ], ("path", "p50 ms", "p99 ms", "req/s", "p50 ratio")))

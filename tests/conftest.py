@@ -8,16 +8,18 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
 
 from autoglm_devcluster.cluster import DevCluster
+
 # model_store and private_model_store: the test modules import them from here too
-from autoglm_devcluster.testing import model_store, private_model_store, running_cluster, sigterm_interrupts
+from autoglm_devcluster.testing import model_store, running_cluster, sigterm_interrupts
 
 REPO = Path(__file__).resolve().parent.parent
 E2E_NAMESPACE_PREFIX = "e2e-"

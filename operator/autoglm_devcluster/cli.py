@@ -11,7 +11,6 @@ from pathlib import Path
 from . import paths
 from .cluster import DevCluster
 
-
 UPSTREAM_CRDS = ("gateway-api-v1.6.1", "kubeedge-v1.23.1")
 
 

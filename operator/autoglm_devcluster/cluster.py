@@ -11,10 +11,11 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -46,7 +47,7 @@ class Ports:
     kwok: int
 
     @classmethod
-    def allocate(cls) -> "Ports":
+    def allocate(cls) -> Ports:
         return cls(*(free_port() for _ in range(6)))
 
 
@@ -299,7 +300,8 @@ class DevCluster:
             f"--cluster-signing-cert-file={p.ca_cert}", f"--cluster-signing-key-file={p.ca_key}",
             "--use-service-account-credentials=true", "--leader-elect=false",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--node-monitor-grace-period=20s", "--node-monitor-period=2s", "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
+            "--node-monitor-grace-period=20s", "--node-monitor-period=2s",
+            "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
             "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
         ], env=go_runtime_env())
 

@@ -45,7 +45,8 @@ def eg_crd_documents() -> str:
 
 
 def _module_dir() -> Path:
-    result = subprocess.run(["go", "mod", "download", "-json", f"github.com/envoyproxy/gateway@{toolchain.ENVOY_GATEWAY_VERSION}"],
+    module = f"github.com/envoyproxy/gateway@{toolchain.ENVOY_GATEWAY_VERSION}"
+    result = subprocess.run(["go", "mod", "download", "-json", module],
                             capture_output=True, text=True, cwd="/tmp", env={**os.environ, "GOFLAGS": "-mod=mod"})
     import json
     return Path(json.loads(result.stdout)["Dir"])

@@ -81,7 +81,7 @@ def _operator_source_digest() -> str:
     return h.hexdigest()
 
 
-def _salt(image: "Image") -> str:
+def _salt(image: Image) -> str:
     if image.name.endswith("/pause"):
         return DEBIAN_SUITE
     if image.name.endswith("/triton-cpu"):
@@ -206,8 +206,9 @@ def _build(image: Image, env: dict[str, str]) -> None:
             from . import toolchain
             shutil.copy2(toolchain.ensure(toolchain.OPA).path(), ctx / "opa")
         containerfile = next(f for f in image.recipe if f.endswith(".Containerfile"))
-        _run(["buildah", "bud", "--build-arg", f"BASE={BASE_REFERENCE}", "--isolation", "chroot", "--network", "host", "--pull=never", "--layers=false",
-              "-f", str(ctx / containerfile), "-t", image.reference, str(ctx)], env=env)
+        _run(["buildah", "bud", "--build-arg", f"BASE={BASE_REFERENCE}", "--isolation", "chroot",
+              "--network", "host", "--pull=never", "--layers=false", "-f", str(ctx / containerfile),
+              "-t", image.reference, str(ctx)], env=env)
     tmp = image.archive.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     _run(["podman", "save", "--format", "oci-archive", "-o", str(tmp), image.reference], env=env)

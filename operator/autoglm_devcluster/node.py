@@ -13,6 +13,7 @@ cgroups live under the memory cgroup this machine gives our processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,9 +21,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -289,10 +291,8 @@ oom_score = 0
     def _kill_containers(self) -> None:
         """SIGKILL every process in the node's cgroups (the pods' containers)."""
         for pid in self._cgroup_pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 10
         while self._cgroup_pids() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -302,10 +302,8 @@ oom_score = 0
         for hierarchy in cgroup_hierarchies():
             base = hierarchy / self.cgroup_root.lstrip("/")
             for directory in _directories(base):
-                try:
+                with contextlib.suppress(OSError):  # removed meanwhile
                     pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
-                except OSError:  # removed meanwhile
-                    pass
         return pids
 
     def _kill_shims(self) -> None:
@@ -318,10 +316,8 @@ oom_score = 0
             except OSError:
                 continue
             if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and address in cmdline:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(proc.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     def _remove_kubelet_chains(self) -> None:
         for binary in ("iptables", "ip6tables"):
@@ -350,10 +346,8 @@ oom_score = 0
             if not base.exists():
                 continue
             for directory in sorted(_directories(base), key=lambda p: len(p.parts), reverse=True):
-                try:
+                with contextlib.suppress(OSError):
                     directory.rmdir()
-                except OSError:
-                    pass
 
     def leftovers(self) -> dict[str, list[str]]:
         """What of the node is still on the host (empty lists after ``down``): tested."""

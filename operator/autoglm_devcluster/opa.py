@@ -26,7 +26,7 @@ class OpaProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "OpaProcess":
+    def start(self, timeout: float = 30) -> OpaProcess:
         """Start the server and wait until its policies are loaded."""
         opa = toolchain.ensure(toolchain.OPA).path()
         self.process.start([str(opa), "run", "--server", "--addr", f"127.0.0.1:{self.port}",
@@ -37,7 +37,7 @@ class OpaProcess:
     def stop(self) -> None:
         self.process.stop()
 
-    def __enter__(self) -> "OpaProcess":
+    def __enter__(self) -> OpaProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

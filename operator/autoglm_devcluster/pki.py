@@ -15,8 +15,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (CertificateIssuerPrivateKeyTypes,
-                                                            CertificatePublicKeyTypes, PrivateKeyTypes)
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+)
 from cryptography.x509.oid import NameOID
 
 #: Client identities: file stem -> (common name, organisation).
@@ -83,7 +86,7 @@ def _sign(subject: x509.Name, public_key: CertificatePublicKeyTypes, ca_cert: x5
           ca_key: CertificateIssuerPrivateKeyTypes, *, server_names: tuple[str, ...] = (), ips: tuple[str, ...] = (),
           client: bool = False) -> x509.Certificate:
     """A certificate for ``subject`` signed by the CA: a client's, or a server's for ``server_names`` and ``ips``."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
                .public_key(public_key).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -106,7 +109,7 @@ def ensure_pki(directory: Path) -> ClusterPKI:
     directory.mkdir(parents=True, exist_ok=True)
     if pki.ca_cert.exists() and pki.client_cert("kube-proxy").exists() and pki.service_account_pub.exists():
         return pki
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = _name("autoglm-dev-cluster-ca")
     ca_cert = (x509.CertificateBuilder().subject_name(ca_subject).issuer_name(ca_subject)

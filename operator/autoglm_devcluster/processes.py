@@ -4,6 +4,7 @@ log, is watched while the cluster waits for it, and stops for good with its proc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -160,10 +161,8 @@ class ManagedProcess:
         """Wake a paused process (SIGCONT)."""
         pid = self.pid
         if pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile: nothing to wake
                 os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass  # gone meanwhile: nothing to wake
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the process group, SIGKILL after ``timeout``; the pid file removed."""

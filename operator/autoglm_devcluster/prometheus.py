@@ -53,7 +53,7 @@ class PrometheusProcess:
                                         "labels": {"namespace": t.namespace, "service": t.service, "pod": t.pod,
                                                    "endpoint": "metrics"}} for t in self.targets]}]}
 
-    def start(self, timeout: float = 30) -> "PrometheusProcess":
+    def start(self, timeout: float = 30) -> PrometheusProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config()))
@@ -66,7 +66,7 @@ class PrometheusProcess:
     def stop(self) -> None:
         self.process.stop()
 
-    def __enter__(self) -> "PrometheusProcess":
+    def __enter__(self) -> PrometheusProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

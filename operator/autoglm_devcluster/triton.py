@@ -93,7 +93,7 @@ class TritonProcess:
             args = ["ip", "netns", "exec", self.netns, *args]
         return args
 
-    def start(self, timeout: float = 60) -> "TritonProcess":
+    def start(self, timeout: float = 60) -> TritonProcess:
         """Start the server and wait until it and its models are ready."""
         # The Python backend's stub embeds Python and finds its environment through the first
         # python on PATH: put this environment's (it has numpy) first.
@@ -118,7 +118,7 @@ class TritonProcess:
         """Stop the server (SIGKILL after ``timeout``)."""
         self.process.stop(timeout)
 
-    def __enter__(self) -> "TritonProcess":
+    def __enter__(self) -> TritonProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (agd, canary_agd, edge_canary_agd, node_offline, operator_metric, reconciles_finished,
-                      route_weights, wait_for, wait_reconciled, wait_until)
+from conftest import (
+    agd,
+    canary_agd,
+    edge_canary_agd,
+    node_offline,
+    operator_metric,
+    reconciles_finished,
+    route_weights,
+    wait_for,
+    wait_reconciled,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +65,7 @@ def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, na
             '[{"op":"replace","path":"/spec/model/version","value":2},{"op":"remove","path":"/spec/canary"}]')
     wait_for(lambda: route_weights(kubectl, namespace, "gray") == {"stable": 100}, 15, what="route to stable only")
     wait_for(lambda: not canary_pods(kubectl, namespace, "gray")
-             and not kubectl("get", "deploy", "-n", namespace, "gray-canary", check=False).returncode == 0,
+             and kubectl("get", "deploy", "-n", namespace, "gray-canary", check=False).returncode != 0,
              30, what="canary track removed")
     kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/gray", "--timeout=60s")
     st = kubectl.get_json("agd", "-n", namespace, "gray")["status"]

@@ -11,14 +11,23 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import yaml
 
 from autoglm_devcluster.processes import free_port
-from conftest import (REPO, Kubectl, canary_agd, edge_canary_agd, metric_sum, model_store, node_offline, route_weights,
-                      wait_for)
+from conftest import (
+    REPO,
+    Kubectl,
+    canary_agd,
+    edge_canary_agd,
+    metric_sum,
+    model_store,
+    node_offline,
+    route_weights,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 # spec.rollback.enabled is false in the control-plane restart scenarios: the kubelet signals of

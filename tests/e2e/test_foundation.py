@@ -15,14 +15,14 @@ pytestmark = pytest.mark.e2e
 def test_fleet_has_gpu_cpu_and_edge_nodes(kubectl):
     nodes = kubectl.get_json("nodes")["items"]
     labels = {n["metadata"]["name"]: n["metadata"]["labels"] for n in nodes}
-    products = {l.get("nvidia.com/gpu.product") for l in labels.values()} - {None}
+    products = {node_labels.get("nvidia.com/gpu.product") for node_labels in labels.values()} - {None}
     assert {"NVIDIA-H100-80GB-HBM3", "NVIDIA-L4", "NVIDIA-A10", "NVIDIA-Jetson-AGX-Orin"} <= products
     h100 = labels["gpu-h100-0"]
     assert (h100["nvidia.com/gpu.compute.major"], h100["nvidia.com/gpu.compute.minor"]) == ("9", "0")
     assert {"nvidia.com/gpu.memory", "nvidia.com/gpu.count"} <= set(h100)
-    edge = [n for n, l in labels.items() if "node-role.kubernetes.io/edge" in l]
+    edge = [n for n, node_labels in labels.items() if "node-role.kubernetes.io/edge" in node_labels]
     assert edge and all("apps.kubeedge.io/belonging-to" in labels[n] for n in edge)
-    assert any("nvidia.com/gpu.product" not in l for l in labels.values()), "no plain CPU node"
+    assert any("nvidia.com/gpu.product" not in node_labels for node_labels in labels.values()), "no plain CPU node"
     for node in nodes:
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
         assert ready == "True", node["metadata"]["name"]

@@ -150,7 +150,8 @@ def test_chart_rbac_is_sufficient_for_a_full_cycle(release, cluster, kubectl, tm
     log = open(tmp_path / "operator.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(kubeconfig), "run",
                              "-n", work, "--metrics-port", "0", "--health-port", "0"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                            env={**os.environ, "KUBECONFIG": str(kubeconfig)})
     try:
         body = {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
                 "metadata": {"name": "cycle", "namespace": work},

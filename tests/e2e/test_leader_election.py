@@ -17,7 +17,7 @@ from conftest import REPO, agd, metric_sum, model_store, wait_for
 
 pytestmark = pytest.mark.e2e
 
-FAST = dict(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+FAST = {"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.5}
 
 
 def test_one_holder_takeover_after_expiry_and_release(kube, kubectl):

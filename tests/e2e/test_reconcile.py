@@ -218,9 +218,10 @@ def test_a_child_the_api_server_refuses_is_a_condition_naming_it(operator, kubec
 def test_a_status_computed_from_an_older_version_never_overwrites_a_newer_one(operator, kubectl, kube, namespace):
     """Two writers (a paused old leader, a stale cache): the status write carries the resourceVersion
     it was computed from, so the API server refuses it and observedGeneration never goes back."""
+    import asyncio
+
     from autoglm_operator.kube.object_cache import ObjectCache
     from autoglm_operator.reconciler import Reconciler
-    import asyncio
 
     body = agd("stale", replicas=0)
     body["metadata"]["namespace"] = namespace

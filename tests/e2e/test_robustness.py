@@ -3,6 +3,7 @@ and random specs are either refused with a message or reconciled to a consistent
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -109,10 +110,8 @@ def test_sigkilled_operator_converges_without_duplicates_or_orphans(kubectl, tmp
             # Killed after a random number of the operator's writes for this burst: mid-work, whatever
             # the machine's speed (or idle, if it had fewer to make within 10 s).
             target = _writes(metrics_port) + rng.randint(1, 8)
-            try:
+            with contextlib.suppress(AssertionError):
                 wait_for(lambda: _writes(metrics_port) >= target, 10, interval=0.01, what="writes")
-            except AssertionError:
-                pass
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             metrics_port = free_port()

@@ -46,7 +46,7 @@ def test_certificate_is_made_once_and_names_its_hosts(tmp_path):
     parsed = x509.load_pem_x509_certificate(cert.certfile.read_bytes())
     sans = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "autoglm-webhook.ops.svc" in sans.get_values_for_type(x509.DNSName)
-    assert parsed.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc) > datetime.timedelta(days=300)
+    assert parsed.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > datetime.timedelta(days=300)
     first = cert.certfile.read_bytes()
     again = ensure_webhook_certificate(tmp_path, ["127.0.0.1"])
     assert again.certfile.read_bytes() == first  # reused, not regenerated

@@ -1,16 +1,16 @@
 import datetime
 
-from autoglm_operator.canary.triton_metrics import Counters, parse_counters
-from autoglm_operator.canary.verdicts import MetricSample, kubelet_verdict, metric_findings
 from autoglm_operator.api.spec import RollbackPolicy, parse_spec
 from autoglm_operator.canary.rollout import canary_revision, decide_traffic, rollback_state
+from autoglm_operator.canary.triton_metrics import Counters, parse_counters
+from autoglm_operator.canary.verdicts import MetricSample, kubelet_verdict, metric_findings
 from autoglm_operator.kubectl_plugin import render_status
 from autoglm_operator.observation.tracks import PodObservation, TrackObservation, observe_track
 
 SPEC = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1,
                              "engines": [{"computeCapability": "9.0", "file": "a"}]},
                    "canary": {"version": 2, "weight": 25}})
-NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def track(pods=(), ready=1, desired=1):
@@ -114,8 +114,8 @@ def test_render_status_reads_well():
 
 
 def test_the_gateway_provider_reads_back_what_the_controller_accepted():
-    from autoglm_operator.traffic.provider import read_back
     from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
+    from autoglm_operator.traffic.provider import read_back
 
     provider = GatewayAPIProvider("owner")
 

@@ -5,10 +5,13 @@ the canary, now getting no traffic, would look healthy to a fresh analysis."""
 from __future__ import annotations
 
 import asyncio
-import copy
-import itertools
+from typing import Any
+
+import pytest
+from fake_api import FakeApi
 
 from autoglm_operator.api import resource as r
+from autoglm_operator.api.clock import FakeClock
 from autoglm_operator.kube.object_cache import ObjectCache
 from autoglm_operator.reconciler import Reconciler
 
@@ -17,81 +20,46 @@ class Killed(BaseException):
     """The operator process dies (not an API error: nothing handles it)."""
 
 
-class Cluster:
-    """Records writes in order; the resource's status lives here like on the API server."""
-
-    def __init__(self, body: dict, kill_at_route: bool) -> None:
-        self.body, self.kill_at_route = body, kill_at_route
-        self.writes: list[str] = []
-        self.routes: dict[str, dict] = {}
-        self.versions = itertools.count(2)
-
-    def get(self, kind, namespace, name):
-        return None
-
-    def apply(self, obj):
-        if obj["kind"] == "HTTPRoute" and self.kill_at_route:
-            raise Killed()
-        self.writes.append(f"apply {obj['kind']}")
-        if obj["kind"] == "HTTPRoute":
-            self.routes[obj["metadata"]["name"]] = obj
-        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(next(self.versions))}}
-
-    def patch_status(self, namespace, name, patch, resource_version=None):
-        assert resource_version == self.body["metadata"]["resourceVersion"]
-        self.writes.append("status " + ",".join(sorted(patch)))
-        self.body["status"] = merged(self.body.get("status") or {}, patch)
-        self.body["metadata"]["resourceVersion"] = str(next(self.versions))
-        return copy.deepcopy(self.body)
-
-    def delete(self, *args):
-        pass
-
-    def event(self, *args):
-        return None
-
-
-def merged(current: dict, patch: dict) -> dict:
-    """RFC 7386 merge patch, as the API server applies one."""
-    out = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def agd() -> dict:
+def agd() -> dict[str, Any]:
     return {"apiVersion": r.API_VERSION, "kind": r.KIND,
-            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "1",
+            "metadata": {"name": "m", "namespace": "ns",
                          "annotations": {r.ANNOTATION_ABORT: "2026-11-25T12:00:00.000001Z"}},
             "spec": {"model": {"name": "m", "repository": {"uri": "pvc://s/t"}, "version": 1, "format": "python"},
                      "runtime": {"resources": {"gpus": 0}}, "canary": {"version": 2, "weight": 30},
                      "traffic": {"gateway": {"name": "gw"}}}}
 
 
-def run(cluster: Cluster) -> None:
+def run(api: FakeApi) -> None:
+    """One operator process: fresh memory, its store filled from the cluster."""
     store = ObjectCache()
-    store.observe(r.KIND, "ADDED", copy.deepcopy(cluster.body))
-    asyncio.run(Reconciler(cluster, store).reconcile("ns", "m"))
+    store.observe(r.KIND, "ADDED", api.get(r.KIND, "ns", "m") or {})
+    asyncio.run(Reconciler(api, store, clock=api.clock).reconcile("ns", "m"))  # type: ignore[arg-type]
 
 
-def test_the_rollback_is_recorded_before_the_route_moves_and_a_restart_finishes_it():
-    cluster = Cluster(agd(), kill_at_route=True)
-    try:
-        run(cluster)
-        raise AssertionError("the route apply should have killed the operator")
-    except Killed:
-        pass
-    assert cluster.writes[0] == "status rollback" and not cluster.routes  # decided, recorded; traffic not moved
+def test_the_rollback_is_recorded_before_the_route_moves_and_a_restart_finishes_it() -> None:
+    api = FakeApi(FakeClock())
+    api.create(r.KIND, "ns", agd())
+    alive = True
+
+    def kill_at_the_route(verb: str, kind: str, name: str, body: dict[str, Any]) -> None:
+        if alive and verb == "apply" and kind == "HTTPRoute":
+            raise Killed()
+    api.before_write(kill_at_the_route)
+    with pytest.raises(Killed):
+        run(api)
+    # decided, recorded; traffic not moved
+    assert api.writes[0] == "create AutoGLMDeployment/m"
+    assert api.writes[1] == "patch_status AutoGLMDeployment/m rollback"
+    assert not any("HTTPRoute" in w for w in api.writes) and api.list("HTTPRoute", "ns") == []
+    assert api.read(r.KIND, "ns", "m")["status"]["rollback"]["reason"] == "manual"
     # The user lifts nothing; the abort annotation is still there, but the record is what holds:
     # remove the annotation to show the restarted operator follows the recorded decision.
-    del cluster.body["metadata"]["annotations"][r.ANNOTATION_ABORT]
-    cluster.kill_at_route = False
-    run(cluster)  # a restarted operator: fresh memory, same cluster
-    weights = {ref["name"]: ref["weight"] for ref in cluster.routes["m"]["spec"]["rules"][0]["backendRefs"]}
+    api.patch(r.KIND, "ns", "m", {"metadata": {"annotations": {r.ANNOTATION_ABORT: None}}})
+    assert r.ANNOTATION_ABORT not in (api.read(r.KIND, "ns", "m")["metadata"].get("annotations") or {})
+    alive = False
+    run(api)  # a restarted operator: fresh memory, same cluster
+    route = api.get("HTTPRoute", "ns", "m")
+    assert route is not None
+    weights = {ref["name"]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
     assert weights == {"m-stable": 100, "m-canary": 0}
-    assert cluster.body["status"]["rollback"]["reason"] == "manual"
+    assert api.read(r.KIND, "ns", "m")["status"]["rollback"]["reason"] == "manual"

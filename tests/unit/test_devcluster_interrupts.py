@@ -36,19 +36,17 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def test_ctrl_c_in_the_session_takes_the_cluster_down(calls: list[str]) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with running_cluster("unit"):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), running_cluster("unit"):
+        raise KeyboardInterrupt
     assert calls == ["up", "down"]
 
 
 def test_sigterm_in_the_session_takes_the_cluster_down(calls: list[str], sigterm_as_ctrl_c: None) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with running_cluster("unit"):
-            os.kill(os.getpid(), signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # until the handler interrupts the block
-                time.sleep(0.01)
+    with pytest.raises(KeyboardInterrupt), running_cluster("unit"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the handler interrupts the block
+            time.sleep(0.01)
     assert calls == ["up", "down"]
 
 
@@ -58,9 +56,8 @@ def test_an_interrupted_up_takes_what_it_started_down(calls: list[str], monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(DevCluster, "up", interrupted_up)
-    with pytest.raises(KeyboardInterrupt):
-        with running_cluster("unit", keep=True):
-            pytest.fail("the block runs only on a cluster that came up")
+    with pytest.raises(KeyboardInterrupt), running_cluster("unit", keep=True):
+        pytest.fail("the block runs only on a cluster that came up")
     assert calls == ["up", "down"]
 
 
@@ -70,9 +67,8 @@ def test_a_second_ctrl_c_does_not_cut_the_teardown_short(calls: list[str], monke
         calls.append("down to its end")
 
     monkeypatch.setattr(DevCluster, "down", down)
-    with pytest.raises(KeyboardInterrupt):
-        with running_cluster("unit"):
-            pass
+    with pytest.raises(KeyboardInterrupt), running_cluster("unit"):
+        pass
     assert calls == ["up", "down to its end"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works again after it"
 

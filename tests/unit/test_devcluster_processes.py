@@ -6,14 +6,20 @@ from __future__ import annotations
 import ast
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from autoglm_devcluster import node, paths
 from autoglm_devcluster.cluster import DevCluster
-from autoglm_devcluster.processes import ManagedProcess, ProcessExited, ScratchProcess, component_env, wait_while_running
+from autoglm_devcluster.processes import (
+    ManagedProcess,
+    ProcessExited,
+    ScratchProcess,
+    component_env,
+    wait_while_running,
+)
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:

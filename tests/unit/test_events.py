@@ -5,41 +5,38 @@ from __future__ import annotations
 
 import asyncio
 
+from fake_api import FakeApi
+
 from autoglm_operator.api import resource as r
+from autoglm_operator.api.clock import FakeClock
 from autoglm_operator.kube.object_cache import ObjectCache
 from autoglm_operator.reconciler import Reconciler
 
 
-class EventClient:
-    def __init__(self) -> None:
-        self.created: list[tuple] = []
-        self.repeated: list[tuple] = []
-
-    def patch_status(self, namespace, name, patch, resource_version=None):
-        return None
-
-    def create(self, kind, namespace, body):
-        self.created.append((body["type"], body["reason"], body["message"]))
-        return {"metadata": {"name": f"{body['involvedObject']['name']}.{len(self.created)}"}}
-
-    def patch(self, kind, namespace, name, patch):
-        self.repeated.append((name, patch["count"]))
-
-
-def test_the_same_event_again_bumps_the_count_of_the_one_posted():
+def test_the_same_event_again_bumps_the_count_of_the_one_posted() -> None:
+    clock = FakeClock()
+    api = FakeApi(clock)
+    api.create(r.KIND, "ns", {"apiVersion": r.API_VERSION, "kind": r.KIND,
+                              "metadata": {"name": "bad", "namespace": "ns"},
+                              "spec": {"model": {"name": "m", "repository": {"uri": "nfs://x"}, "version": 1}}})
     store = ObjectCache()
-    store.observe(r.KIND, "ADDED", {"apiVersion": r.API_VERSION, "kind": r.KIND,
-                                    "metadata": {"name": "bad", "namespace": "ns", "uid": "u", "generation": 1,
-                                                 "resourceVersion": "1"},
-                                    "spec": {"model": {"name": "m", "repository": {"uri": "nfs://x"}, "version": 1}}})
-    client = EventClient()
-    reconciler = Reconciler(client, store)
+    store.observe(r.KIND, "ADDED", api.get(r.KIND, "ns", "bad") or {})
+    reconciler = Reconciler(api, store, clock=clock)  # type: ignore[arg-type]
 
-    async def three_reconciles():
+    async def three_reconciles() -> None:
         for _ in range(3):
             await reconciler.reconcile("ns", "bad")
             await reconciler.events.flush()  # the posts run beside the reconcile
+            clock.advance(30)
     asyncio.run(three_reconciles())
-    assert [e[1] for e in client.created] == ["InvalidSpec", "PhaseFailed"]  # status is never stored here
-    assert "spec.model.repository.uri" in client.created[0][2]
-    assert sorted(client.repeated) == [("bad.1", 2), ("bad.1", 3), ("bad.2", 2), ("bad.2", 3)]
+    events = {e["reason"]: e for e in api.list("Event", "ns")}
+    assert sorted(events) == ["InvalidSpec", "PhaseFailed"]
+    assert "spec.model.repository.uri" in events["InvalidSpec"]["message"]
+    # The status is stored (Failed) at the first reconcile: the phase changes once, its Event is
+    # posted once; the invalid spec is said on every reconcile, as one Event counted three times.
+    assert (events["InvalidSpec"]["count"], events["PhaseFailed"]["count"]) == (3, 1)
+    invalid = events["InvalidSpec"]["metadata"]["name"]
+    assert invalid.startswith("bad.")
+    assert [w for w in api.writes if w.startswith("patch Event/")] == [f"patch Event/{invalid}"] * 2
+    assert sum(w.startswith("create Event/") for w in api.writes) == 2
+    assert api.read(r.KIND, "ns", "bad")["status"]["phase"] == "Failed"

@@ -28,7 +28,7 @@ def body(name: str) -> dict:
 def test_deleting_a_resource_frees_its_analysis_and_its_metric_label_sets():
     controller = Controller(Reconciler(None, ObjectCache()))
     judge = controller.reconciler.judge
-    now = datetime.datetime(2026, 11, 25, 12, 0, 1, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 11, 25, 12, 0, 1, tzinfo=datetime.UTC)
     for i in range(50):
         b = body(f"r{i}")
         controller.store.observe(r.KIND, "ADDED", b)

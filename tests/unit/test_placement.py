@@ -1,5 +1,5 @@
-from autoglm_operator.placement import gpu_nodes as placement
 from autoglm_operator.api.spec import parse_spec
+from autoglm_operator.placement import gpu_nodes as placement
 
 
 def spec(engines, **over):

@@ -1,8 +1,7 @@
-from autoglm_operator.api.spec import parse_spec
 from autoglm_operator.api.owner import Owner
-from autoglm_operator.render.workload import desired_children
+from autoglm_operator.api.spec import parse_spec
 from autoglm_operator.render.triton_config import desired_config_pbtxt
-from autoglm_operator.render.workload import content_hash
+from autoglm_operator.render.workload import content_hash, desired_children
 
 OWNER = Owner("phone", "ml", "uid-1")
 

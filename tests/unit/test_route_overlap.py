@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from autoglm_operator.api.spec import parse_spec
-from autoglm_operator.traffic.provider import Weights
 from autoglm_operator.api.owner import Owner
+from autoglm_operator.api.spec import parse_spec
 from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
 from autoglm_operator.traffic.gateway_api_claims import overlaps, precedes
+from autoglm_operator.traffic.provider import Weights
 
 
 def routes(name: str, model: str = "m", namespace: str = "ns", **traffic):

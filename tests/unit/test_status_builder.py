@@ -7,11 +7,11 @@ import datetime
 
 from autoglm_operator.api.spec import Track
 from autoglm_operator.canary.rollout import TrafficDecision
-from autoglm_operator.status.conditions import condition
 from autoglm_operator.observation.tracks import TrackObservation
 from autoglm_operator.status.builder import Findings, apply_failed_status, build_status, phase_events
+from autoglm_operator.status.conditions import condition
 
-T0 = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)
 
 
 def track(name: str, ready: int, desired: int = 1) -> TrackObservation:
@@ -108,9 +108,11 @@ def test_effective_weight_is_what_the_data_plane_accepted_and_a_pending_change_s
                                                data_plane=DataPlaneState("Accepted", "", 10)), T0)
     assert accepted["traffic"]["effectiveCanaryWeight"] == 10 and condition(accepted, "TrafficAccepted")["status"] == "True"
     pending, _ = build_status(accepted, findings(stable, canary, has_canary=True, traffic=serving(50),
-                                                 data_plane=DataPlaneState("Pending", "generation 3 not yet accepted", None)), T0)
+                                                 data_plane=DataPlaneState("Pending", "generation 3 not yet accepted",
+                                                                           None)), T0)
     t = pending["traffic"]
-    assert (t["configuredCanaryWeight"], t["routedCanaryWeight"], t["effectiveCanaryWeight"], t["stableWeight"]) == (50, 50, 10, 90)
+    weights = (t["configuredCanaryWeight"], t["routedCanaryWeight"], t["effectiveCanaryWeight"], t["stableWeight"])
+    assert weights == (50, 50, 10, 90)
     assert t["message"].endswith("until then the canary gets 10%")
     assert condition(pending, "TrafficAccepted")["status"] == "Unknown"
     # a rollback is routed away only once the data plane accepted it

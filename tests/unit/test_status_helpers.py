@@ -1,14 +1,13 @@
 import asyncio
-
 import datetime
 
-from autoglm_operator.status.conditions import Condition, merge_conditions
 from autoglm_operator.reconciler import merge_patch
 from autoglm_operator.runtime.workqueue import WorkQueue
+from autoglm_operator.status.conditions import Condition, merge_conditions
 
 
 def _at(second: int) -> datetime.datetime:
-    return datetime.datetime(2026, 11, 25, 12, 0, second, 500000, tzinfo=datetime.timezone.utc)
+    return datetime.datetime(2026, 11, 25, 12, 0, second, 500000, tzinfo=datetime.UTC)
 
 
 def test_transition_time_kept_while_status_unchanged():
@@ -42,7 +41,8 @@ def test_workqueue_dedups_and_requeues_changes_during_work():
                 await gate.wait()
             else:
                 twice.set()
-        q.add("a"); q.add("a")
+        q.add("a")
+        q.add("a")
         q.start(2, handler)
         await asyncio.wait_for(started.wait(), 5)
         # The second worker is free: it takes "b" (proof that it runs), but never "a" while "a" is active.

@@ -45,11 +45,11 @@ class AnalysisState:
     inconclusive: int = 0  # consecutive analyses whose source failed to answer
     gap: str | None = None  # what gave nothing in the last analysis, and why
     answered: bool = False  # the source answered at least once for this canary
-    last_run: float = 0.0
+    last_run: float | None = None  # monotonic time of the last analysis; None: never
     scraper: PodScraper = field(default_factory=PodScraper)
 
     def reset(self, revision: str | None) -> None:
-        self.revision, self.failures, self.findings, self.last_run = revision, 0, [], 0.0
+        self.revision, self.failures, self.findings, self.last_run = revision, 0, [], None
         self.inconclusive, self.gap, self.answered = 0, None, False
         self.scraper = PodScraper()
 
@@ -150,7 +150,7 @@ class CanaryJudge:
                                analysis: AnalysisState) -> tuple[Finding | None, float]:
         interval = spec.rollback.analysis_interval_seconds
         now = self.clock.monotonic()
-        if analysis.last_run and now - analysis.last_run < interval:
+        if analysis.last_run is not None and now - analysis.last_run < interval:
             return None, interval - (now - analysis.last_run)
         analysis.last_run = now
         namespace, name = _key(body)

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
 #: A parent Gateway: (group, kind, namespace, name).
 GatewayRef = tuple[str, str, str, str]
 #: A parentRef: the Gateway, its sectionName and port (None: every listener).
