@@ -18,7 +18,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from conftest import REPO, model_store, private_model_store, wait_for, wait_until
+from autoglm_devcluster.testing import private_model_store
+from conftest import REPO, model_store, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
