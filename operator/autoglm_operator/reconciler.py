@@ -174,7 +174,8 @@ class Reconciler:
             rollback=decision.rollback, analysis=decision.analysis,
             conflicts=provider.conflicts(owner, live) if provider else [], not_owned=not_owned,
             data_plane=read_back(provider, live) if provider else None,
-            analysis_conclusive=decision.conclusive, inconclusive_limit=spec.rollback.inconclusive_limit)
+            analysis_conclusive=decision.conclusive, inconclusive_limit=spec.rollback.inconclusive_limit,
+            requests_handled=decision.requests_handled, restarts_before=decision.restarts_before)
         status, more = status_builder.build_status(previous, found, now)
         requeue = min((t for t in (decision.recheck_after, draining) if t is not None), default=None)
         return body, status, events + more, requeue

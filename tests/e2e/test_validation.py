@@ -45,6 +45,10 @@ BAD = [
     ("runtime.extraArgs", ["--allow-metrics=false"], "--allow-metrics=false is not an allowed"),  # blinds analysis
     ("runtime.extraArgs", ["--strict-readiness=false"], "--strict-readiness=false is not an allowed"),
     ("model.repository", {"uri": "pvc://claim/x", "secretRef": {"name": "s"}}, "spec.model.repository.secretRef"),
+    # a step above the ceiling of the walk: the operator could not use it (it would mark the spec
+    # invalid), so the API server refuses it before it is stored
+    ("canary", {"version": 2, "weight": 10, "steps": [{"weight": 5}, {"weight": 50}]}, "spec.canary.steps"),
+    ("canary", {"version": 2, "steps": [{"weight": 1}]}, "spec.canary.steps"),  # weight defaults to 0
 ]
 
 

@@ -71,21 +71,59 @@ def test_metric_findings_and_counters():
 
 def test_rollback_holds_until_retry_or_new_canary():
     rev = canary_revision(SPEC)
+    from autoglm_operator.canary.rollout import read_requests
     from autoglm_operator.canary.verdicts import Finding
-    state, events = rollback_state(previous=None, revision=rev, retry_token=None, abort_token=None,
-                                   finding=Finding("errorRatio", 0.5, 0.05, "bad"), now="T")
+
+    def decide(previous, handled, *, retry=None, abort=None, finding=None, now="T"):
+        requests = read_requests(handled, abort_token=abort, retry_token=retry, rollback=previous)
+        state, events = rollback_state(previous=previous, revision=rev, requests=requests, retry_token=retry,
+                                       finding=finding, now=now)
+        return state, events, requests.handled
+    state, events, handled = decide(None, {}, finding=Finding("errorRatio", 0.5, 0.05, "bad"))
     assert state["state"] == "RolledBack" and events[0][1] == "CanaryRolledBack"
-    same, ev = rollback_state(previous=state, revision=rev, retry_token=None, abort_token=None, finding=None, now="T2")
+    same, ev, handled = decide(state, handled, now="T2")
     assert same is state and ev == []
-    cleared, ev = rollback_state(previous=state, revision=rev, retry_token="R1", abort_token=None, finding=None,
-                                 now="T3")
-    assert cleared is None and ev[0][1] == "RollbackCleared"
-    manual, _ = rollback_state(previous=None, revision=rev, retry_token="2026-01-01", abort_token="2026-02-01",
-                               finding=None, now="T4")
-    assert manual["reason"] == "manual"
-    none, _ = rollback_state(previous=None, revision=rev, retry_token="2026-03-01", abort_token="2026-02-01",
-                             finding=None, now="T5")
-    assert none is None
+    cleared, ev, handled = decide(state, handled, retry="R1", now="T3")
+    assert cleared is None and ev[0][1] == "RollbackCleared" and handled == {"retry": "R1"}
+    manual, _, handled = decide(None, handled, retry="R1", abort="A1", now="T4")
+    assert manual["reason"] == "manual" and handled == {"retry": "R1", "abort": "A1"}
+    again, _, handled = decide(manual, handled, retry="R1", abort="A1", now="T5")
+    assert again is manual  # the abort was acted on: holding, not a new rollback
+    lifted, _, handled = decide(manual, handled, retry="R2", abort="A1", now="T6")
+    assert lifted is None  # a new retry lifts it; the old abort, already acted on, stays acted on
+    assert decide(None, handled, retry="R2", abort="A1", now="T7")[0] is None
+
+
+def test_abort_and_retry_are_requests_by_value_never_by_the_clients_clocks():
+    """A client whose clock is behind writes an abort that reads earlier than the last retry: it is
+    still a new request, because the operator has not acted on that value before."""
+    from autoglm_operator.canary.rollout import read_requests
+    handled = {"retry": "2026-06-01T12:00:00.000000Z"}
+    late_clock = read_requests(handled, abort_token="2026-05-31T23:59:59.000000Z",
+                               retry_token="2026-06-01T12:00:00.000000Z", rollback=None)
+    assert late_clock.abort and not late_clock.retry
+    # both new in one observation: their order is unknown, and the abort (the safe side) wins
+    both = read_requests({}, abort_token="a", retry_token="r", rollback={"canaryRevision": "x", "retryToken": None})
+    assert both.abort and not both.retry and both.handled == {"abort": "a", "retry": "r"}
+    # hand-written values that are not times are values like any other
+    assert read_requests({"abort": "b"}, abort_token="a", retry_token=None, rollback=None).abort
+
+
+def test_a_status_from_before_requests_were_recorded_reads_as_it_did_then():
+    from autoglm_operator.canary.rollout import read_requests
+    rolled_back = {"canaryRevision": "x", "retryToken": "2026-01-01T00:00:00Z", "reason": "manual"}
+    # the retry the rollback recorded was handled; the abort behind the rollback too
+    held = read_requests(None, abort_token="2026-01-02T00:00:00Z", retry_token="2026-01-01T00:00:00Z",
+                         rollback=rolled_back)
+    assert not held.abort and not held.retry
+    retried = read_requests(None, abort_token="2026-01-02T00:00:00Z", retry_token="2026-01-03T00:00:00Z",
+                            rollback=rolled_back)
+    assert retried.retry and not retried.abort
+    # no rollback recorded: an abort later than the retry had not been acted on yet, an earlier one had
+    assert read_requests(None, abort_token="2026-01-02T00:00:00Z", retry_token="2026-01-01T00:00:00Z",
+                         rollback=None).abort
+    assert not read_requests(None, abort_token="2026-01-01T00:00:00Z", retry_token="2026-01-02T00:00:00Z",
+                             rollback=None).abort
 
 
 def test_render_status_reads_well():
@@ -166,15 +204,6 @@ def test_steps_walk_while_healthy_and_hold_when_not():
     assert (done.weight, done.status["index"]) == (50, 2)
     restarted = walk_steps(spec, done.status, "another-canary", True, t0 + datetime.timedelta(seconds=140))
     assert restarted.weight == 10
-
-
-def test_abort_and_retry_tokens_compare_as_times():
-    from autoglm_operator.canary.rollout import abort_requested
-    # as text "…:00Z" sorts after "…:00.500000Z"; as times it is half a second earlier
-    assert not abort_requested("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.500000Z")
-    assert abort_requested("2026-01-01T00:00:00.500000Z", "2026-01-01T00:00:00Z")
-    assert abort_requested("2026-01-01T00:00:01Z", None) and not abort_requested(None, "2026-01-01T00:00:00Z")
-    assert abort_requested("b", "a")  # hand-written tokens that are not times: text order
 
 
 def test_a_pod_only_the_node_controller_marked_not_ready_is_not_judged():

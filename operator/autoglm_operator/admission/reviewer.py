@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from ..api import resource as r
+from ..api.spec import SpecError, parse_spec
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
 from ..kube.object_cache import ObjectCache
@@ -72,6 +73,11 @@ class AdmissionReviewer:
                      userinfo: Mapping[str, Any] | None) -> Decision:
         meta = body.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
+        try:  # what the operator could not use is refused here, naming the field, not found later in status
+            parse_spec(body.get("spec") or {})
+        except SpecError as e:
+            ADMISSIONS.labels(operation, "invalid").inc()
+            return Decision(False, denials=[f"the operator cannot use this spec: {e}"])
         relief = relief_only(old, body) if operation == "UPDATE" else None
         if relief is not None:  # an emergency lever: never blocked by OPA being down or a tightened policy
             ADMISSIONS.labels(operation, "relief").inc()

@@ -24,7 +24,7 @@ from ..api.spec import AutoGLMDeploymentSpec
 from ..observation.tracks import TrackObservation
 from ..render import names
 from .metric_sources import PodScraper, prometheus_sample
-from .rollout import TrafficDecision, canary_revision, decide_traffic, rollback_state, walk_steps
+from .rollout import TrafficDecision, canary_revision, decide_traffic, read_requests, rollback_state, walk_steps
 from .verdicts import Finding, kubelet_verdict, metric_findings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ RunIO = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop
 
 @dataclass
 class AnalysisState:
-    """Per-canary metric analysis kept in memory between reconciles."""
+    """Per-canary metric analysis, kept in memory between reconciles; its counters are also in
+    status.analysis, from which a restarted operator or a new leader recovers them."""
 
     revision: str | None = None
     failures: int = 0  # consecutive analyses whose metrics crossed a threshold
@@ -58,13 +59,27 @@ class AnalysisState:
         """No conclusion from the metrics: the gray-release steps wait."""
         return self.inconclusive > 0
 
+    @classmethod
+    def recovered(cls, status: dict[str, Any] | None, revision: str | None) -> AnalysisState:
+        """The state an earlier reconcile (of this process or another: a restart, a new leader) left
+        in status.analysis for this canary: counters survive, so a restart never resets a streak."""
+        state = cls(revision)
+        if not status or status.get("canaryRevision", revision) != revision:
+            return state  # nothing recorded, or recorded for another canary
+        state.failures = int(status.get("consecutiveMetricFailures") or 0)
+        state.findings = [Finding.from_evidence(e) for e in status.get("lastFindings") or []]
+        state.inconclusive = int(status.get("consecutiveInconclusive") or 0)
+        state.gap = status.get("inconclusiveBecause")
+        state.answered = bool(state.failures or state.inconclusive)  # a streak means the source answered once
+        return state
+
     def as_status(self) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
         if self.failures:
             out.update(consecutiveMetricFailures=self.failures, lastFindings=[f.evidence() for f in self.findings])
         if self.inconclusive:
             out.update(consecutiveInconclusive=self.inconclusive, inconclusiveBecause=self.gap)
-        return out or None
+        return {**out, "canaryRevision": self.revision} if out else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,17 @@ class CanaryDecision:
     conclusive: bool | None  # the last analysis got metrics (True), got none (False); None: no source yet
     recheck_after: float | None  # seconds until the next analysis or step is due
     events: list[tuple[str, str, str]]
+    requests_handled: dict[str, str] = field(default_factory=dict)  # status.requestsHandled
+    restarts_before: dict[str, Any] | None = None  # status.restartsBefore: the restart check counts from here
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    rollback: dict[str, Any] | None
+    recheck_after: float | None
+    events: list[Event]
+    requests_handled: dict[str, str]
+    restarts_before: dict[str, Any] | None
 
 
 class CanaryJudge:
@@ -100,7 +126,8 @@ class CanaryJudge:
     async def decide(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
                      now: datetime.datetime) -> CanaryDecision:
         status = body.get("status") or {}
-        rollback, recheck, events = await self._judge(body, spec, canary, now)
+        judged = await self._judge(body, spec, canary, now)
+        rollback, recheck = judged.rollback, judged.recheck_after
         previous_step = (status.get("traffic") or {}).get("step")
         analysis = self._analysis.get(_key(body))
         healthy = bool(canary and canary.available and not rollback and not (analysis and analysis.holding))
@@ -112,39 +139,46 @@ class CanaryJudge:
         conclusive = None if analysis is None or not (analysis.answered or analysis.inconclusive) \
             else not analysis.inconclusive
         return CanaryDecision(rollback, traffic, steps.status, analysis.as_status() if analysis else None,
-                              conclusive, recheck, events)
+                              conclusive, recheck, judged.events, judged.requests_handled, judged.restarts_before)
 
     async def _judge(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
-                     now: datetime.datetime) -> tuple[dict[str, Any] | None, float | None, list[Event]]:
-        """Rollback state to record, when to look again (the next analysis), and Events."""
-        key = _key(body)
-        previous = (body.get("status") or {}).get("rollback")
+                     now: datetime.datetime) -> _Judgement:
+        """Rollback state to record, when to look again (the next analysis), Events, and what status
+        keeps for the next judgement (requests handled, restart counts to count from)."""
+        key, status = _key(body), body.get("status") or {}
+        previous = status.get("rollback")
         annotations = body["metadata"].get("annotations") or {}
+        retry_token = annotations.get(r.ANNOTATION_RETRY)
+        requests = read_requests(status.get("requestsHandled"), abort_token=annotations.get(r.ANNOTATION_ABORT),
+                                 retry_token=retry_token, rollback=previous)
         revision = canary_revision(spec)
         if revision is None:
             self.forget(key)
-            return None, None, []
-        analysis = self._analysis.setdefault(key, AnalysisState())
+            return _Judgement(None, None, [], requests.handled, None)
+        analysis = self._analysis.get(key)
+        if analysis is None:  # the first reconcile of this process: what status recorded
+            analysis = self._analysis[key] = AnalysisState.recovered((body.get("status") or {}).get("analysis"),
+                                                                     revision)
         if analysis.revision != revision:
             analysis.reset(revision)
         finding, recheck = None, None
-        held = (previous and previous.get("canaryRevision") == revision
-                and previous.get("retryToken") == annotations.get(r.ANNOTATION_RETRY))
+        held = previous is not None and previous.get("canaryRevision") == revision and not requests.retry
+        restarts_before = _restarts_before(status.get("restartsBefore"), revision, canary,
+                                           retried=bool(previous) and requests.retry)
         if spec.rollback.enabled and canary is not None and not held:
-            kubelet = kubelet_verdict(canary, spec.rollback, now)
+            kubelet = kubelet_verdict(canary, spec.rollback, now, restarts_before)
             finding, recheck = kubelet.finding, kubelet.recheck_after
             if finding is None and canary.available:
                 finding, next_in = await self._analyse_metrics(body, spec, canary, analysis)
                 recheck = min(recheck or next_in, next_in)
-        state, events = rollback_state(previous=previous, revision=revision,
-                                       retry_token=annotations.get(r.ANNOTATION_RETRY),
-                                       abort_token=annotations.get(r.ANNOTATION_ABORT), finding=finding,
-                                       now=rfc3339(now))
+        state, events = rollback_state(previous=previous, revision=revision, requests=requests,
+                                       retry_token=retry_token, finding=finding, now=rfc3339(now))
         if state and state is not previous:
             ROLLBACKS.labels(key[0], key[1], state["reason"]).inc()
             self._rollback_signals.setdefault(key, set()).add(state["reason"])
             analysis.reset(revision)
-        return state, recheck, events
+        kept = {"canaryRevision": revision, "pods": restarts_before} if restarts_before else None
+        return _Judgement(state, recheck, events, requests.handled, kept)
 
     async def _analyse_metrics(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation,
                                analysis: AnalysisState) -> tuple[Finding | None, float]:
@@ -191,6 +225,19 @@ class CanaryJudge:
         if analysis.failures >= spec.rollback.failure_threshold:
             return findings[0], interval
         return None, interval
+
+
+def _restarts_before(recorded: dict[str, Any] | None, revision: str, canary: TrackObservation | None,
+                     retried: bool) -> dict[str, int]:
+    """Container restarts per canary pod that happened before the current judgement began: taken
+    when a retry lifts a rollback (the restarts that tripped it are not judged again), kept while
+    the canary is the same, for the pods that still exist."""
+    pods = {p.name: p.restarts for p in canary.pods} if canary else {}
+    if retried:
+        return {name: n for name, n in pods.items() if n}
+    if not recorded or recorded.get("canaryRevision") != revision:
+        return {}
+    return {name: int(n) for name, n in (recorded.get("pods") or {}).items() if name in pods}
 
 
 def _key(body: dict[str, Any]) -> ResourceKey:

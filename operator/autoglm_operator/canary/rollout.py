@@ -113,10 +113,51 @@ def decide_traffic(spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
                            f"canary v{spec.canary.version} gets {configured}% of traffic")
 
 
-def abort_requested(abort_token: str | None, retry_token: str | None) -> bool:
-    """``kubectl autoglm abort`` and ``retry`` stamp RFC 3339 times; the later one wins, compared as
-    times (``…:00Z`` is earlier than ``…:00.5Z``, though it sorts after it as text). Tokens that are
-    not times (hand-written) fall back to text order."""
+@dataclass(frozen=True)
+class UserRequests:
+    """The abort and retry annotations as requests: opaque values, where any value the operator has
+    not acted on before is a new request. Their order is the order the operator sees them in, never
+    the clocks of the clients that wrote them. ``handled`` is what status.requestsHandled records
+    after this reconcile."""
+
+    abort: bool  # a new abort: roll the canary back now
+    retry: bool  # a new retry: lift a rollback and judge the canary afresh
+    handled: dict[str, str]
+
+
+def read_requests(handled: dict[str, str] | None, *, abort_token: str | None, retry_token: str | None,
+                  rollback: dict[str, Any] | None) -> UserRequests:
+    """Which annotations are new requests. A new abort wins over a new retry seen at the same time
+    (their order is unknown, and the safe side is the stable track)."""
+    if handled is None:  # a status written before requests were recorded: what it implies was handled
+        handled = _handled_before_requests_were_recorded(abort_token=abort_token, retry_token=retry_token,
+                                                         rollback=rollback)
+    abort = bool(abort_token) and abort_token != handled.get("abort")
+    retry = bool(retry_token) and retry_token != handled.get("retry") and not abort
+    seen = dict(handled)
+    for lever, token in (("abort", abort_token), ("retry", retry_token)):
+        if token:
+            seen[lever] = token
+    return UserRequests(abort, retry, seen)
+
+
+def _handled_before_requests_were_recorded(*, abort_token: str | None, retry_token: str | None,
+                                           rollback: dict[str, Any] | None) -> dict[str, str]:
+    """For a status of an earlier operator version, which compared the tokens as times: the retry
+    a recorded rollback carries was handled (a different one is new), and an abort was handled
+    unless it is later than the retry and nothing was rolled back for it yet."""
+    handled: dict[str, str] = {}
+    retry_handled = rollback.get("retryToken") if rollback else retry_token
+    if retry_handled:
+        handled["retry"] = retry_handled
+    pending = bool(abort_token) and rollback is None and _later_as_times(abort_token, retry_token)
+    if abort_token and not pending:
+        handled["abort"] = abort_token
+    return handled
+
+
+def _later_as_times(abort_token: str | None, retry_token: str | None) -> bool:
+    """The earlier versions' rule: an abort later than the retry (as times; text order otherwise)."""
     if not abort_token:
         return False
     if not retry_token:
@@ -127,20 +168,22 @@ def abort_requested(abort_token: str | None, retry_token: str | None) -> bool:
     return abort_token > retry_token
 
 
-def rollback_state(*, previous: dict[str, Any] | None, revision: str | None, retry_token: str | None,
-                   abort_token: str | None, finding: Finding | None,
+def rollback_state(*, previous: dict[str, Any] | None, revision: str | None, requests: UserRequests,
+                   retry_token: str | None, finding: Finding | None,
                    now: str) -> tuple[dict[str, Any] | None, list[tuple[str, str, str]]]:
-    """The rollback to record in status (or None) and the Events that explain the change."""
+    """The rollback to record in status (or None) and the Events that explain the change. A rollback
+    holds until the canary changes (version, engines) or a new retry is requested."""
     events: list[tuple[str, str, str]] = []
     if revision is None:
         return None, events
     if previous:
-        if previous.get("canaryRevision") == revision and previous.get("retryToken") == retry_token:
+        if previous.get("canaryRevision") == revision and not requests.retry:
             return previous, events
         why = "a retry was requested" if previous.get("canaryRevision") == revision else "the canary changed"
         events.append(("Normal", "RollbackCleared", f"canary analysis resumes: {why}"))
-    if abort_requested(abort_token, retry_token):
-        finding = Finding("manual", 1, 0, f"rollback requested by the user at {abort_token}", source="user")
+    if requests.abort:
+        finding = Finding("manual", 1, 0, f"rollback requested by the user ({requests.handled['abort']})",
+                          source="user")
     if finding is None:
         return None, events
     state = {"state": "RolledBack", "reason": finding.signal, "message": finding.message, "time": now,

@@ -10,6 +10,7 @@ missed heartbeats and is back before their kubelet re-reports): a node outage is
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,13 @@ class Finding:
     message: str
     source: str = "kubelet"
     pods: tuple[str, ...] = ()
+
+    @classmethod
+    def from_evidence(cls, evidence: dict[str, Any]) -> Finding:
+        """The finding an earlier :meth:`evidence` (kept in status) recorded."""
+        return cls(str(evidence.get("signal", "")), float(evidence.get("value") or 0),
+                   float(evidence.get("threshold") or 0), str(evidence.get("message", "")),
+                   str(evidence.get("source", "kubelet")), tuple(evidence.get("pods") or ()))
 
     def evidence(self) -> dict[str, Any]:
         out: dict[str, Any] = {"signal": self.signal, "value": round(self.value, 6), "threshold": self.threshold,
@@ -75,7 +83,10 @@ class KubeletVerdict:
     excluded_pods: list[str] = field(default_factory=list)
 
 
-def kubelet_verdict(canary: TrackObservation, policy: RollbackPolicy, now: datetime.datetime) -> KubeletVerdict:
+def kubelet_verdict(canary: TrackObservation, policy: RollbackPolicy, now: datetime.datetime,
+                    restarts_before: Mapping[str, int] | None = None) -> KubeletVerdict:
+    """The kubelet's signals on the canary's pods at ``now``; restarts count from ``restarts_before``
+    (per pod: those a retry already forgave)."""
     verdict = KubeletVerdict()
     judged = []
     for pod in canary.pods:
@@ -88,11 +99,12 @@ def kubelet_verdict(canary: TrackObservation, policy: RollbackPolicy, now: datet
         verdict.finding = Finding("crashLoop", len(crashing), 0, f"canary pods in CrashLoopBackOff: {', '.join(crashing)}",
                                   pods=tuple(crashing))
         return verdict
-    restarts = sum(p.restarts for p in judged)
+    before = restarts_before or {}
+    restarts = sum(max(0, p.restarts - before.get(p.name, 0)) for p in judged)
     if restarts > policy.max_restarts:
         verdict.finding = Finding("restarts", restarts, policy.max_restarts,
                                   f"canary containers restarted {restarts} times (max {policy.max_restarts})",
-                                  pods=tuple(p.name for p in judged if p.restarts))
+                                  pods=tuple(p.name for p in judged if p.restarts > before.get(p.name, 0)))
         return verdict
     # Running and past its startup probe, and Ready once since its container started, yet failing
     # readiness now: Triton stopped answering /v2/health/ready. A pod still loading its engines has

@@ -49,6 +49,8 @@ class Findings:
     data_plane: DataPlaneState | None = None  # read back from the routing objects; None without a provider
     analysis_conclusive: bool | None = None  # None: no metrics source has answered for this canary
     inconclusive_limit: int = 0
+    requests_handled: dict[str, str] = field(default_factory=dict)  # abort/retry values acted on
+    restarts_before: dict[str, Any] | None = None  # restart counts a retry forgave, per canary pod
 
 
 def _replicas(observations: list[TrackObservation]) -> str:
@@ -134,6 +136,10 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
         wanted.append(plane.condition)
     if found.analysis:
         status["analysis"] = found.analysis
+    if found.requests_handled:
+        status["requestsHandled"] = found.requests_handled
+    if found.restarts_before:
+        status["restartsBefore"] = found.restarts_before
     if found.analysis_conclusive is not None and found.has_canary and not found.rollback:
         wanted.append(_analysis_condition(found))
     status["readyReplicasSummary"] = (f"{sum(o.ready_replicas for o in found.judged)}/"
@@ -165,8 +171,12 @@ def _failed(reason: str, message: str) -> list[Condition]:
 
 def invalid_spec_status(previous: dict[str, Any], generation: int, message: str,
                         now: datetime.datetime) -> tuple[dict[str, Any], list[Event]]:
-    return (_with_conditions(previous, generation, _failed("InvalidSpec", message), "Failed", now),
-            [("Warning", "InvalidSpec", message)])
+    """A spec the operator cannot use: the conditions say why and how to fix it; everything else
+    status holds (tracks, traffic, a recorded rollback, the analysis and the step of a gray release)
+    is kept as it was, so that nothing the operator decided is lost to a bad edit. The children keep
+    running as last applied."""
+    status = {**previous, **_with_conditions(previous, generation, _failed("InvalidSpec", message), "Failed", now)}
+    return status, [("Warning", "InvalidSpec", message)]
 
 
 def apply_failed_status(previous: dict[str, Any], generation: int, child: str, api_message: str, retry_in: float,
