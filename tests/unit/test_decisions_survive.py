@@ -159,3 +159,43 @@ def test_after_a_retry_only_restarts_since_the_retry_count() -> None:
     again = judged(CanaryJudge(healthy, clock), spec, canary_with(spec, restarts=6), status_of(calm), clock,
                    **{r.ANNOTATION_RETRY: "R1"})
     assert again.rollback is not None and again.rollback["reason"] == "restarts" and again.rollback["evidence"]["value"] == 3
+
+
+# -- gray release cannot be dodged ----------------------------------------------------------------
+
+def walking_spec(replicas: int = 1) -> AutoGLMDeploymentSpec:
+    return parse_spec({**spec_dict(), "canary": {"version": 2, "weight": 30, "replicas": replicas,
+                                                 "steps": [{"weight": 10, "bakeSeconds": 5},
+                                                           {"weight": 20, "bakeSeconds": 5}]}})
+
+
+def test_a_canary_without_pods_bakes_no_step() -> None:
+    clock, spec = FakeClock(), walking_spec(replicas=0)
+    empty = TrackObservation(spec.tracks()[1], 0, deployment_current=True)  # 0 of 0 ready: "available"
+    judge = CanaryJudge(answering(MetricSample(100, 0, 5.0, "scrape")), clock)
+    status: dict[str, Any] = {}
+    for _ in range(4):
+        decision = judged(judge, spec, empty, status, clock)
+        status = {"traffic": {"step": decision.step}}
+        clock.advance(6)
+    assert decision.step is not None and decision.step["index"] == 0 and decision.step.get("held")
+    assert decision.traffic.routed == 0
+    # scaled up, it starts the walk at its first step, not at the final weight
+    live = canary_with(spec)
+    assert judged(judge, spec, live, status, clock).traffic.routed == 10
+
+
+def test_a_retry_starts_the_walk_again_from_its_first_step() -> None:
+    clock, spec = FakeClock(), walking_spec()
+    judge = CanaryJudge(answering(MetricSample(100, 0, 5.0, "scrape")), clock)
+    walking = judged(judge, spec, canary_with(spec), {}, clock)
+    clock.advance(6)
+    walking = judged(judge, spec, canary_with(spec), {"traffic": {"step": walking.step}}, clock)
+    assert walking.step is not None and walking.step["index"] == 1 and walking.traffic.routed == 20
+    aborted = judged(judge, spec, canary_with(spec), {"traffic": {"step": walking.step}}, clock,
+                     **{r.ANNOTATION_ABORT: "A1"})
+    assert aborted.rollback is not None and aborted.traffic.routed == 0
+    status = {**status_of(aborted), "traffic": {"step": aborted.step}}
+    retried = judged(judge, spec, canary_with(spec), status, clock, **{r.ANNOTATION_ABORT: "A1", r.ANNOTATION_RETRY: "R1"})
+    assert retried.rollback is None and retried.step is not None and retried.step["index"] == 0
+    assert retried.traffic.routed == 10  # not back to 20 % at once

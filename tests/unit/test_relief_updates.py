@@ -11,7 +11,7 @@ BASE = {"model": {"name": "m", "version": 1}, "runtime": {"replicas": 4, "image"
         "canary": {"version": 2, "weight": 50, "replicas": 2}}
 
 
-def test_abort_retry_annotations_scale_down_weight_down_and_canary_removal_are_relief():
+def test_abort_annotation_scale_down_weight_down_and_canary_removal_are_relief():
     assert relief_only(obj(BASE), obj(BASE, annotations={"serving.autoglm.io/abort": "2026-01-01T00:00:00Z"}))
     down = {**BASE, "runtime": {**BASE["runtime"], "replicas": 1}}
     assert relief_only(obj(BASE), obj(down)) == "stable replicas 4 -> 1"
@@ -30,5 +30,7 @@ def test_anything_else_is_judged_by_the_policies():
     # a relief bundled with another change is not a relief
     mixed = {**BASE, "runtime": {"replicas": 1, "image": "docker.io/other:1"}}
     assert relief_only(obj(BASE), obj(mixed)) is None
+    # a retry gives a rolled-back canary its weight again (in production, a jump from 0 %)
+    assert relief_only(obj(BASE), obj(BASE, annotations={"serving.autoglm.io/retry": "r1"})) is None
     # labels may move a resource under other policies (the production label)
     assert relief_only(obj(BASE), obj(BASE, labels={"serving.autoglm.io/environment": "production"})) is None

@@ -1,7 +1,8 @@
 """Emergency levers: updates that only take risk away are admitted without asking OPA.
 
-Aborting or retrying a canary (`kubectl autoglm abort|retry` stamp annotations), scaling down,
-lowering the canary's weight, or removing the canary can only shrink what a resource asks for. They
+Aborting a canary (`kubectl autoglm abort` stamps an annotation), scaling down, lowering the
+canary's weight, or removing the canary can only shrink what a resource asks for. (A retry is not
+one: it gives a rolled-back canary its weight back, so policies judge it like any other update.) They
 are needed most when OPA is down or after a policy was tightened: judging them by every spec
 policy would refuse the very changes that make things safer. Pure: old and new object in, a
 description of the relief (or None) out.
@@ -12,6 +13,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from typing import Any
+
+from ..api.resource import ANNOTATION_RETRY
+
+
+def _annotation(obj: Mapping[str, Any], key: str) -> Any:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
 
 
 def _int(value: Any) -> int | None:
@@ -26,9 +33,11 @@ def relief_only(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str | 
         return None
     if ((old.get("metadata") or {}).get("labels") or {}) != ((new.get("metadata") or {}).get("labels") or {}):
         return None
+    if _annotation(old, ANNOTATION_RETRY) != _annotation(new, ANNOTATION_RETRY):
+        return None  # a retry gives a rolled-back canary its weight again: that adds risk, policies judge it
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
     if old_spec == new_spec:
-        return "no spec change (annotations such as kubectl autoglm abort/retry)"
+        return "no spec change (annotations such as kubectl autoglm abort)"
     candidate = copy.deepcopy(dict(old_spec))
     relieved = []
     if "canary" in candidate and "canary" not in new_spec:

@@ -129,10 +129,13 @@ class CanaryJudge:
         judged = await self._judge(body, spec, canary, now)
         rollback, recheck = judged.rollback, judged.recheck_after
         previous_step = (status.get("traffic") or {}).get("step")
+        if status.get("rollback") and rollback is None:
+            previous_step = None  # lifted by a retry: the walk starts again from its first step
         analysis = self._analysis.get(_key(body))
-        healthy = bool(canary and canary.available and not rollback and not (analysis and analysis.holding))
-        steps = walk_steps(spec, previous_step, canary_revision(spec), healthy, now,
-                           away=not (canary and canary.available))
+        # a step bakes only on a live canary: available, with pods ready (0 replicas serve nothing)
+        live = bool(canary and canary.available and canary.ready_replicas > 0)
+        healthy = live and not rollback and not (analysis and analysis.holding)
+        steps = walk_steps(spec, previous_step, canary_revision(spec), healthy, now, away=not live)
         if steps.recheck_after is not None:
             recheck = min(recheck or steps.recheck_after, steps.recheck_after)
         traffic = decide_traffic(spec, canary, rollback, configured=steps.weight if steps.status else None)

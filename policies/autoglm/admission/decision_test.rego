@@ -186,8 +186,32 @@ test_the_weight_step_counts_from_the_weight_last_served if {
 	}}])
 	denied_by(rolled, "canary-weight-step")
 
-	# a walk of steps moves the weight itself
-	walk := production(with_spec(["canary"], {"version": 2, "weight": 100, "steps": [{"weight": 10}]}))
+	# a walk is judged step by step: from 0 through each step to the final weight, each baked
+	walk := production(with_spec(["canary"], {"version": 2, "weight": 100, "steps": [
+		{"weight": 10}, {"weight": 35}, {"weight": 60}, {"weight": 80},
+	]}))
 	d := admission.decision with input as walk
 	d.allowed
+}
+
+test_a_walk_cannot_dodge_the_weight_step if {
+	# any steps list used to exempt the weight: one step of 1 %, baked 0 s, reached 100 % at once
+	dodge := production(with_spec(["canary"], {"version": 2, "weight": 100, "steps": [{"weight": 1, "bakeSeconds": 0}]}))
+	denied_by(dodge, "canary-weight-step")
+	d := admission.decision with input as dodge
+	some m1 in d.denials
+	contains(m1, "spec.canary.weight: moves the canary weight from 1% to 100%")
+	some m2 in d.denials
+	contains(m2, "spec.canary.steps[0].bakeSeconds: bakes 0 s")
+
+	# a first step too far from what is served
+	far := production(with_spec(["canary"], {"version": 2, "weight": 40, "steps": [{"weight": 40}]}))
+	denied_by(far, "canary-weight-step")
+	d2 := admission.decision with input as far
+	some m3 in d2.denials
+	contains(m3, "spec.canary.steps[0].weight: moves the canary weight from 0% to 40%")
+
+	# outside production a walk is the user's own business
+	d3 := admission.decision with input as with_spec(["canary"], {"version": 2, "weight": 100, "steps": [{"weight": 1, "bakeSeconds": 0}]})
+	d3.allowed
 }
