@@ -16,6 +16,7 @@ import shutil
 import sys
 import textwrap
 import time
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from .api import resource as r
@@ -45,8 +46,19 @@ def _namespace(args: argparse.Namespace) -> str:
 
 
 def _now() -> str:
-    """abort/retry tokens: times to the microsecond, so two requests in one second stay ordered."""
+    """The current time to the microsecond (as an abort/retry token it is only a new value: the
+    operator orders requests by when it sees them, never by the clock of the machine that wrote it)."""
     return rfc3339(SYSTEM_CLOCK.now(), micro=True)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and format characters escaped (``\\x1b``, ``\\u202e``): strings a tenant wrote
+    (messages, names, evidence) cannot move the cursor, recolour or reorder the terminal."""
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
 
 def render_status(obj: dict[str, Any], width: int = 0) -> str:
@@ -82,9 +94,13 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
             lines.append(f"          unschedulable: {t['unschedulable']}")
     analysis = st.get("analysis")
     if analysis:
-        lines.append(f"Analysis:    {analysis['consecutiveMetricFailures']} consecutive failed metric checks")
+        if analysis.get("consecutiveMetricFailures"):
+            lines.append(f"Analysis:    {analysis['consecutiveMetricFailures']} consecutive failed metric checks")
+        if analysis.get("consecutiveInconclusive"):
+            lines.append(f"Analysis:    {analysis['consecutiveInconclusive']} consecutive analyses got no metrics: "
+                         f"{analysis.get('inconclusiveBecause') or 'no answer'}")
         for f in analysis.get("lastFindings") or []:
-            lines.append(f"  {f['signal']}: {f['message']}")
+            lines.append(f"  {f.get('signal')}: {f.get('message')}")
     rollback = st.get("rollback")
     if rollback:
         ev = rollback.get("evidence") or {}
@@ -99,7 +115,7 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
 def _fit(lines: list[str], width: int) -> list[str]:
     """Wrap each line at word boundaries; continuations are indented under the line's text."""
     out = []
-    for line in lines:
+    for line in map(_printable, lines):
         indent = " " * min(len(line) - len(line.lstrip()) + 4, max(0, width // 3))
         out += textwrap.wrap(line, width=max(width, 20), subsequent_indent=indent, break_long_words=False,
                              break_on_hyphens=False, drop_whitespace=True) or [""]
@@ -130,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                       ("abort", "roll the canary back now"), ("retry", "lift a rollback and analyse again")):
         p = sub.add_parser(cmd, help=text)
         p.add_argument("name")
+        if cmd == "promote":
+            p.add_argument("--force", action="store_true", help="promote a canary that was rolled back")
     args = parser.parse_args(argv)
     client, ns = _client(args), _namespace(args)
     obj = _get(client, ns, args.name)
@@ -153,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         canary = (obj.get("spec") or {}).get("canary")
         if not canary:
             sys.exit(f"kubectl autoglm: {args.name} has no canary to promote")
+        rollback = (obj.get("status") or {}).get("rollback")
+        if rollback and not args.force:
+            sys.exit(_printable(f"kubectl autoglm: the canary of {args.name} was rolled back on {rollback.get('reason')}: "
+                                f"{rollback.get('message')}. Promoting it would send all traffic to the version "
+                                "that failed; fix it and `kubectl autoglm retry` it, or promote anyway with --force"))
         model: dict[str, Any] = {"version": canary["version"]}
         if canary.get("engines"):
             model["engines"] = canary["engines"]  # the promoted version's own engines

@@ -35,6 +35,15 @@ def test_plugin_status_set_weight_abort_retry_promote(operator, kubectl, cluster
     out = plugin(cluster, "-n", namespace, "status", "plug").stdout
     assert "Rollback:    RolledBack" in out and "manual" in out
 
+    def columns() -> dict[str, str]:
+        header, row = kubectl("get", "agd", "-n", namespace, "plug", "-o", "wide").stdout.splitlines()[:2]
+        return dict(zip(header.split(), row.split(), strict=False))
+    # the default view says what clients get (0: rolled back), -o wide also what spec asks for
+    shown = wait_for(lambda: (c := columns())["WEIGHT"] == "0" and c, 10, what="WEIGHT 0 in kubectl get")
+    assert shown["CONFIGURED"] == "40", shown
+    refused = plugin(cluster, "-n", namespace, "promote", "plug")
+    assert refused.returncode != 0 and "rolled back on manual" in refused.stderr and "--force" in refused.stderr
+
     assert plugin(cluster, "-n", namespace, "retry", "plug").returncode == 0
     wait_for(lambda: route_weights(kubectl, namespace, "plug")["canary"] == 40, 10, what="retry")
 

@@ -151,6 +151,40 @@ def test_render_status_reads_well():
     assert "a-long-word " * 29 in words + " "  # wrapped between words, never inside one
 
 
+def test_render_status_survives_an_inconclusive_analysis_and_escapes_what_tenants_wrote():
+    obj = {"metadata": {"name": "x", "namespace": "ns", "generation": 1},
+           "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Bad",
+                                      "message": "oops\x1b[2J\x1b]0;owned\x07 \u202egnp.exe"}],
+                      "analysis": {"consecutiveInconclusive": 2, "inconclusiveBecause": "connection refused",
+                                   "canaryRevision": "r"}}}
+    text = render_status(obj, width=200)  # an inconclusive analysis has no failure count: no KeyError
+    assert "2 consecutive analyses got no metrics: connection refused" in text
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "oops\\x1b[2J\\x1b]0;owned\\x07 \\u202egnp.exe" in text
+
+
+def test_promote_refuses_a_canary_that_was_rolled_back(monkeypatch):
+    import pytest
+
+    from autoglm_operator import kubectl_plugin
+    obj = {"metadata": {"name": "x", "namespace": "ns"}, "spec": {"canary": {"version": 2}},
+           "status": {"rollback": {"reason": "errorRatio", "message": "50% errors"}}}
+    patched: list[dict] = []
+
+    class Client:
+        def get(self, kind, ns, name):
+            return obj
+
+        def patch(self, kind, ns, name, body):
+            patched.append(body)
+    monkeypatch.setattr(kubectl_plugin, "_client", lambda args: Client())
+    with pytest.raises(SystemExit) as refused:
+        kubectl_plugin.main(["-n", "ns", "promote", "x"])
+    assert "rolled back on errorRatio: 50% errors" in str(refused.value) and "--force" in str(refused.value)
+    assert patched == []
+    assert kubectl_plugin.main(["-n", "ns", "promote", "x", "--force"]) == 0 and patched
+
+
 def test_the_gateway_provider_reads_back_what_the_controller_accepted():
     from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
     from autoglm_operator.traffic.provider import read_back
