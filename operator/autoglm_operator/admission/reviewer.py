@@ -33,7 +33,8 @@ def _policy_id(message: str) -> str:
 
 class AdmissionReviewer:
     """Namespace labels and the namespace's other deployments come from watch-fed caches
-    (the request path makes no API call); until the caches have synced, from the API."""
+    (the request path makes no API call); until the caches have synced, and for a namespace the
+    cache has not seen yet, from the API."""
 
     def __init__(self, client: KubeClient, decider: OpaDecider):
         self.client = client
@@ -62,6 +63,8 @@ class AdmissionReviewer:
     async def _namespace_facts(self, namespace: str, name: str) -> tuple[Mapping[str, str], int]:
         if self.synced:
             ns = self.store.get("Namespace", None, namespace)
+            if ns is None:  # not seen yet (created in the same apply): a miss is a live read, never "no labels"
+                ns = await asyncio.to_thread(self.client.get, "Namespace", None, namespace)
             others = [o for o in self.store.all(r.KIND) if o["metadata"].get("namespace") == namespace]
         else:
             ns, others = await asyncio.gather(asyncio.to_thread(self.client.get, "Namespace", None, namespace),
