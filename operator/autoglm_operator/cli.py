@@ -87,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     handlers.settings_from_cli.update(kubeconfig=args.kubeconfig, context=args.context, workers=args.workers,
                                       namespaces=args.namespace or [], webhook=_webhook_settings(args),
-                                      leader_election=_leader_election_settings(args))
+                                      leader_election=_leader_election_settings(args),
+                                      allowed_prometheus_urls=args.allowed_prometheus_url or [])
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.configure(verbose=args.verbose, log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="seconds the leader keeps trying to renew before stepping down (10)")
     elect.add_argument("--retry-period", type=float, default=2.0, help="seconds between attempts (2)")
     run.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
+    run.add_argument("--allowed-prometheus-url", action="append", metavar="URL",
+                     help="a Prometheus server spec.rollback.prometheus.url may name (repeatable; the path may be "
+                          "longer). Without any, any http(s) URL without credentials; the chart sets the cluster's")
     run.add_argument("-v", "--verbose", action="store_true")
     hook = run.add_argument_group("admission webhook (OPA policies)")
     hook.add_argument("--webhook", action="store_true", help="serve the validating webhook and manage its configuration")

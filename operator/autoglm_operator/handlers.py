@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from .api import resource as r
+from .canary.metric_sources import PrometheusUrls
 from .kube.object_cache import ObjectCache
 from .reconciler import Reconciler
 from .runtime.controller import Controller
@@ -46,7 +47,8 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     settings.peering.standalone = True  # Kopf peering pauses every equal peer: leader election decides instead
     client = KubeClient(load_configuration(settings_from_cli.get("kubeconfig"), settings_from_cli.get("context")))
     workers = settings_from_cli.get("workers", 8)
-    reconciler = Reconciler(client, ObjectCache(), TrafficProviders(r.LABEL_DEPLOYMENT), workers=workers)
+    reconciler = Reconciler(client, ObjectCache(), TrafficProviders(r.LABEL_DEPLOYMENT), workers=workers,
+                            prometheus_urls=_prometheus_urls())
     memo.controller = Controller(reconciler, workers=workers)
     webhook = settings_from_cli.get("webhook")
     if webhook:  # every replica serves admission, leader or not
@@ -57,6 +59,10 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
         memo.leader_task = asyncio.create_task(_lead(memo, client, webhook, election))
     else:
         await _start_writers(memo, client, webhook)
+
+
+def _prometheus_urls() -> PrometheusUrls:
+    return PrometheusUrls(tuple(settings_from_cli.get("allowed_prometheus_urls") or ()))
 
 
 async def _start_writers(memo: kopf.Memo, client: Any, webhook: dict[str, Any] | None) -> None:
@@ -130,7 +136,7 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
         addr=webhook["listen_address"], port=webhook["port"], path=WEBHOOK_PATH, host=webhook["hosts"][0],
         context=tls.context, certfile=str(cert.certfile), pkeyfile=str(cert.keyfile))
     memo.certificate_task = asyncio.create_task(tls.watch())
-    memo.reviewer = AdmissionReviewer(client, OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
+    memo.reviewer = AdmissionReviewer(client, _prometheus_urls(), OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
                                                          webhook["opa_fail_open"]))
     memo.reviewer.start()
     memo.webhook_ca_bundle = cert.ca_bundle

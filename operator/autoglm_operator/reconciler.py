@@ -28,6 +28,7 @@ from .api.events import Event
 from .api.owner import Owner, ResourceKey
 from .api.spec import AutoGLMDeploymentSpec, SpecError, parse_spec
 from .canary.judge import CanaryJudge
+from .canary.metric_sources import ANY_PROMETHEUS, PrometheusUrls
 from .kube.child_applier import WORKLOAD_KINDS, ChildApplier, ChildApplyError
 from .kube.client import KubeClient, api_error_message
 from .kube.event_recorder import EventRecorder
@@ -71,13 +72,13 @@ def merge_patch(current: Any, desired: Any) -> dict[str, Any]:
 
 class Reconciler:
     def __init__(self, client: KubeClient, store: ObjectCache, traffic: TrafficProviders | None = None,
-                 clock: Clock = SYSTEM_CLOCK, workers: int = 8):
+                 clock: Clock = SYSTEM_CLOCK, workers: int = 8, prometheus_urls: PrometheusUrls = ANY_PROMETHEUS):
         self.client, self.store, self.clock = client, store, clock
         self.traffic = traffic if traffic is not None else TrafficProviders(r.LABEL_DEPLOYMENT)
         # The official client blocks; run its calls on a pool sized for concurrent reconciles.
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
         self.events = EventRecorder(client, self.run_io, clock)
-        self.judge = CanaryJudge(self.run_io, clock)
+        self.judge = CanaryJudge(self.run_io, clock, prometheus_urls)
         self.applier = ChildApplier(client, store, self.run_io, clock=clock)
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:

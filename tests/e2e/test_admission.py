@@ -43,7 +43,8 @@ def admission(cluster, kubectl, opa, tmp_path_factory):
         [sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace, "--metrics-port", "0",
          "--health-port", "0", "--webhook", "--webhook-name", webhook_name, "--webhook-port", str(port),
          "--webhook-cert-dir", str(workdir / "certs"), "--webhook-namespace-selector", f"{SELECTOR}={run_id}",
-         "--opa-url", opa.url, "--audit-interval", "1"],
+         "--opa-url", opa.url, "--audit-interval", "1",
+         "--allowed-prometheus-url", "http://prometheus-operated.monitoring.svc:9090"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ})
     wait_for(lambda: kubectl("get", "validatingwebhookconfiguration", webhook_name, check=False).returncode == 0,
              30, what="webhook configuration")
@@ -100,6 +101,21 @@ def test_a_spec_the_operator_could_not_use_is_refused_at_apply_naming_the_field(
     assert "the operator cannot use this spec: spec.model.engines" in refused.stderr, refused.stderr
     assert "compute capability" in refused.stderr, refused.stderr
     assert kubectl("get", "agd", "-n", admission["namespace"], "edge-without-jetson", check=False).returncode != 0
+
+
+def test_a_prometheus_url_the_operator_may_not_query_is_refused_at_apply(admission, kubectl):
+    """spec.rollback.prometheus.url makes the operator send requests from inside the cluster: only
+    the servers the platform allowed (--allowed-prometheus-url, the chart's analysis values)."""
+    body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+    body["metadata"].update(name="probing-inside", namespace=admission["namespace"])
+    body["spec"]["rollback"] = {"prometheus": {"url": "http://kubernetes.default.svc:443/api"}}
+    refused = kubectl.apply(body, check=False)
+    assert refused.returncode != 0 and "spec.rollback.prometheus.url is not a Prometheus server" in refused.stderr
+    assert "--allowed-prometheus-url" in refused.stderr, refused.stderr
+    body["spec"]["rollback"] = {"prometheus": {"url": "http://prometheus-operated.monitoring.svc:9090/"}}
+    body["metadata"]["name"] = "allowed-prometheus"
+    admitted = kubectl.apply(body, check=False)
+    assert admitted.returncode == 0, admitted.stderr
 
 
 def test_good_is_admitted_and_warn_prints_a_warning(admission, kubectl):

@@ -10,13 +10,14 @@ from types import SimpleNamespace
 from fake_api import FakeApi
 
 from autoglm_operator.admission.reviewer import AdmissionReviewer
+from autoglm_operator.canary.metric_sources import ANY_PROMETHEUS
 
 
 def test_a_namespace_missing_from_the_synced_cache_is_read_live() -> None:
     api = FakeApi()
     api.create("Namespace", None, {"apiVersion": "v1", "kind": "Namespace",
                                    "metadata": {"name": "prod", "labels": {"serving.autoglm.io/environment": "production"}}})
-    reviewer = AdmissionReviewer(api, decider=None)  # type: ignore[arg-type]  # the decider is not asked here
+    reviewer = AdmissionReviewer(api, ANY_PROMETHEUS, decider=None)  # type: ignore[arg-type]  # not asked here
     synced = threading.Event()
     synced.set()
     reviewer.informers = [SimpleNamespace(synced=synced)]  # type: ignore[list-item]  # caches synced, prod not in them

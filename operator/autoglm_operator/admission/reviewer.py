@@ -12,6 +12,7 @@ from prometheus_client import Counter
 
 from ..api import resource as r
 from ..api.spec import SpecError, parse_spec
+from ..canary.metric_sources import PrometheusUrls
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
 from ..kube.object_cache import ObjectCache
@@ -36,8 +37,8 @@ class AdmissionReviewer:
     (the request path makes no API call); until the caches have synced, and for a namespace the
     cache has not seen yet, from the API."""
 
-    def __init__(self, client: KubeClient, decider: OpaDecider):
-        self.client = client
+    def __init__(self, client: KubeClient, prometheus_urls: PrometheusUrls, decider: OpaDecider):
+        self.client, self.prometheus_urls = client, prometheus_urls
         self.decider = decider
         self.store = ObjectCache()
         self.informers: list[Informer] = []
@@ -77,10 +78,15 @@ class AdmissionReviewer:
         meta = body.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         try:  # what the operator could not use is refused here, naming the field, not found later in status
-            parse_spec(body.get("spec") or {})
+            spec = parse_spec(body.get("spec") or {})
         except SpecError as e:
             ADMISSIONS.labels(operation, "invalid").inc()
             return Decision(False, denials=[f"the operator cannot use this spec: {e}"])
+        prometheus = spec.rollback.prometheus
+        refusal = self.prometheus_urls.refusal(prometheus.url) if prometheus else None
+        if refusal:
+            ADMISSIONS.labels(operation, "invalid").inc()
+            return Decision(False, denials=[f"spec.rollback.prometheus.url {refusal}"])
         relief = relief_only(old, body) if operation == "UPDATE" else None
         if relief is not None:  # an emergency lever: never blocked by OPA being down or a tightened policy
             ADMISSIONS.labels(operation, "relief").inc()

@@ -23,7 +23,7 @@ from ..api.owner import ResourceKey
 from ..api.spec import AutoGLMDeploymentSpec
 from ..observation.tracks import TrackObservation
 from ..render import names
-from .metric_sources import PodScraper, prometheus_sample
+from .metric_sources import ANY_PROMETHEUS, PodScraper, PrometheusUrls, prometheus_sample
 from .rollout import TrafficDecision, canary_revision, decide_traffic, read_requests, rollback_state, walk_steps
 from .verdicts import Finding, kubelet_verdict, metric_findings
 
@@ -105,8 +105,8 @@ class _Judgement:
 
 
 class CanaryJudge:
-    def __init__(self, run_io: RunIO, clock: Clock = SYSTEM_CLOCK):
-        self._run_io, self.clock = run_io, clock
+    def __init__(self, run_io: RunIO, clock: Clock = SYSTEM_CLOCK, prometheus_urls: PrometheusUrls = ANY_PROMETHEUS):
+        self._run_io, self.clock, self.prometheus_urls = run_io, clock, prometheus_urls
         self._analysis: dict[ResourceKey, AnalysisState] = {}
         self._rollback_signals: dict[ResourceKey, set[str]] = {}  # label sets of ROLLBACKS, removed with the resource
 
@@ -197,7 +197,7 @@ class CanaryJudge:
             if prometheus is not None:
                 sample = await self._run_io(lambda: prometheus_sample(
                     prometheus, namespace=namespace, service=names.track_workload(name, "canary"),
-                    model=spec.model.name, track="canary", interval_seconds=interval))
+                    model=spec.model.name, track="canary", interval_seconds=interval, urls=self.prometheus_urls))
             else:
                 pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
                 if not pods:  # no pod to ask (all just turned not ready, e.g. their node offline): no answer

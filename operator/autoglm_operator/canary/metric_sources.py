@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -28,8 +29,56 @@ DEFAULT_REQUESTS_QUERY = (
     f" + sum(increase(nv_inference_request_failure{{{_SELECTOR}}}[{{{{interval}}}}]))")
 
 
+#: The most of a Prometheus answer read: a query result is small; anything larger is not one.
+MAX_ANSWER_BYTES = 1 << 20
+
+
 class SourceUnavailable(RuntimeError):
-    """The metrics source did not answer (named in the message with the error)."""
+    """The metrics source did not answer (named in the message with the error; never with what the
+    source sent back, which a tenant's URL could point at anything)."""
+
+
+@dataclass(frozen=True)
+class PrometheusUrls:
+    """Which Prometheus URLs a tenant's spec.rollback.prometheus.url may name: http or https only,
+    no user or password in it, and, when ``allowed`` is set (the chart sets it to the cluster's
+    Prometheus), only those servers (same scheme, host and port; the path below the allowed one)."""
+
+    allowed: tuple[str, ...] = ()
+
+    def refusal(self, url: str) -> str | None:
+        """Why the operator will not query ``url``, with the fix; None when it may."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "must be an http:// or https:// URL of a Prometheus server"
+        if parts.username or parts.password:
+            return "must not carry a user or password (the operator sends no credentials to Prometheus)"
+        if self.allowed and not any(_same_server(parts, urllib.parse.urlsplit(a)) for a in self.allowed):
+            return (f"is not a Prometheus server this operator may query ({', '.join(self.allowed)}); use one of "
+                    "them, ask the platform team to allow it (--allowed-prometheus-url), or remove "
+                    "spec.rollback.prometheus to have the canary pods' metrics scraped")
+        return None
+
+
+#: Any http(s) URL without credentials: the operator's default when it is given no allowed URLs.
+ANY_PROMETHEUS = PrometheusUrls()
+
+
+def _same_server(url: urllib.parse.SplitResult, allowed: urllib.parse.SplitResult) -> bool:
+    default_port = {"http": 80, "https": 443}
+    return (url.scheme == allowed.scheme and url.hostname == allowed.hostname
+            and (url.port or default_port[url.scheme]) == (allowed.port or default_port.get(allowed.scheme))
+            and url.path.rstrip("/").startswith(allowed.path.rstrip("/")))
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a place to go: the URL a tenant named is the only one asked."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def render_query(template: str, **values: str) -> str:
@@ -41,19 +90,36 @@ def render_query(template: str, **values: str) -> str:
 def _instant(url: str, query: str, timeout: float = 2.0) -> float | None:
     full = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
     try:
-        with urllib.request.urlopen(full, timeout=timeout) as response:
-            body = json.loads(response.read())
+        with _OPENER.open(full, timeout=timeout) as response:
+            answer = response.read(MAX_ANSWER_BYTES + 1)
+    except urllib.error.HTTPError as e:  # the status only: the body is whatever the URL's server sent
+        raise SourceUnavailable(f"Prometheus {url} query {query!r}: HTTP {e.code}") from None
     except Exception as e:
-        raise SourceUnavailable(f"Prometheus {url} query {query!r}: {e}") from e
-    result = body.get("data", {}).get("result") or []
-    if not result:
-        return None
-    value = float(result[0]["value"][1])
+        raise SourceUnavailable(f"Prometheus {url} query {query!r}: {type(e).__name__}: {_reason(e)}") from None
+    try:
+        if len(answer) > MAX_ANSWER_BYTES:
+            raise ValueError("too large")
+        result = json.loads(answer)["data"]["result"]
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+    except Exception:
+        raise SourceUnavailable(f"Prometheus {url} query {query!r}: the answer is not a Prometheus instant-query "
+                                "result") from None
     return None if value != value else value  # NaN: no data
 
 
+def _reason(error: Exception) -> str:
+    """A connection error's reason (refused, timed out, no such host), never an answer's content."""
+    reason = getattr(error, "reason", None)
+    return str(reason if reason is not None else error)[:200]
+
+
 def prometheus_sample(source: PrometheusSource, *, namespace: str, service: str, model: str, track: str,
-                      interval_seconds: int) -> MetricSample | None:
+                      interval_seconds: int, urls: PrometheusUrls = ANY_PROMETHEUS) -> MetricSample | None:
+    refusal = urls.refusal(source.url)
+    if refusal:
+        raise SourceUnavailable(f"spec.rollback.prometheus.url {source.url} {refusal}")
     values = {"namespace": namespace, "service": service, "model": model, "track": track,
               # a rate needs several scrapes inside its window: at least 10 s, two intervals by default
               "interval": f"{max(2 * interval_seconds, 10)}s"}
