@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from autoglm_operator.api.spec import PrometheusSource
-from autoglm_operator.canary.metric_sources import PrometheusUrls, SourceUnavailable, prometheus_sample
+from autoglm_operator.canary.metric_sources import (ANY_PROMETHEUS, PrometheusUrls, SourceUnavailable,
+                                                    prometheus_sample)
 
 SECRET = "token-9f3b-SECRET"
 
@@ -48,7 +49,7 @@ def internal() -> Iterator[str]:
     server.shutdown()
 
 
-def sample(url: str, urls: PrometheusUrls = PrometheusUrls()) -> None:
+def sample(url: str, urls: PrometheusUrls = ANY_PROMETHEUS) -> None:
     prometheus_sample(PrometheusSource(url=url), namespace="ns", service="m-canary", model="m", track="canary",
                       interval_seconds=10, urls=urls)
 
