@@ -10,8 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from autoglm_operator.api.spec import PrometheusSource
-from autoglm_operator.canary.metric_sources import (ANY_PROMETHEUS, PrometheusUrls, SourceUnavailable,
-                                                    prometheus_sample)
+from autoglm_operator.canary.metric_sources import ANY_PROMETHEUS, PrometheusUrls, SourceUnavailable, prometheus_sample
 
 SECRET = "token-9f3b-SECRET"
 
