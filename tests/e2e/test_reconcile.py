@@ -108,6 +108,23 @@ def test_engine_no_node_can_run_gives_condition_reason(operator, kubectl, namesp
     assert ready["status"] == "False" and ready["reason"] == "Unschedulable"
 
 
+def test_pods_a_quota_refuses_are_a_condition_naming_the_quota(operator, kubectl, namespace):
+    """A Deployment that cannot create its pods (here a real ResourceQuota) is not left Progressing
+    forever: Ready False and Degraded True, reason ReplicaFailure, with the API server's words."""
+    kubectl.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-pod", "namespace": namespace},
+                   "spec": {"hard": {"pods": "1"}}})
+    body = agd("crowded", replicas=2)
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+
+    def degraded():
+        c = condition(status(kubectl, namespace, "crowded"), "Degraded")
+        return c if c and c["status"] == "True" else None
+    c = wait_for(degraded, 60, what="Degraded condition")
+    assert c["reason"] == "ReplicaFailure" and "exceeded quota" in c["message"] and "ResourceQuota" in c["message"], c
+    assert condition(status(kubectl, namespace, "crowded"), "Ready")["reason"] == "ReplicaFailure"
+
+
 def test_second_reconcile_writes_nothing_and_replica_edit_keeps_pods(operator, kubectl, namespace):
     body = agd("steady", replicas=2)
     body["metadata"]["namespace"] = namespace

@@ -146,3 +146,24 @@ def test_removing_the_canary_is_pending_until_the_data_plane_accepts_it():
     upgraded, _ = build_status(legacy, findings(stable, canary, has_canary=True, traffic=TrafficDecision(
         50, 50, "Serving", "canary v2 gets 50% of traffic"), data_plane=DataPlaneState("Pending", "", None)), T0)
     assert upgraded["traffic"]["effectiveCanaryWeight"] == 10
+
+
+def test_a_deployment_that_cannot_create_pods_is_degraded_naming_the_cause():
+    from autoglm_operator.api.spec import parse_spec
+    from autoglm_operator.observation.tracks import observe_track
+
+    spec = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1, "format": "python"},
+                       "runtime": {"replicas": 2, "resources": {"gpus": 0}}})
+    deployment = {"metadata": {"name": "m-stable", "generation": 1},
+                  "spec": {"replicas": 2},
+                  "status": {"observedGeneration": 1, "conditions": [
+                      {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
+                      {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                       "message": 'pods "m-stable-x" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=1, '
+                                  'limited: pods=1'}]}}
+    stable = observe_track(spec, spec.tracks()[0], deployment, [], {})
+    status, events = build_status({}, findings(stable), T0)
+    for kind in ("Ready", "Degraded"):
+        c = condition(status, kind)
+        assert c["reason"] == "ReplicaFailure" and "exceeded quota" in c["message"] and "ResourceQuota" in c["message"]
+    assert status["phase"] == "Degraded" and status["tracks"]["stable"]["replicaFailure"].startswith("FailedCreate")

@@ -61,6 +61,8 @@ class TrackObservation:
     updated_replicas: int = 0
     deployment_current: bool = False  # the Deployment controller has seen the latest spec
     unschedulable_message: str | None = None
+    #: The Deployment cannot create pods (a ResourceQuota exceeded, Pod Security refused them): why.
+    replica_failure: str | None = None
     #: Nodes this track's pods are on that are not Ready (an edge site offline): its pods there are
     #: not judged and get no traffic until the node is back.
     nodes_not_ready: list[str] = field(default_factory=list)
@@ -82,6 +84,8 @@ class TrackObservation:
                                "restarts": self.restarts}
         if self.unschedulable_message:
             out["unschedulable"] = self.unschedulable_message
+        if self.replica_failure:
+            out["replicaFailure"] = self.replica_failure
         if self.nodes_not_ready:
             out["nodesNotReady"] = sorted(self.nodes_not_ready)
         return out
@@ -97,6 +101,10 @@ def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping
         obs.deployment_current = (int(st.get("observedGeneration") or 0)
                                   >= int(deployment["metadata"].get("generation") or 0)
                                   and int((deployment.get("spec") or {}).get("replicas") or 0) == track.replicas)
+        failure = next((c for c in st.get("conditions") or []
+                        if c.get("type") == "ReplicaFailure" and c.get("status") == "True"), None)
+        if failure:
+            obs.replica_failure = f"{failure.get('reason', 'FailedCreate')}: {failure.get('message', '')}"
     products: Counter[str] = Counter()
     engines: Counter[tuple[str, str, str]] = Counter()
     for pod in pods:

@@ -65,6 +65,13 @@ def _verdict(judged: list[TrackObservation]) -> tuple[list[Condition], str]:
         o = unschedulable[0]
         message = f"{o.track.name} track cannot be scheduled: {o.unschedulable_message}"
         return _failed("Unschedulable", message), "Degraded"
+    failing = [o for o in judged if o.replica_failure]
+    if failing:
+        o = failing[0]
+        message = (f"{o.track.name} track cannot create its pods: {o.replica_failure}. Fix: raise the namespace's "
+                   "ResourceQuota or lower the replicas or resources in spec; if Pod Security refused them, use a "
+                   "namespace whose level admits them (spec.runtime.podSecurity)")
+        return _failed("ReplicaFailure", message), "Degraded"
     if all(o.available for o in judged):
         message = _replicas(judged)
         return [Condition(READY, True, "Available", message), Condition(PROGRESSING, False, "Available", message),
