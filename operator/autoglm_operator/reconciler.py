@@ -159,12 +159,16 @@ class Reconciler:
         provider = self.traffic.for_spec(spec)
         routes = provider.desired_routes(owner, spec, Weights(100 - decision.traffic.routed,
                                                               decision.traffic.routed)) if provider else []
-        applied, not_owned = await self.applier.apply(owner, desired + routes)
+        written = await self.applier.apply(owner, desired + routes)
+        applied, not_owned = written.applied, written.refused
         pruned, draining = await self.applier.prune(owner, desired + routes, WORKLOAD_KINDS + self.traffic.kinds,
                                                     drain_canary=provider is not None)
         events = list(decision.events)
         if applied:
             events.append(("Normal", "Applied", "Applied " + ", ".join(applied)))
+        if written.corrected:  # drift: someone changed what the operator owns; say what was put back
+            events.append(("Warning", "DriftCorrected", "Changed by someone else and put back as the spec "
+                           "says: " + ", ".join(written.corrected) + ". Change the AutoGLMDeployment instead"))
         if pruned:
             events.append(("Normal", "Removed", "Removed " + ", ".join(pruned) + " (no longer in spec)"))
         live = [self.store.get(o["kind"], meta["namespace"], o["metadata"]["name"]) or o for o in routes]

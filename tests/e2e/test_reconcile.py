@@ -159,6 +159,23 @@ def test_second_reconcile_writes_nothing_and_replica_edit_keeps_pods(operator, k
     assert changed == {("deployments", "steady-stable")}
 
 
+def test_a_child_scaled_by_hand_is_put_back_and_an_event_says_so(operator, kubectl, namespace):
+    body = agd("drift", replicas=2)
+    body["metadata"]["namespace"] = namespace
+    kubectl.apply(body)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/drift", "--timeout=60s")
+    kubectl("scale", "deploy", "-n", namespace, "drift-stable", "--replicas=0")
+    wait_for(lambda: kubectl.get_json("deploy", "-n", namespace, "drift-stable")["spec"]["replicas"] == 2, 30,
+             what="the operator putting spec.replicas back")
+
+    def drift_event():
+        items = kubectl.get_json("events", "-n", namespace, "--field-selector", "reason=DriftCorrected")["items"]
+        return items[0] if items else None
+    event = wait_for(drift_event, 10, what="a DriftCorrected Event")
+    assert event["type"] == "Warning" and "Deployment drift-stable (spec.replicas 0 -> 2)" in event["message"]
+    assert event["involvedObject"]["name"] == "drift"
+
+
 def test_triton_pods_pass_pod_security_restricted(operator, kubectl, namespace):
     """In a namespace that enforces Pod Security "restricted" (the API server's own admission), the
     default Triton pods are admitted and run; the relaxed profile is refused there, as it should be."""

@@ -34,7 +34,12 @@ def agd(**canary: Any) -> dict[str, Any]:
 def reconcile_as_a_new_process(api: FakeApi) -> dict[str, Any]:
     store = ObjectCache()
     store.observe(r.KIND, "ADDED", api.read(r.KIND, "ns", "m"))
-    asyncio.run(Reconciler(api, store, clock=api.clock).reconcile("ns", "m"))  # type: ignore[arg-type]
+    reconciler = Reconciler(api, store, clock=api.clock)  # type: ignore[arg-type]  # a fake KubeClient
+
+    async def once() -> None:
+        await reconciler.reconcile("ns", "m")
+        await reconciler.events.flush()  # the Events it posted beside the reconcile
+    asyncio.run(once())
     status: dict[str, Any] = api.read(r.KIND, "ns", "m")["status"]
     return status
 
@@ -199,3 +204,26 @@ def test_a_retry_starts_the_walk_again_from_its_first_step() -> None:
     retried = judged(judge, spec, canary_with(spec), status, clock, **{r.ANNOTATION_ABORT: "A1", r.ANNOTATION_RETRY: "R1"})
     assert retried.rollback is None and retried.step is not None and retried.step["index"] == 0
     assert retried.traffic.routed == 10  # not back to 20 % at once
+
+
+# -- drift --------------------------------------------------------------------------------------
+
+def test_a_child_changed_by_hand_is_put_back_and_said() -> None:
+    api = FakeApi(FakeClock())
+    body = agd()
+    del body["metadata"]["annotations"]
+    api.create(r.KIND, "ns", body)
+    reconcile_as_a_new_process(api)
+    assert api.read("Deployment", "ns", "m-stable")["spec"]["replicas"] == 1
+    writes = len(api.writes)
+    reconcile_as_a_new_process(api)
+    assert [w for w in api.writes[writes:] if w.startswith("apply")] == []  # nothing drifted: nothing written
+    api.patch("Deployment", "ns", "m-stable", {"spec": {"replicas": 0}})  # kubectl scale --replicas=0
+    api.patch("HTTPRoute", "ns", "m", {"spec": {"rules": [{"backendRefs": [{"name": "m-stable", "weight": 0},
+                                                                          {"name": "m-canary", "weight": 100}]}]}})
+    reconcile_as_a_new_process(api)
+    assert api.read("Deployment", "ns", "m-stable")["spec"]["replicas"] == 1
+    assert route_canary_weight(api) == 0  # the canary is not ready: the operator routes it nothing
+    events = [e for e in api.list("Event", "ns") if e["reason"] == "DriftCorrected"]
+    assert len(events) == 1 and "Deployment m-stable (spec.replicas 0 -> 1)" in events[0]["message"]
+    assert "HTTPRoute m (backend weights" in events[0]["message"]

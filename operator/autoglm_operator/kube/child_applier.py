@@ -6,7 +6,9 @@ removed canary. Never applies over, or deletes, an object this resource did not 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -24,6 +26,57 @@ ChildWritten = Callable[[str, "dict[str, Any] | None", "dict[str, Any] | None"],
 
 #: Kinds every deployment renders, in apply order; a traffic provider adds its own after them.
 WORKLOAD_KINDS = ("ConfigMap", "Service", "Deployment")
+
+@dataclass(frozen=True)
+class Applied:
+    """What one apply pass did: the children written, those refused (not ours), and among the
+    written those whose owned fields someone else had changed (drift), saying what was put back."""
+
+    applied: list[str]
+    refused: list[str]
+    corrected: list[str]
+
+
+#: Per kind, the fields the operator sets that are compared with the live object (as they read back
+#: unchanged: no server defaulting or normalisation touches them). A difference is drift.
+OwnedFields = Callable[[dict[str, Any]], object]
+OWNED_FIELDS: dict[str, dict[str, OwnedFields]] = {
+    "Deployment": {
+        "spec.replicas": lambda o: (o.get("spec") or {}).get("replicas"),
+        "containers (name, image, args)": lambda o: [
+            (c.get("name"), c.get("image"), c.get("args"))
+            for c in ((((o.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [])],
+    },
+    "ConfigMap": {"data": lambda o: o.get("data")},
+    "Service": {
+        "spec.selector": lambda o: (o.get("spec") or {}).get("selector"),
+        "ports": lambda o: [(p.get("name"), p.get("port"), p.get("targetPort"))
+                            for p in (o.get("spec") or {}).get("ports") or []],
+    },
+    "HTTPRoute": {"backend weights": lambda o: _backend_weights(o)},
+    "GRPCRoute": {"backend weights": lambda o: _backend_weights(o)},
+}
+
+
+def _backend_weights(route: dict[str, Any]) -> list[list[tuple[Any, Any]]]:
+    return [[(b.get("name"), b.get("weight")) for b in rule.get("backendRefs") or []]
+            for rule in (route.get("spec") or {}).get("rules") or []]
+
+
+def drifted(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """The owned fields of ``live`` that differ from ``desired``, each as "field live -> desired"."""
+    out = []
+    for field_name, read in OWNED_FIELDS.get(desired.get("kind", ""), {}).items():
+        want, have = read(desired), read(live)
+        if want != have:
+            out.append(f"{field_name} {_short(have)} -> {_short(want)}")
+    return out
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
 
 class ChildApplyError(ApiException):
     """The API server refused a child: which one, and its message."""
@@ -67,11 +120,12 @@ class ChildApplier:
     def __len__(self) -> int:
         return len(self._drain_started)
 
-    async def apply(self, owner: Owner, desired: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-        """Apply, concurrently, each child whose desired content differs from what was last applied;
-        never one whose name is taken by an object this resource does not own. Returns the children
-        applied and those refused; raises :class:`ChildApplyError` once every apply has ended."""
-        changed, refused = [], []
+    async def apply(self, owner: Owner, desired: list[dict[str, Any]]) -> Applied:
+        """Apply, concurrently, each child whose desired content differs from what was last applied,
+        or whose live fields the operator owns were changed by someone else (drift); never one whose
+        name is taken by an object this resource does not own. Raises :class:`ChildApplyError` once
+        every apply has ended."""
+        changed, refused, corrected = [], [], []
         for obj in desired:
             digest = content_hash(obj)
             meta = obj["metadata"]
@@ -83,7 +137,10 @@ class ChildApplier:
                 refused.append(_label(obj) + _whose(live, owner))
                 continue
             if live and (live["metadata"].get("annotations") or {}).get(r.ANNOTATION_DESIRED_HASH) == digest:
-                continue
+                drift = drifted(obj, live)
+                if not drift:
+                    continue
+                corrected.append(f"{_label(obj)} ({'; '.join(drift)})")
             changed.append(obj)
         # Every apply runs to its end before a failure is raised: an abandoned one would fail unseen.
         results = await asyncio.gather(*(self._run_io(self.client.apply, o) for o in changed),
@@ -99,7 +156,7 @@ class ChildApplier:
                 raise ChildApplyError(_label(child), error)
             if isinstance(error, BaseException):
                 raise error
-        return [_label(o) for o in changed], refused
+        return Applied([_label(o) for o in changed], refused, corrected)
 
     async def _existing(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]
