@@ -195,7 +195,7 @@ def test_the_gateway_provider_reads_back_what_the_controller_accepted():
         parents = [{"controllerName": "gateway.envoyproxy.io/gatewayclass-controller",
                     "conditions": [{"type": t, "status": s, "reason": r, "message": m, "observedGeneration": g}
                                    for t, s, r, m, g in conditions]}] if conditions else []
-        return {"kind": "HTTPRoute", "metadata": {"name": "m", "generation": generation},
+        return {"kind": "HTTPRoute", "metadata": {"name": "m", "generation": generation, "labels": {"owner": "m"}},
                 "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [
                     {"name": "m-stable", "weight": 80}, {"name": "m-canary", "weight": 20}]}]},
                 "status": {"parents": parents}}
@@ -207,6 +207,21 @@ def test_the_gateway_provider_reads_back_what_the_controller_accepted():
     refused = read_back(provider, [route(4, ("Accepted", "True", "Accepted", "", 4),
                                          ("ResolvedRefs", "False", "BackendNotFound", "service m-canary not found", 4))])
     assert refused.state == "Refused" and "BackendNotFound" in refused.message and "m-canary" in refused.message
+
+
+def test_the_canary_backend_is_known_by_the_name_rendered_for_it_even_hashed():
+    from autoglm_operator.api import resource as r
+    from autoglm_operator.api.owner import Owner
+    from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
+    from autoglm_operator.traffic.provider import Weights
+
+    provider = GatewayAPIProvider(r.LABEL_DEPLOYMENT)
+    spec = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s"}, "version": 1, "format": "python"},
+                       "runtime": {"resources": {"gpus": 0}}, "canary": {"version": 2, "weight": 30},
+                       "traffic": {"gateway": {"name": "gw"}}})
+    for name in ("m", "a" * 63):  # 63 characters: "<name>-canary" is hashed to fit a label
+        routes = provider.desired_routes(Owner(name, "ns", "u"), spec, Weights(70, 30))
+        assert [provider.routed_weights(route) for route in routes] == [Weights(70, 30)] * 2, name
 
 
 def test_steps_walk_while_healthy_and_hold_when_not():

@@ -167,3 +167,14 @@ def test_a_deployment_that_cannot_create_pods_is_degraded_naming_the_cause():
         c = condition(status, kind)
         assert c["reason"] == "ReplicaFailure" and "exceeded quota" in c["message"] and "ResourceQuota" in c["message"]
     assert status["phase"] == "Degraded" and status["tracks"]["stable"]["replicaFailure"].startswith("FailedCreate")
+
+
+def test_without_a_traffic_provider_status_claims_no_split():
+    stable, canary = track("stable", 1), track("canary", 1)
+    serving = TrafficDecision(30, 30, "Serving", "canary v2 gets 30% of traffic")
+    status, events = build_status({}, findings(stable, canary, has_canary=True, traffic=serving), T0)
+    t = status["traffic"]
+    assert (t["configuredCanaryWeight"], t["routedCanaryWeight"], t["effectiveCanaryWeight"], t["stableWeight"]) \
+        == (30, 0, 0, 100)
+    assert t["reason"] == "NoTrafficProvider" and "spec.traffic.gateway" in t["message"]
+    assert not [e for e in events if e[1] == "TrafficShifted"]

@@ -102,8 +102,10 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
         if before_step and found.step["index"] != before_step.get("index"):
             events.append(("Normal", "StepAdvanced", f"gray release step {found.step['index']}/{found.step['of']}: "
                            f"canary weight {found.step['weight']}%"))
+    if found.has_canary and found.data_plane is None:
+        status["traffic"].update(_no_split(found.traffic))
     routed_before = before_traffic.get("routedCanaryWeight", before_traffic.get("effectiveCanaryWeight", 0))
-    if found.has_canary and routed_before != found.traffic.routed:
+    if found.has_canary and found.data_plane is not None and routed_before != found.traffic.routed:
         events.append(("Normal", "TrafficShifted", f"routes give the canary {found.traffic.routed}% "
                        f"(configured {found.traffic.configured}%): {found.traffic.message}"))
     if found.rollback:
@@ -152,6 +154,15 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
     status["readyReplicasSummary"] = (f"{sum(o.ready_replicas for o in found.judged)}/"
                                       f"{sum(o.desired_replicas for o in found.judged)}")
     return _with_conditions(previous, found.generation, wanted, phase, now, status), events
+
+
+def _no_split(traffic: TrafficDecision) -> dict[str, Any]:
+    """status.traffic without a traffic provider: no data plane splits by weight, so the canary gets
+    nothing, whatever is configured; the message says so and how to get the split."""
+    return {"routedCanaryWeight": 0, "effectiveCanaryWeight": 0, "stableWeight": 100, "reason": "NoTrafficProvider",
+            "message": f"no Gateway splits traffic for this deployment, so the canary gets none of the "
+                       f"{traffic.configured}% configured: clients reach the stable track through its Service. "
+                       "Set spec.traffic.gateway to split by weight"}
 
 
 def _analysis_condition(found: Findings) -> Condition:

@@ -28,6 +28,7 @@ class GatewayAPIProvider:
                      "GRPCRoute": ("apis/" + GROUP_VERSION, "grpcroutes")}
 
     def __init__(self, owner_label: str) -> None:
+        self.owner_label = owner_label
         self.routes = RouteIndex(owner_label)
 
     def serves(self, spec: AutoGLMDeploymentSpec) -> bool:
@@ -76,10 +77,14 @@ class GatewayAPIProvider:
         rules = (route.get("spec") or {}).get("rules") or []
         if not rules:
             return None
+        # the canary's Service by the name the operator rendered for it (a long owner name is hashed,
+        # so no suffix tells it), read from the owner the route is labelled with
+        owner = ((route.get("metadata") or {}).get("labels") or {}).get(self.owner_label)
+        canary_service = names.track_workload(owner, "canary") if owner else None
         stable = canary = 0
         for ref in rules[0].get("backendRefs") or []:
             weight = int(ref.get("weight", 1))
-            if ref.get("name", "").endswith("-canary"):
+            if ref.get("name") == canary_service:
                 canary += weight
             else:
                 stable += weight
