@@ -118,6 +118,16 @@ def test_a_prometheus_url_the_operator_may_not_query_is_refused_at_apply(admissi
     assert admitted.returncode == 0, admitted.stderr
 
 
+def test_the_repositorys_own_examples_are_admitted_without_a_warning(admission, kubectl):
+    examples = [doc for path in sorted((REPO / "examples").glob("*.yaml"))
+                for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "AutoGLMDeployment"]
+    assert len(examples) >= 4
+    for body in examples:
+        body["metadata"]["namespace"] = admission["namespace"]
+        result = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(body), check=False)
+        assert result.returncode == 0 and "Warning" not in result.stderr, (body["metadata"]["name"], result.stderr)
+
+
 def test_good_is_admitted_and_warn_prints_a_warning(admission, kubectl):
     good = apply_file(kubectl, admission["namespace"], EXAMPLES / "good-cloud.yaml")
     assert good.returncode == 0 and "Warning" not in good.stderr, good.stderr
