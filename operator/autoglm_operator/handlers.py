@@ -91,17 +91,13 @@ async def _lead(memo: kopf.Memo, client: Any, webhook: dict[str, Any] | None, el
     that nothing started as leader can write after another replica took over."""
     import os
 
-    from .runtime.leader import LEADER, LeaderElector
+    from .runtime.leader import LEADER, LeaderElector, lead
 
     memo.elector = LeaderElector(client, election["namespace"], election["name"], timings=election["timings"])
     client.write_guard = memo.elector.may_write
     LEADER.set(0)
-    await memo.elector.acquire()
-    LEADER.set(1)
-    await _start_writers(memo, client, webhook)
-    await memo.elector.hold()
-    LEADER.set(0)
-    logging.getLogger(__name__).error("leadership lost: exiting (the pod restarts as a follower)")
+    why = await lead(memo.elector, lambda: _start_writers(memo, client, webhook))
+    logging.getLogger(__name__).error("leading ended (%s): exiting (the pod restarts as a follower)", why)
     os._exit(1)
 
 

@@ -18,8 +18,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Gauge
@@ -195,3 +196,42 @@ class LeaderElector:
         except Exception as e:
             log.warning("leader election: could not release the lease: %s", e)
         self.is_leader = False
+
+
+#: Time a new leader gives its writers to start (informers listed, webhook configured) before it
+#: gives up: a start that hangs must not leave a replica that holds the Lease and writes nothing.
+STARTUP_SECONDS = 120.0
+
+
+class Elector(Protocol):
+    async def acquire(self) -> None: ...
+
+    async def hold(self) -> None: ...
+
+
+async def lead(elector: Elector, start_writers: Callable[[], Coroutine[Any, Any, None]],
+               startup_seconds: float = STARTUP_SECONDS) -> str:
+    """Take the Lease, then renew it while the writers start (renewal first: a slow start must not
+    let the Lease lapse unnoticed), and hold it. Returns why leading ended: the Lease lost, or a
+    start that failed or did not finish in ``startup_seconds``; the caller then exits, so nothing
+    started as leader writes after another replica took over, and a replica that could not start
+    its writers never reports itself leader."""
+    await elector.acquire()
+    LEADER.set(1)
+    holding = asyncio.create_task(elector.hold(), name="lease-renewal")
+    starting = asyncio.create_task(start_writers(), name="leader-start")
+    try:
+        done, _ = await asyncio.wait({holding, starting}, timeout=startup_seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if holding in done:
+            return "the Lease was lost while the writers started"
+        if starting not in done:
+            return f"the writers did not start within {startup_seconds:.0f} s"
+        if starting.exception() is not None:
+            return f"the writers failed to start: {starting.exception()!r}"
+        await holding
+        return "the Lease was lost"
+    finally:
+        LEADER.set(0)
+        for task in (holding, starting):
+            task.cancel()
