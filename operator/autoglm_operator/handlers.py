@@ -75,7 +75,7 @@ async def _start_writers(memo: kopf.Memo, client: Any, webhook: dict[str, Any] |
         return
     if webhook.get("audit_interval"):
         from .admission.audit import PolicyAudit
-        audit = PolicyAudit(client, memo.reviewer.decider, webhook["audit_interval"])
+        audit = memo.audit = PolicyAudit(client, memo.reviewer.decider, webhook["audit_interval"])
         memo.audit_task = asyncio.create_task(audit.loop(lambda: list(memo.controller.store.all(r.KIND))))
     if webhook.get("manage_configuration", True):
         from .admission.webhook_configuration import WebhookSettings, desired_webhook_configuration
@@ -94,7 +94,7 @@ async def _lead(memo: kopf.Memo, client: Any, webhook: dict[str, Any] | None, el
     from .runtime.leader import LEADER, LeaderElector, lead
 
     memo.elector = LeaderElector(client, election["namespace"], election["name"], timings=election["timings"])
-    client.write_guard = memo.elector.may_write
+    client.write_window = memo.elector.write_window
     LEADER.set(0)
     why = await lead(memo.elector, lambda: _start_writers(memo, client, webhook))
     logging.getLogger(__name__).error("leading ended (%s): exiting (the pod restarts as a follower)", why)
@@ -160,6 +160,8 @@ async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "reviewer", None):
         memo.reviewer.stop()
     await memo.controller.stop()
+    if getattr(memo, "audit", None):
+        await memo.audit.events.flush()
     if getattr(memo, "elector", None):  # after the writers stopped: a successor takes over at once
         import asyncio
         await asyncio.to_thread(memo.elector.release)

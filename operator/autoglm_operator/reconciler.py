@@ -84,6 +84,13 @@ class Reconciler:
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def close(self) -> None:
+        """Wait until every API call this reconciler issued has ended (Events included): after it, this
+        process writes nothing, so a leader may release its Lease without a write landing in its
+        successor's term."""
+        await self.events.flush()
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
+
     def forget(self, key: ResourceKey) -> None:
         """The resource is gone: free all that was kept for it."""
         self.judge.forget_resource(key)

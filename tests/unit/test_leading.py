@@ -60,3 +60,51 @@ def test_a_lease_lost_while_starting_ends_leading_at_once() -> None:
             await asyncio.Event().wait()
         return await lead(elector, hanging, startup_seconds=10)
     assert asyncio.run(scenario()) == "the Lease was lost while the writers started"
+
+
+def test_no_write_outlives_the_lease_it_was_issued_under() -> None:
+    import kubernetes
+    import pytest
+
+    from autoglm_operator.kube.client import KubeClient, NotLeading
+
+    client = KubeClient(kubernetes.client.Configuration())
+    timeouts: list[float] = []
+    client.request = lambda *args, **kwargs: timeouts.append(kwargs["timeout"]) or {}  # type: ignore[method-assign]
+    client.patch("ConfigMap", "ns", "c", {"data": {}})
+    window = [2.5]
+    client.write_window = lambda: window[0]
+    client.patch("ConfigMap", "ns", "c", {"data": {}})
+    assert timeouts == [30.0, 2.5]  # cut to the time left before another replica could take the Lease
+    window[0] = 0.0
+    with pytest.raises(NotLeading):
+        client.patch("ConfigMap", "ns", "c", {"data": {}})
+    assert len(timeouts) == 2
+
+
+def test_stopping_waits_for_the_writes_in_flight() -> None:
+    import threading
+
+    from fake_api import FakeApi
+
+    from autoglm_operator.kube.object_cache import ObjectCache
+    from autoglm_operator.reconciler import Reconciler
+
+    reconciler = Reconciler(FakeApi(), ObjectCache())  # type: ignore[arg-type]  # a fake KubeClient
+    release, ended = threading.Event(), threading.Event()
+
+    def slow_write() -> None:
+        release.wait(10)
+        ended.set()
+
+    async def scenario() -> None:
+        write = asyncio.ensure_future(reconciler.run_io(slow_write))
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(reconciler.close())
+        done, _ = await asyncio.wait({closing}, timeout=0.2)
+        assert not done and not ended.is_set()  # still writing: close has not returned
+        release.set()
+        await closing
+        assert ended.is_set()
+        await write
+    asyncio.run(scenario())

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from typing import Any, cast
 
 import kubernetes
@@ -21,6 +22,8 @@ from ..api.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
+#: Seconds a write may take at most (less when the leader's Lease is closer to lapsing).
+WRITE_TIMEOUT = 30.0
 #: Query parameters of one API call, in order.
 Query = list[tuple[str, str]]
 
@@ -87,14 +90,20 @@ class KubeClient:
         self.clock = clock
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 4, 64)
         self.api = kubernetes.client.ApiClient(configuration)
-        #: With leader election: true only while this replica's Lease is fresh. Checked before every
-        #: write, so a leader that was paused (SIGSTOP, a long GC, a partition) and resumes after
-        #: another replica took over writes nothing before it notices and steps down.
-        self.write_guard: Any = None
+        #: With leader election: the seconds a write may still take before another replica could hold
+        #: the Lease (0 or less: this replica may not write). Read before every write, and the write's
+        #: timeout is cut to it, so a leader that was paused (SIGSTOP, a long GC, a partition) writes
+        #: nothing after it could have been replaced, and no slow write lands in a successor's term.
+        self.write_window: Callable[[], float] | None = None
 
-    def _may_write(self) -> None:
-        if self.write_guard is not None and not self.write_guard():
+    def _may_write(self) -> float:
+        """The timeout of a write now; raises :class:`NotLeading` when this replica may not write."""
+        if self.write_window is None:
+            return WRITE_TIMEOUT
+        window = self.write_window()
+        if window <= 0:
             raise NotLeading("not writing: this replica's leader Lease is not fresh (another replica may lead)")
+        return min(WRITE_TIMEOUT, window)
 
     def request(self, method: str, path: str, body: Any = None, query: Query | None = None,
                 content_type: str = "application/json", timeout: float = 30) -> Any:
@@ -143,18 +152,18 @@ class KubeClient:
         """Server-side apply under the operator's single field manager."""
         meta = obj["metadata"]
         path = f"{collection_path(obj['kind'], meta.get('namespace'))}/{meta['name']}"
-        self._may_write()
+        timeout = self._may_write()
         API_WRITES.labels("apply", obj["kind"], meta.get("namespace") or "").inc()
         return _object(self.request("PATCH", path, body=yaml_safe_json(obj),
                                     content_type="application/apply-patch+yaml",
-                                    query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")]))
+                                    query=[("fieldManager", r.FIELD_MANAGER), ("force", "true")], timeout=timeout))
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        self._may_write()
+        timeout = self._may_write()
         API_WRITES.labels("delete", kind, namespace or "").inc()
         try:
             self.request("DELETE", f"{collection_path(kind, namespace)}/{name}",
-                         body={"propagationPolicy": "Background"})
+                         body={"propagationPolicy": "Background"}, timeout=timeout)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -164,28 +173,28 @@ class KubeClient:
         """Merge-patch the AutoGLMDeployment's status subresource (never its spec). With
         ``resource_version``, only if the resource is still at that version (else 409 Conflict),
         so a status computed from an older version never overwrites a newer one."""
-        self._may_write()
+        timeout = self._may_write()
         API_WRITES.labels("patch-status", r.KIND, namespace).inc()
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         return _object(self.request("PATCH", f"{collection_path(r.KIND, namespace)}/{name}/status",
                                     body=body, content_type="application/merge-patch+json",
-                                    query=[("fieldManager", r.FIELD_MANAGER)]))
+                                    query=[("fieldManager", r.FIELD_MANAGER)], timeout=timeout))
 
     def create(self, kind: str, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
         """Create an object (POST); the API server's version of it."""
-        self._may_write()
+        timeout = self._may_write()
         API_WRITES.labels("create", kind, namespace or "").inc()
-        created: dict[str, Any] = self.request("POST", collection_path(kind, namespace), body=body)
+        created: dict[str, Any] = self.request("POST", collection_path(kind, namespace), body=body, timeout=timeout)
         return created
 
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        self._may_write()
+        timeout = self._may_write()
         API_WRITES.labels("patch", kind, namespace or "").inc()
         return _object(self.request("PATCH", f"{collection_path(kind, namespace)}/{name}", body=patch,
                                     content_type="application/merge-patch+json",
-                                    query=[("fieldManager", r.FIELD_MANAGER)]))
+                                    query=[("fieldManager", r.FIELD_MANAGER)], timeout=timeout))
 
 
 def api_error_message(error: ApiException) -> str:

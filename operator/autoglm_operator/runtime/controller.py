@@ -44,6 +44,8 @@ class Reconciles(Protocol):
 
     def forget(self, key: ResourceKey) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 class Controller:
     def __init__(self, reconciler: Reconciles, workers: int = 4, clock: Clock = SYSTEM_CLOCK):
@@ -101,6 +103,7 @@ class Controller:
         for informer in self.informers:
             informer.stop()
         await self.queue.stop()
+        await self.reconciler.close()  # the writes of reconciles cut short end here, before any release
 
     async def _process(self, key: ResourceKey) -> None:
         """One reconcile of ``key``; a failure is retried after the queue's back-off, a success

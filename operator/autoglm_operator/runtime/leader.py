@@ -138,6 +138,14 @@ class LeaderElector:
         self.is_leader = True
         return True
 
+    def write_window(self) -> float:
+        """Seconds a write issued now may take before another replica could hold the Lease (the
+        fence of every write; 0 once this replica may not write any more): from the last renewal,
+        the others wait a whole lease duration on their own clocks before taking it."""
+        if not self.may_write():
+            return 0.0
+        return self.last_renewed + self.timings.lease_duration - self.clock.monotonic()
+
     def may_write(self) -> bool:
         """True while this replica leads and renewed within the renew deadline (the fencing check
         before every write: the Lease cannot have passed to another replica yet)."""
