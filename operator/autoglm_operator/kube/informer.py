@@ -28,6 +28,9 @@ WATCH_FAILURES = Counter("autoglm_operator_watch_failures_total",
 LISTS = Counter("autoglm_operator_informer_lists_total",
                 "Full lists by the informers: one at start, then one after each watch failure", ["kind"])
 
+#: Objects one list request returns at most (the API server pages the rest).
+LIST_PAGE = 500
+
 EventSink = Callable[[str, str | None, dict[str, Any]], None]
 #: Told, after each (re-)list, of every object the list returned: the store replaces its view of
 #: this kind and scope with them (objects deleted while no watch ran are then forgotten).
@@ -54,11 +57,19 @@ class Informer:
         self.loop.call_soon_threadsafe(self.sink, self.kind, event_type, obj)
 
     def _list(self) -> str:
-        """List, and hand over the whole list: list-replace semantics (client-go's Replace), so an
-        object deleted while no watch ran is removed from the store, never kept as a ghost."""
-        query = [("labelSelector", self.selector)] if self.selector else []
-        data = self.client.list_page(self.kind, self.namespace, query)
-        items = data.get("items", [])
+        """List, page by page (:data:`LIST_PAGE` objects a request, one consistent snapshot), and hand
+        over the whole list: list-replace semantics (client-go's Replace), so an object deleted while
+        no watch ran is removed from the store, never kept as a ghost."""
+        base = [("labelSelector", self.selector)] if self.selector else []
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            query = [*base, ("limit", str(LIST_PAGE)), *([("continue", token)] if token else [])]
+            data = self.client.list_page(self.kind, self.namespace, query)
+            items += data.get("items", [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                break
         for obj in items:
             obj.setdefault("kind", self.kind)
         rv = data["metadata"]["resourceVersion"]

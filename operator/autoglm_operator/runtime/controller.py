@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 RECONCILE_CRASHES = Counter("autoglm_operator_reconcile_crashes_total", "Reconciles that raised an unexpected error")
 RELIST_DELETIONS = Counter("autoglm_operator_relist_deletions_total",
                            "Objects found gone by a re-list (deleted while no watch ran)", ["kind"])
+FOREIGN_OBJECTS = Counter("autoglm_operator_foreign_objects_ignored_total",
+                          "Objects with the operator's label but not its controller reference, not cached", ["kind"])
 QUEUE_LATENCY = Histogram("autoglm_operator_queue_seconds", "Time from a change being observed to its reconcile ending")
 
 
@@ -86,6 +88,7 @@ class Controller:
     def _on_list(self, kind: str, namespace: str | None, items: list[dict[str, Any]], version: str) -> None:
         """A (re-)list: each listed object as an event, then a deletion for each stored one the list
         no longer has (deleted while no watch ran: a restart, a 410 after compaction)."""
+        items = [obj for obj in items if kind == "Node" or made_by_us(kind, obj)]
         gone = self.store.missing_from(kind, namespace, items, version)
         for obj in items:
             self._on_informer_event(kind, None, obj)
@@ -94,6 +97,16 @@ class Controller:
             self._on_informer_event(kind, "DELETED", obj)
 
     def _on_informer_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        if kind != "Node" and not made_by_us(kind, body):
+            # the label is public: anyone who may create a ConfigMap can set it. Only objects with the
+            # controller reference the operator (or, for pods, the Deployment's ReplicaSet) sets are
+            # kept; one that lost it is forgotten. (A forged reference to an owner that does not
+            # exist gets the object garbage-collected by the cluster.)
+            meta = body.get("metadata") or {}
+            if self.store.get(kind, meta.get("namespace"), meta.get("name", "")) is None:
+                FOREIGN_OBJECTS.labels(kind).inc()
+                return
+            event_type = "DELETED"
         if kind == "Node":
             self.on_node_event(event_type, body)
         else:
@@ -166,6 +179,15 @@ class Controller:
             return  # a heartbeat: nothing a deployment's status depends on changed
         for owner in self.store.all(r.KIND):
             self.queue.add((owner["metadata"]["namespace"], owner["metadata"]["name"]))
+
+
+def made_by_us(kind: str, obj: dict[str, Any]) -> bool:
+    """Whether ``obj`` carries the controller reference the operator's children carry: to an
+    AutoGLMDeployment, or for a pod to the ReplicaSet of one of its Deployments."""
+    group, owner_kind = ("apps", "ReplicaSet") if kind == "Pod" else (r.GROUP, r.KIND)
+    return any(ref.get("controller") and ref.get("kind") == owner_kind
+               and str(ref.get("apiVersion", "")).split("/")[0] == group
+               for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
 def _node_facts(node: dict[str, Any]) -> tuple[object, ...]:
