@@ -216,8 +216,9 @@ def test_audit_reports_resources_that_a_changed_policy_now_refuses(admission, ku
 
 
 def test_emergency_levers_pass_while_opa_is_down(admission, kubectl, opa):
-    """Abort/retry annotations, scale-downs, a lower canary weight and removing the canary only take
-    risk away: admitted while OPA is down. Anything else is still refused then."""
+    """An abort annotation, scale-downs, a lower canary weight and removing the canary only take
+    risk away: admitted while OPA is down. Anything else is still refused then, a retry included (it
+    gives a rolled-back canary its weight back)."""
     ns = admission["namespace"]
     body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
     body["metadata"].update(name="lever", namespace=ns)
@@ -233,6 +234,8 @@ def test_emergency_levers_pass_while_opa_is_down(admission, kubectl, opa):
         wait_until(lambda: kubectl.get_json("agd", "-n", ns, "lever").get("status") or {},
                    lambda s: (s.get("rollback") or {}).get("reason") == "manual" and s["traffic"]["routedCanaryWeight"] == 0,
                    30, what="rolled back on the abort")
+        retry = patch({"metadata": {"annotations": {"serving.autoglm.io/retry": "r1"}}})
+        assert retry.returncode != 0 and "unreachable" in retry.stderr, retry.stderr
         assert patch({"spec": {"runtime": {"replicas": 1}}}).returncode == 0
         assert patch({"spec": {"canary": {"weight": 0}}}).returncode == 0
         assert patch({"spec": {"canary": None}}).returncode == 0
