@@ -90,17 +90,19 @@ def test_every_bad_example_is_refused_with_its_policy_message(admission, kubectl
 
 
 def test_a_spec_the_operator_could_not_use_is_refused_at_apply_naming_the_field(admission, kubectl):
-    """Cross-field rules the CRD cannot express (here: an edge placement with no engine for an edge
-    GPU) are the operator's own parse: the webhook runs it, so the resource is refused at apply (and
-    an edit of a live one never erases what the operator knows) instead of stored and marked invalid."""
+    """Cross-field rules the CRD does not express (here: every engine restricted to GPU products the
+    placement does not allow) are the operator's own parse: the webhook runs it, so the resource is
+    refused at apply (and an edit of a live one never erases what the operator knows) instead of
+    stored and marked invalid."""
     body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
-    body["metadata"].update(name="edge-without-jetson", namespace=admission["namespace"])
-    body["spec"]["placement"] = {"target": "edge"}
+    body["metadata"].update(name="no-gpu-fits", namespace=admission["namespace"])
+    body["spec"]["placement"] = {"allowedGpuProducts": ["NVIDIA-L4"]}
+    body["spec"]["model"]["engines"][0]["gpuProducts"] = ["NVIDIA-H100-80GB-HBM3"]
     refused = kubectl.apply(body, check=False)
     assert refused.returncode != 0 and "denied the request" in refused.stderr, refused.stderr
     assert "the operator cannot use this spec: spec.model.engines" in refused.stderr, refused.stderr
-    assert "compute capability" in refused.stderr, refused.stderr
-    assert kubectl("get", "agd", "-n", admission["namespace"], "edge-without-jetson", check=False).returncode != 0
+    assert "allowedGpuProducts" in refused.stderr, refused.stderr
+    assert kubectl("get", "agd", "-n", admission["namespace"], "no-gpu-fits", check=False).returncode != 0
 
 
 def test_a_prometheus_url_the_operator_may_not_query_is_refused_at_apply(admission, kubectl):
