@@ -92,15 +92,20 @@ def test_mixed_engines_spread_over_l4_and_h100_each_with_its_file(operator, kube
     assert 'cc_model_filenames { key: "9.0" value: "model.sm90.plan" }' in config
 
 
+def wait_degraded(kubectl, namespace: str, name: str, timeout: float) -> dict:
+    """The Degraded condition once it is True."""
+    def degraded():
+        c = condition(status(kubectl, namespace, name), "Degraded")
+        return c if c and c["status"] == "True" else None
+    return wait_for(degraded, timeout, what=f"{name} Degraded")
+
+
 def test_engine_no_node_can_run_gives_condition_reason(operator, kubectl, namespace):
     body = agd("turing", engines=(("7.5", "model.sm75.plan"),))
     body["metadata"]["namespace"] = namespace
     kubectl.apply(body)
 
-    def degraded():
-        c = condition(status(kubectl, namespace, "turing"), "Degraded")
-        return c if c and c["status"] == "True" else None
-    c = wait_for(degraded, 30, what="Degraded condition")
+    c = wait_degraded(kubectl, namespace, "turing", 30)
     assert c["reason"] == "Unschedulable"
     assert "7.5" in c["message"] and "9.0" in c["message"], c["message"]
     assert status(kubectl, namespace, "turing")["phase"] == "Degraded"
@@ -117,10 +122,7 @@ def test_pods_a_quota_refuses_are_a_condition_naming_the_quota(operator, kubectl
     body["metadata"]["namespace"] = namespace
     kubectl.apply(body)
 
-    def degraded():
-        c = condition(status(kubectl, namespace, "crowded"), "Degraded")
-        return c if c and c["status"] == "True" else None
-    c = wait_for(degraded, 60, what="Degraded condition")
+    c = wait_degraded(kubectl, namespace, "crowded", 60)
     assert c["reason"] == "ReplicaFailure" and "exceeded quota" in c["message"] and "ResourceQuota" in c["message"], c
     assert condition(status(kubectl, namespace, "crowded"), "Ready")["reason"] == "ReplicaFailure"
 
