@@ -75,6 +75,8 @@ def canary_agd(namespace: str, model: str = "m", **spec) -> dict:
 
 def canary_weight(client, namespace: str, name: str = "bench") -> int | None:
     """The canary's weight in the deployment's HTTPRoute, as the data plane would read it."""
+    import autoglm_operator.traffic.registry  # noqa: F401  (registers the route kinds' API paths with the client)
+
     route = client.get("HTTPRoute", namespace, name)
     refs = route["spec"]["rules"][0]["backendRefs"] if route else []
     return next((r["weight"] for r in refs if r["name"].endswith("-canary")), None)
