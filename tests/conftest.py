@@ -155,8 +155,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
 
 
 def wait_until(read: Callable[[], Any], holds: Callable[[Any], bool], timeout: float = 30, what: str = "") -> Any:
-    """What ``read()`` returns once ``holds`` of it (a status written after the routes moved, say)."""
-    return wait_for(lambda: (lambda value: value if holds(value) else None)(read()), timeout, what=what)
+    """What ``read()`` returns once ``holds`` of it (a status written after the routes moved, say); on
+    a timeout the error says what was read last."""
+    seen: list[Any] = []
+
+    def check() -> Any:
+        seen[:] = [read()]
+        return seen[0] if holds(seen[0]) else None
+    try:
+        return wait_for(check, timeout, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last read: {seen[0] if seen else None!r}") from None
 
 
 def edge_canary_agd(name: str, namespace: str, weight: int) -> dict:

@@ -184,7 +184,10 @@ def test_failing_canary_is_rolled_back_and_clients_stop_seeing_errors(plane):
     fault.write_text("0")
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("sick", namespace, 50, canary_version=3)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/sick", "--timeout=120s")
-    wait_for(lambda: route_canary_weight(dev, namespace, "sick") == 50, 30, what="50%")
+    # (the last reading names the route's weight and what status says of the traffic, should it fail)
+    wait_until(lambda: (route_canary_weight(dev, namespace, "sick"), agd_status(dev, namespace, "sick").get("traffic"),
+                        agd_status(dev, namespace, "sick").get("rollback")),
+               lambda seen: seen[0] == 50, 30, what="the route giving the canary 50%")
     client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"sick.{namespace}.test")
     wait_for(lambda: client.versions(40, threads=1)["v3"] > 0, 60, interval=0.5, what="canary answering")
     # A healthy canary under steady load is not rolled back.
