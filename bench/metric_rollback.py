@@ -25,9 +25,6 @@ from pathlib import Path
 from common import REPO, bench_cluster, canary_agd, pct, poll, start_operator, table
 from common import canary_weight as bench_canary_weight
 
-sys.path.insert(0, str(REPO / "tests"))  # for test_metric_rollback's own imports
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-
 MAX_ERROR_RATIO = 0.05
 
 
@@ -39,10 +36,10 @@ def main() -> int:
     parser.add_argument("--fault", type=float, default=0.5, help="share of the canary's requests that fail")
     args = parser.parse_args()
     import yaml
-    from test_metric_rollback import Load
 
     from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
     from autoglm_devcluster.testing import model_store
+    from autoglm_devcluster.traffic_load import TritonLoad
     from autoglm_devcluster.triton import TritonProcess
     from autoglm_operator.canary.metric_sources import DEFAULT_ERROR_RATIO_QUERY, _instant, render_query
     from autoglm_operator.kube.client import KubeClient, load_configuration
@@ -78,7 +75,7 @@ def main() -> int:
             "maxErrorRatio": MAX_ERROR_RATIO, "prometheus": {"url": prometheus.url}})
         dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
         poll(lambda: canary_weight() == 50, 90, 0.05)
-        with Load(stable, canary, "flaky", rate=40, max_seconds=3600) as load:
+        with TritonLoad(stable, canary, "flaky", rate=40, max_seconds=3600) as load:
             time.sleep(3 * args.interval + 10)  # the rate window fills with healthy traffic
             for trial in range(args.trials):
                 t0 = time.monotonic()

@@ -20,25 +20,33 @@ import sys
 import time
 import uuid
 
-from common import REPO, table
-
-sys.path.insert(0, str(REPO / "tests" / "unit"))
+from common import table
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args()
-    from test_route_overlap import routes
-
     from autoglm_operator.api import resource as r
     from autoglm_operator.api.owner import Owner
+    from autoglm_operator.api.spec import parse_spec
+    from autoglm_operator.kube.object_cache import ObjectCache
+    from autoglm_operator.reconciler import Reconciler
     from autoglm_operator.runtime.controller import Controller
+    from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
+    from autoglm_operator.traffic.provider import Weights
+
+    def routes(name: str, **traffic: object) -> list[dict]:
+        """The HTTPRoute and GRPCRoute a deployment of model "m" on Gateway infra/gw gets."""
+        spec = parse_spec({"model": {"name": "m", "repository": {"uri": "pvc://s/t"}, "version": 1, "format": "onnx"},
+                           "runtime": {"resources": {"gpus": 0}},
+                           "traffic": {"gateway": {"name": "gw", "namespace": "infra"}, **traffic}})
+        return GatewayAPIProvider("owner").desired_routes(Owner(name, "ns", "uid-" + name), spec, Weights(100, 0))
     from autoglm_operator.traffic.gateway_api_claims import overlaps, precedes
 
     rows = []
     for hosts in (True, False):
-        controller = Controller(client=None)
+        controller = Controller(Reconciler(None, ObjectCache()))  # type: ignore[arg-type]  # no API calls
         run = uuid.uuid4().hex[:6]
         made = []
         started = time.perf_counter()

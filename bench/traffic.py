@@ -23,20 +23,17 @@ import uuid
 
 from common import REPO, pct, table
 
-sys.path.insert(0, str(REPO / "tests"))  # for test_data_plane's own imports
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     import yaml
-    from test_data_plane import Client, deployment, real_node_env
 
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
     from autoglm_devcluster.testing import model_store, private_model_store
+    from autoglm_devcluster.traffic_load import GatewayClient, deployment, real_node_env
 
     dev = DevCluster("dataplane")
     dev.up(crds=default_crds(), data_plane=True)
@@ -54,7 +51,7 @@ def main() -> int:
         fault.write_text("0")
         dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("bench", ns, 50)))
         dev.kubectl("wait", "-n", ns, "--for=condition=Ready", "agd/bench", "--timeout=120s")
-        client = Client(port, f"bench.{ns}.test")
+        client = GatewayClient(port, f"bench.{ns}.test")
         deadline = time.monotonic() + 60
         while client.versions(20, threads=1)["v2"] == 0 and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -19,13 +19,10 @@ import pytest
 import yaml
 
 from autoglm_devcluster.testing import private_model_store
+from autoglm_devcluster.traffic_load import MODEL, GatewayClient, deployment, real_node_env
 from conftest import REPO, model_store, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
-
-MODEL = "flaky"
-REQUEST = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode()
-
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
@@ -49,83 +46,6 @@ def plane(tmp_path_factory):
     log.close()
     if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
         dev.down()
-
-
-def real_node_env() -> dict[str, str]:
-    """The operator's init containers use the Triton image's shell (no registry to pull from)."""
-    from autoglm_devcluster.image_builder import TRITON_CPU
-    return {"AUTOGLM_SHELL_IMAGE": TRITON_CPU.reference}
-
-
-def real_node_placement() -> dict:
-    from autoglm_devcluster.node import REAL_NODE_LABEL, REAL_NODE_TOLERATION
-    return {"nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION]}
-
-
-def deployment(name: str, namespace: str, weight: int, canary_version: int = 2, **rollback) -> dict:
-    from autoglm_devcluster.image_builder import TRITON_CPU
-
-    tensors = {"inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [-1]}],
-               "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [-1]},
-                           {"name": "VERSION", "dataType": "TYPE_INT32", "dims": [1]}]}
-    return {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"model": {"name": MODEL, "repository": {"uri": "pvc://model-store"}, "version": 1,
-                               "format": "python", **tensors},
-                     # small CPU requests: many Triton pods share the real node's 2 cores (the node
-                     # does not turn CPU limits into quotas; see autoglm_devcluster/node.py)
-                     "runtime": {"replicas": 1, "image": TRITON_CPU.reference,
-                                 "resources": {"gpus": 0, "cpu": "100m", "memory": "1Gi"},
-                                 "batching": {"maxBatchSize": 0}},
-                     "placement": real_node_placement(),
-                     "canary": {"version": canary_version, "weight": weight, "replicas": 1},
-                     "rollback": {"analysisIntervalSeconds": 1, "failureThreshold": 1, **rollback},
-                     # each deployment gets its own hostname: routes for one model name on one
-                     # listener would otherwise overlap
-                     "traffic": {"gateway": {"name": "autoglm-gateway", "namespace": "autoglm-system"},
-                                 "hostnames": [f"{name}.{namespace}.test"]}}}
-
-
-class Client:
-    """Keep-alive HTTP clients sending Triton inference requests through the Gateway."""
-
-    def __init__(self, port: int, host: str):
-        self.port = port
-        self.host = host
-
-    def versions(self, count: int, threads: int = 8) -> Counter:
-        counts: Counter = Counter()
-        lock = threading.Lock()
-        shares = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
-
-        def work(per: int):
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            local: Counter = Counter()
-            for _ in range(per):
-                local[self.one(conn)] += 1
-            conn.close()
-            with lock:
-                counts.update(local)
-        pool = [threading.Thread(target=work, args=(per,)) for per in shares]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        return counts
-
-    def one(self, conn: http.client.HTTPConnection) -> str:
-        try:
-            conn.request("POST", f"/v2/models/{MODEL}/infer", body=REQUEST,
-                         headers={"Content-Type": "application/json", "Host": self.host})
-            response = conn.getresponse()
-            body = response.read()
-        except Exception as e:
-            conn.close()
-            return f"error:{type(e).__name__}"
-        if response.status != 200:
-            return f"http-{response.status}"
-        outputs = {o["name"]: o["data"] for o in json.loads(body)["outputs"]}
-        return f"v{outputs['VERSION'][0]}"
 
 
 def route_canary_weight(dev, namespace, name):
@@ -153,7 +73,7 @@ def test_split_follows_weight_edits_through_envoy_into_triton(plane):
     dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("split", namespace, 10)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/split", "--timeout=120s")
-    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"split.{namespace}.test")
+    client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"split.{namespace}.test")
     wait_for(lambda: client.versions(16, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering via Envoy")
     counts = client.versions(10_000)
     assert counts["v1"] + counts["v2"] == 10_000, counts
@@ -188,7 +108,7 @@ def test_failing_canary_is_rolled_back_and_clients_stop_seeing_errors(plane):
     wait_until(lambda: (route_canary_weight(dev, namespace, "sick"), agd_status(dev, namespace, "sick").get("traffic"),
                         agd_status(dev, namespace, "sick").get("rollback")),
                lambda seen: seen[0] == 50, 30, what="the route giving the canary 50%")
-    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"sick.{namespace}.test")
+    client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"sick.{namespace}.test")
     wait_for(lambda: client.versions(40, threads=1)["v3"] > 0, 60, interval=0.5, what="canary answering")
     # A healthy canary under steady load is not rolled back.
     healthy = client.versions(1500)
@@ -227,7 +147,7 @@ def test_promotion_under_steady_load_loses_no_request(plane):
     dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("promo", namespace, 50)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/promo", "--timeout=120s")
-    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"promo.{namespace}.test")
+    client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"promo.{namespace}.test")
     wait_for(lambda: client.versions(40, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering")
     results: Counter = Counter()
     done = threading.Event()
@@ -266,7 +186,7 @@ def test_canary_that_is_not_ready_gets_no_request(plane):
     wait_for(lambda: json.loads(dev.kubectl("get", "agd", "-n", namespace, "broken", "-o", "json").stdout)
              .get("status", {}).get("traffic", {}).get("reason") == "CanaryNotReady", 60, what="CanaryNotReady")
     dev.kubectl("wait", "-n", namespace, "--for=condition=Available", "deploy/broken-stable", "--timeout=60s")
-    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"broken.{namespace}.test")
+    client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"broken.{namespace}.test")
     wait_for(lambda: client.versions(20, threads=1)["v1"] == 20, 60, interval=0.5, what="stable answering")
     counts = client.versions(1000)
     assert counts == Counter({"v1": 1000}), counts
@@ -309,7 +229,7 @@ def test_envoy_gateway_stopped_during_a_weight_edit_and_a_rollback(plane):
     dev, namespace, _ = plane
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment("frozen", namespace, 10, enabled=False)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/frozen", "--timeout=120s")
-    client = Client(int(dev.gateway_url.rsplit(":", 1)[1]), f"frozen.{namespace}.test")
+    client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"frozen.{namespace}.test")
     wait_for(lambda: client.versions(16, threads=1)["v2"] > 0, 60, interval=0.5, what="canary answering via Envoy")
     wait_for(lambda: served(dev, namespace, "frozen", 10), 30, what="10% accepted")
 

@@ -4,56 +4,14 @@ analysis reading Prometheus. A healthy canary under the same load is not rolled 
 
 from __future__ import annotations
 
-import random
-import threading
-import time
-
-import numpy as np
 import pytest
-import tritonclient.http as httpclient
 
 from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
+from autoglm_devcluster.traffic_load import TritonLoad
 from autoglm_devcluster.triton import TritonProcess
 from conftest import REPO, agd, reconciles_finished, route_weights, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
-
-
-class Load:
-    """Steady requests split between the stable and canary servers by the route's weights."""
-
-    def __init__(self, stable: TritonProcess, canary: TritonProcess, model: str, rate: float = 40,
-                 max_seconds: float = 300):
-        self.clients = {"stable": (httpclient.InferenceServerClient(f"127.0.0.1:{stable.http_port}"), "1"),
-                        "canary": (httpclient.InferenceServerClient(f"127.0.0.1:{canary.http_port}"), "2")}
-        self.model, self.rate, self.canary_share, self.max_seconds = model, rate, 0.5, max_seconds
-        self.errors = {"stable": 0, "canary": 0}
-        self.sent = {"stable": 0, "canary": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        data = np.array([1.0], dtype=np.float32)
-        deadline_total = time.monotonic() + self.max_seconds  # bounded, whatever happens
-        while not self._stop.is_set() and time.monotonic() < deadline_total:
-            track = "canary" if random.random() < self.canary_share else "stable"
-            client, version = self.clients[track]
-            inp = httpclient.InferInput("INPUT0", [1], "FP32")
-            inp.set_data_from_numpy(data)
-            self.sent[track] += 1
-            try:
-                client.infer(self.model, [inp], model_version=version)
-            except Exception:
-                self.errors[track] += 1
-            self._stop.wait(1 / self.rate)  # the rate's pace, cut short when the load is stopped
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
 
 
 @pytest.fixture
@@ -83,7 +41,7 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
                                     "prometheus": {"url": prometheus.url}}
         kubectl.apply(body)
         wait_for(lambda: route_weights(kubectl, namespace, "metrics") == {"stable": 50, "canary": 50}, 60, what="50/50")
-        with Load(stable, canary, "flaky") as load:
+        with TritonLoad(stable, canary, "flaky") as load:
             # The negative: a healthy canary under steady load for 8 analysis intervals (each interval's
             # analysis is a reconcile the operator schedules; wait for at least 8 of them to finish).
             finished = reconciles_finished()
@@ -125,7 +83,7 @@ def test_prometheus_stopped_during_analysis_is_inconclusive_then_rolled_back(ope
         body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, "inconclusiveLimit": 3,
                                     "prometheus": {"url": prometheus.url}}
         kubectl.apply(body)
-        with Load(stable, canary, "flaky"):
+        with TritonLoad(stable, canary, "flaky"):
             def conclusive(value: str):
                 st = kubectl.get_json("agd", "-n", namespace, "gone").get("status") or {}
                 c = next((c for c in st.get("conditions") or [] if c["type"] == "AnalysisConclusive"), {})
