@@ -215,7 +215,10 @@ def test_grpc_goes_through_the_grpcroute_too(plane):
             except Exception as e:
                 out[type(e).__name__] += 1
         return out
-    wait_for(lambda: versions(10)["v2"] > 0, 60, interval=0.5, what="gRPC canary answering via Envoy")
+    # (the last reading names the answers with what status says of the traffic, should it fail)
+    wait_until(lambda: (versions(10), agd_status(dev, namespace, "grpc").get("traffic"),
+                        agd_status(dev, namespace, "grpc").get("rollback")),
+               lambda seen: seen[0]["v2"] > 0, 60, what="gRPC canary answering via Envoy")
     counts = versions(400)
     assert counts["v1"] + counts["v2"] == 400, counts
     assert 0.4 <= counts["v2"] / 400 <= 0.6, counts
