@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,7 @@ from autoglm_devcluster.processes import (
     component_env,
     wait_while_running,
 )
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
-    """Until ``condition`` holds (fails after ``timeout`` seconds)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
-        time.sleep(0.02)
+from conftest import wait_for
 
 
 def holds_open(pid: int, file: Path) -> bool:
@@ -68,9 +60,9 @@ def test_the_log_file_is_closed_here_once_started_and_by_the_child_once_stopped(
 def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     process = ManagedProcess("parent", tmp_path)
     pid = process.start(["sh", "-c", "sleep 60 & sleep 60 & wait"])
-    eventually(lambda: len(group_members(pid)) == 3)
+    wait_for(lambda: len(group_members(pid)) == 3)
     process.stop()
-    eventually(lambda: group_members(pid) == [])  # its children end with it (killed with the group)
+    wait_for(lambda: group_members(pid) == [])  # its children end with it (killed with the group)
 
 
 def test_a_component_that_exits_while_waited_for_fails_the_wait_with_its_code_and_last_log_lines(
@@ -104,7 +96,7 @@ def test_components_find_the_system_tools_whatever_the_callers_path(tmp_path: Pa
     monkeypatch.setenv("PATH", "/nowhere")
     process = ManagedProcess("env", tmp_path)
     process.start(["sh", "-c", 'echo "$PATH"'])  # `sh` itself is found on the system folders
-    eventually(lambda: process.poll() is not None)
+    wait_for(lambda: process.poll() is not None)
     assert process.poll() == 0
     path = process.log_file.read_text().strip().split(":")
     assert path[0] == "/nowhere", "the caller's PATH comes first"

@@ -50,12 +50,12 @@ def test_lists_are_paged() -> None:
             names, nxt = pages[dict(query).get("continue")]
             return {"items": [{"metadata": {"name": n}} for n in names],
                     "metadata": {"resourceVersion": "42", **({"continue": nxt} if nxt else {})}}
-    listed: list[list[dict[str, Any]]] = []
     loop = asyncio.new_event_loop()
+    handed_over: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
     informer = Informer(Client(), "ConfigMap", "ns", "x=y", lambda *a: None, loop,  # type: ignore[arg-type]
-                        lambda kind, ns, items, rv: listed.append(items))
+                        lambda kind, ns, items, rv: handed_over.set_result(items))
     assert informer._list() == "42"
-    loop.run_until_complete(asyncio.sleep(0))  # the hand-over is scheduled on the loop
+    listed = loop.run_until_complete(asyncio.wait_for(handed_over, 5))  # handed over on the loop
     loop.close()
-    assert [o["metadata"]["name"] for o in listed[0]] == ["a", "b", "c", "d"]
+    assert [o["metadata"]["name"] for o in listed] == ["a", "b", "c", "d"]
     assert all(("limit", str(LIST_PAGE)) in q and ("labelSelector", "x=y") in q for q in asked) and len(asked) == 3

@@ -5,6 +5,7 @@ nothing, or reports itself leader while its start is broken."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from prometheus_client import REGISTRY
 
@@ -91,20 +92,23 @@ def test_stopping_waits_for_the_writes_in_flight() -> None:
     from autoglm_operator.reconciler import Reconciler
 
     reconciler = Reconciler(FakeApi(), ObjectCache())  # type: ignore[arg-type]  # a fake KubeClient
-    release, ended = threading.Event(), threading.Event()
+    writing, shutting_down, ended = threading.Event(), threading.Event(), threading.Event()
+    shutdown = reconciler._pool.shutdown
 
-    def slow_write() -> None:
-        release.wait(10)
+    def shutdown_seen(wait: bool = True, **kwargs: Any) -> None:
+        shutting_down.set()
+        shutdown(wait=wait, **kwargs)
+    reconciler._pool.shutdown = shutdown_seen  # type: ignore[method-assign]
+
+    def slow_write() -> None:  # still writing until close() waits for the pool: only then it ends
+        writing.set()
+        assert shutting_down.wait(10), "close() never waited for the calls in flight"
         ended.set()
 
     async def scenario() -> None:
         write = asyncio.ensure_future(reconciler.run_io(slow_write))
-        await asyncio.sleep(0)
-        closing = asyncio.ensure_future(reconciler.close())
-        done, _ = await asyncio.wait({closing}, timeout=0.2)
-        assert not done and not ended.is_set()  # still writing: close has not returned
-        release.set()
-        await closing
-        assert ended.is_set()
+        assert await asyncio.to_thread(writing.wait, 5)  # the write is in flight
+        await reconciler.close()
+        assert ended.is_set()  # close returned only once the write in flight had ended
         await write
     asyncio.run(scenario())
