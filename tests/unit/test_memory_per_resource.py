@@ -34,12 +34,14 @@ def test_deleting_a_resource_frees_its_analysis_and_its_metric_label_sets():
         controller.store.observe(r.KIND, "ADDED", b)
         decision = asyncio.run(judge.decide(b, parse_spec(b["spec"]), None, now))
         assert decision.rollback["reason"] == "manual"  # the abort annotation rolled it back
-    assert len(judge) == 50
+        controller.queue.add_rate_limited(("churn", f"r{i}"))  # a failed reconcile: its back-off count
+    assert len(judge) == 50 and len(controller.queue.backoff) == 50
     assert REGISTRY.get_sample_value("autoglm_operator_rollbacks_total",
                                      {"namespace": "churn", "name": "r7", "signal": "manual"}) == 1
     for i in range(50):
         controller.on_owner_event("DELETED", body(f"r{i}"))
-    assert len(judge) == 0 and len(controller.reconciler.applier) == 0
+    assert len(judge) == 0 and len(controller.reconciler.applier) == 0 and len(controller.queue.backoff) == 0
+    assert controller.queue.delayed() == {}
     assert REGISTRY.get_sample_value("autoglm_operator_rollbacks_total",
                                      {"namespace": "churn", "name": "r7", "signal": "manual"}) is None
     assert not [s for m in ROLLBACKS.collect() for s in m.samples if s.labels.get("namespace") == "churn"]
