@@ -26,16 +26,19 @@ from .api import resource as r
 from .api.clock import SYSTEM_CLOCK, Clock
 from .api.events import Event
 from .api.owner import Owner, ResourceKey
-from .api.spec import AutoGLMDeploymentSpec, SpecError, parse_spec
+from .api.spec import AutoGLMDeploymentSpec, SpecError, Track, parse_spec
+from .builds.targets import desired_targets
 from .canary.judge import CanaryJudge
 from .canary.metric_sources import ANY_PROMETHEUS, PrometheusUrls
 from .kube.child_applier import WORKLOAD_KINDS, ChildApplier, ChildApplyError
 from .kube.client import KubeClient, api_error_message
 from .kube.event_recorder import EventRecorder
 from .kube.object_cache import ObjectCache
+from .observation.builds import BuildState, observe_builds, served_track
 from .observation.tracks import TrackObservation, observe_track
 from .placement import gpu_nodes
 from .render import names
+from .render.build_jobs import desired_build_job
 from .render.workload import desired_children
 from .status import builder as status_builder
 from .status.builder import Findings
@@ -154,7 +157,9 @@ class Reconciler:
         except SpecError as e:
             return (body, *status_builder.invalid_spec_status(previous, _generation(body), str(e), now), None)
         owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-        tracks = self._observe(owner, spec)
+        builds = self._observe_builds(owner, spec, previous)
+        serving = [served_track(spec, t, builds) for t in spec.tracks()]
+        tracks = self._observe(owner, spec, serving)
         canary = next((o for o in tracks if o.track.name == "canary"), None)
         decision = await self.judge.decide(body, spec, canary, now)
         if decision.rollback and decision.rollback != previous.get("rollback"):
@@ -162,13 +167,16 @@ class Reconciler:
             # between finds it on restart and routes away, instead of judging a canary anew that,
             # getting no traffic, would look healthy.
             body = await self._patch_status(body, {"rollback": decision.rollback})
-        desired = desired_children(owner, spec)
+        desired = desired_children(owner, spec, serving) + [
+            desired_build_job(owner, spec, b.target) for b in builds
+            if b.needs_job(exists=self.store.get("Job", owner.namespace, b.job) is not None)]
         provider = self.traffic.for_spec(spec)
         routes = provider.desired_routes(owner, spec, Weights(100 - decision.traffic.routed,
                                                               decision.traffic.routed)) if provider else []
         written = await self.applier.apply(owner, desired + routes)
         applied, not_owned = written.applied, written.refused
-        pruned, draining = await self.applier.prune(owner, desired + routes, WORKLOAD_KINDS + self.traffic.kinds,
+        held = self._held_while_building(owner, spec, serving)
+        pruned, draining = await self.applier.prune(owner, desired + routes + held, WORKLOAD_KINDS + self.traffic.kinds,
                                                     drain_canary=provider is not None)
         events = list(decision.events)
         if applied:
@@ -187,19 +195,46 @@ class Reconciler:
             conflicts=provider.conflicts(owner, live) if provider else [], not_owned=not_owned,
             data_plane=read_back(provider, live) if provider else None,
             analysis_conclusive=decision.conclusive, inconclusive_limit=spec.rollback.inconclusive_limit,
-            requests_handled=decision.requests_handled, restarts_before=decision.restarts_before)
+            requests_handled=decision.requests_handled, restarts_before=decision.restarts_before, builds=builds)
         status, more = status_builder.build_status(previous, found, now)
         requeue = min((t for t in (decision.recheck_after, draining) if t is not None), default=None)
         return body, status, events + more, requeue
 
-    def _observe(self, owner: Owner, spec: AutoGLMDeploymentSpec) -> list[TrackObservation]:
+    def _observe_builds(self, owner: Owner, spec: AutoGLMDeploymentSpec,
+                        previous: dict[str, Any]) -> list[BuildState]:
+        """Where each artefact the spec needs built stands (none for a spec that lists its engines)."""
+        targets = desired_targets(spec, self.store.all("Node"))
+        jobs = {t.key: self.store.get("Job", owner.namespace, names.build_job(owner.name, t.key)) for t in targets}
+        return observe_builds(targets, lambda t: names.build_job(owner.name, t.key), jobs,
+                              self.store.owned(owner.namespace, owner.name, "Pod") if targets else [], previous)
+
+    def _held_while_building(self, owner: Owner, spec: AutoGLMDeploymentSpec,
+                             serving: list[Track | None]) -> list[dict[str, Any]]:
+        """The live workload of a track rebuilding its artefacts (a checkpoint changed in place): it
+        keeps serving what it loaded until the new artefacts pass, never pruned meanwhile."""
+        held = []
+        for track, served in zip(spec.tracks(), serving, strict=True):
+            if served is None:
+                for kind, name in (("Deployment", names.track_workload(owner.name, track.name)),
+                                   ("ConfigMap", names.track_config(owner.name, track.name))):
+                    if (live := self.store.get(kind, owner.namespace, name)) is not None:
+                        held.append(live)
+        return held
+
+    def _observe(self, owner: Owner, spec: AutoGLMDeploymentSpec,
+                 serving: list[Track | None]) -> list[TrackObservation]:
         nodes = {n["metadata"]["name"]: n for n in self.store.all("Node")}
         pods = self.store.owned(owner.namespace, owner.name, "Pod")
         result = []
-        for track in spec.tracks():
+        for track, served in zip(spec.tracks(), serving, strict=True):
             deployment = self.store.get("Deployment", owner.namespace, names.track_workload(owner.name, track.name))
             track_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(r.LABEL_TRACK) == track.name]
-            obs = observe_track(spec, track, deployment, track_pods, nodes)
+            obs = observe_track(spec, served or track, deployment, track_pods, nodes)
+            if served is None:  # its artefacts are being built: nothing to schedule yet
+                obs.awaiting_artefacts = True
+                result.append(obs)
+                continue
+            track = served
             if track.replicas and nodes and not gpu_nodes.nodes_for_track(spec, track, nodes.values()):
                 fleet = gpu_nodes.explain_no_node(spec, track, nodes.values())
                 obs.unschedulable_message = f"{fleet}. Scheduler: {obs.unschedulable_message}" \

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "autoglm_operator"
 SOURCES = {path.relative_to(PACKAGE).as_posix(): ast.parse(path.read_text()) for path in PACKAGE.rglob("*.py")}
 
 #: The packages from the bottom up: each may import only from those before it (and itself).
-LAYERS = ["api", "placement", "render", "observation", "kube", "traffic", "canary", "status", "admission",
+LAYERS = ["api", "placement", "builds", "render", "observation", "kube", "traffic", "canary", "status", "admission",
           "runtime"]
 #: Modules at the top: entry points and the reconcile that wires the packages; no package imports them.
 TOP_MODULES = {"__init__.py", "cli.py", "handlers.py", "kubectl_plugin.py", "reconciler.py"}

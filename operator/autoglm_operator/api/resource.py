@@ -24,6 +24,12 @@ LABEL_MODEL = f"{GROUP}/model"
 LABEL_MODEL_VERSION = f"{GROUP}/model-version"
 LABEL_MODEL_FORMAT = f"{GROUP}/model-format"
 
+#: On build Jobs and their pods: the step ("export" or "engine") and the build target's key.
+LABEL_BUILD_STEP = f"{GROUP}/build-step"
+LABEL_BUILD_KEY = f"{GROUP}/build-key"
+#: On a build pod: the target as JSON (what the artefact's manifest must say).
+ANNOTATION_BUILD_TARGET = f"{GROUP}/build-target"
+
 #: Hash of the desired state last applied to a child; equal hash means no write is needed.
 ANNOTATION_DESIRED_HASH = f"{GROUP}/desired-hash"
 #: Set by a user (or `kubectl autoglm retry`) to a new value to lift a rollback without touching spec.

@@ -28,6 +28,8 @@ FORMATS: tuple[str, ...] = typing.get_args(ModelFormat)
 DataType: TypeAlias = Literal["TYPE_BOOL", "TYPE_UINT8", "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64",
                               "TYPE_FP16", "TYPE_BF16", "TYPE_FP32", "TYPE_FP64", "TYPE_STRING"]
 PlacementTarget: TypeAlias = Literal["cloud", "edge"]
+#: Precision of a built artefact: fp32 and int8 (static quantization, QDQ) on every path; fp16 TensorRT only.
+Precision: TypeAlias = Literal["fp32", "fp16", "int8"]
 SecurityProfile: TypeAlias = Literal["restricted", "baseline"]
 Percent: TypeAlias = Annotated[int, Bounds(0, 100)]
 Replicas: TypeAlias = Annotated[int, Bounds(0, 1000)]
@@ -36,6 +38,9 @@ EDGE_COMPUTE_CAPABILITIES = frozenset({"5.3", "6.2", "7.2", "8.7"})
 URI_SCHEMES = ("s3", "gs", "pvc", "oci")
 _SCHEMES = ", ".join(s + "://" for s in URI_SCHEMES)
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
+#: TensorRT in NGC's Triton images (their release notes), the default a build targets.
+NGC_TENSORRT_VERSIONS = {"24.08": "10.3", "24.09": "10.4", "24.10": "10.5", "24.11": "10.6", "24.12": "10.7",
+                         "25.01": "10.8"}
 
 
 class SpecError(ValueError):
@@ -106,6 +111,61 @@ class Repository:
         return self.uri.split("://", 1)[1]
 
 
+def _digest_problem(digest: str) -> str | None:
+    body = digest.removeprefix("sha256:")
+    if digest.startswith("sha256:") and len(body) == 64 and all(c in "0123456789abcdef" for c in body):
+        return None
+    return f"{digest!r} is not a checkpoint digest; use sha256:<64 lowercase hex> as `autoglm-engine digest DIR` prints"
+
+
+def _checkpoint_uri_problem(uri: str) -> str | None:
+    if uri.startswith("pvc://") and uri.partition("://")[2].strip("/"):
+        return None
+    return f"{uri!r} is not a checkpoint the build Jobs can mount; use pvc://<claim>/<path to the checkpoint folder>"
+
+
+def _relative_path_problem(path: str) -> str | None:
+    parts = path.split("/")
+    if path and not path.startswith("/") and ".." not in parts and all(parts):
+        return None
+    return f"{path!r} must be a relative path inside the checkpoint folder (no leading /, no ..)"
+
+
+def _capability_problem(cc: str) -> str | None:
+    major, dot, minor = cc.partition(".")
+    if dot and major.isdigit() and minor.isdigit() and len(minor) == 1 and 1 <= int(major) <= 99:
+        return None
+    return f"{cc!r} is not a compute capability; write major.minor, e.g. 9.0 (H100) or 8.9 (L4)"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The PyTorch checkpoint builds start from: a Hugging Face folder (config and safetensors)."""
+
+    uri: Annotated[str, Required("is required: pvc://<claim>/<path> of the checkpoint folder"),
+                   Check(_checkpoint_uri_problem)]
+    #: Pins the content: a build refuses a checkpoint with another digest. Without it the URI is the
+    #: identity (as an image tag is): a checkpoint changed in place is not rebuilt.
+    digest: Annotated[str | None, Check(_digest_problem)] = None
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """Build the track's artefacts from a checkpoint: ONNX export with a parity check (and INT8
+    quantization), then one TensorRT engine per compute capability for format tensorrt_plan."""
+
+    checkpoint: Annotated[Checkpoint, Required("is required: the checkpoint to build from, {uri: pvc://...}")]
+    precision: Annotated[Precision, Required("is required: fp32, fp16 (TensorRT only) or int8")]
+    #: Default (empty): every compute capability of the GPU nodes placement allows.
+    compute_capabilities: tuple[Annotated[str, Check(_capability_problem)], ...] = ()
+    #: Default: the TensorRT version of spec.runtime.image (NGC tags are known).
+    tensorrt_version: str | None = None
+    #: A .npy of int64 token ids [samples, seq] inside the checkpoint folder; default: seeded random ids.
+    calibration_file: Annotated[str | None, Check(_relative_path_problem)] = None
+    #: The builder image; default: the operator's --engine-builder-image.
+    image: str | None = None
+
+
 @dataclass(frozen=True)
 class Model:
     """The model served: its name, repository, stable version, format, engines and tensors."""
@@ -118,6 +178,7 @@ class Model:
     engines: Engines = ()
     inputs: tuple[Tensor, ...] = ()
     outputs: tuple[Tensor, ...] = ()
+    build: EngineBuild | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +250,7 @@ class Canary:
     replicas: Replicas = 1
     engines: Engines | None = None
     steps: tuple[CanaryStep, ...] = ()
+    build: EngineBuild | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +302,9 @@ class Track:
     version: int
     replicas: int
     engines: tuple[Engine, ...]
+    build: EngineBuild | None = None
+    #: The ONNX artefact a built onnx/python track serves (None: format default / not built yet).
+    model_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,11 +325,23 @@ class AutoGLMDeploymentSpec:
 
     def tracks(self) -> tuple[Track, ...]:
         """The stable track, then the canary's if there is one (its engines default to the model's)."""
-        stable = Track("stable", self.model.version, self.runtime.replicas, self.model.engines)
+        stable = Track("stable", self.model.version, self.runtime.replicas, self.model.engines, self.model.build)
         if self.canary is None:
             return (stable,)
         engines = self.canary.engines if self.canary.engines is not None else self.model.engines
-        return stable, Track("canary", self.canary.version, self.canary.replicas, engines)
+        build = self.canary.build
+        if build is not None and self.canary.engines is None:
+            engines = ()  # built for the canary: the model's engines are another checkpoint's
+        return stable, Track("canary", self.canary.version, self.canary.replicas, engines, build)
+
+    def tensorrt_version(self, build: EngineBuild) -> str | None:
+        """The TensorRT version a build targets: its own, else that of the Triton image's NGC tag."""
+        if build.tensorrt_version:
+            return build.tensorrt_version
+        repository, _, tag = self.runtime.image.rpartition(":")
+        if repository.endswith("nvidia/tritonserver"):
+            return NGC_TENSORRT_VERSIONS.get(tag.split("-")[0])
+        return None
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -302,8 +379,9 @@ def _canary_version_differs(spec: AutoGLMDeploymentSpec) -> None:
 def _tensorrt_has_engines_and_gpus(spec: AutoGLMDeploymentSpec) -> None:
     if spec.model.format != "tensorrt_plan":
         return
-    if not spec.model.engines:
-        raise SpecError("spec.model.engines", "list at least one TensorRT engine for format tensorrt_plan")
+    if not spec.model.engines and spec.model.build is None:
+        raise SpecError("spec.model.engines", "list at least one TensorRT engine for format tensorrt_plan, "
+                        "or set spec.model.build to build them from a checkpoint")
     if spec.runtime.resources.gpus < 1:
         raise SpecError("spec.runtime.resources.gpus", "must be at least 1 for format tensorrt_plan")
 
@@ -311,8 +389,9 @@ def _tensorrt_has_engines_and_gpus(spec: AutoGLMDeploymentSpec) -> None:
 def _edge_has_jetson_engines(spec: AutoGLMDeploymentSpec) -> None:
     if spec.placement.target != "edge" or spec.model.format != "tensorrt_plan":
         return
-    for path, engines in (("spec.model.engines", spec.model.engines),
-                          ("spec.canary.engines", spec.canary.engines if spec.canary else None)):
+    for path, engines in (("spec.model.engines", spec.model.engines if spec.model.build is None else None),
+                          ("spec.canary.engines", spec.canary.engines if spec.canary and not spec.canary.build
+                           else None)):
         if engines is not None and not any(e.compute_capability in EDGE_COMPUTE_CAPABILITIES for e in engines):
             raise SpecError(path, "has no engine for an edge GPU (compute capability "
                             f"{', '.join(sorted(EDGE_COMPUTE_CAPABILITIES))}); add one or use format onnx or python")
@@ -323,6 +402,8 @@ def _engines_fit_allowed_gpu_products(spec: AutoGLMDeploymentSpec) -> None:
     if not allowed or not spec.uses_gpus or spec.model.format != "tensorrt_plan":
         return
     for track in spec.tracks():
+        if track.build is not None:
+            continue  # built for the capabilities placement allows
         if not any(not e.gpu_products or allowed & set(e.gpu_products) for e in track.engines):
             path = "spec.model.engines" if track.name == "stable" else "spec.canary.engines"
             raise SpecError(path, "every engine is restricted to GPU products outside "
@@ -344,5 +425,33 @@ def _steps_within_canary_weight(spec: AutoGLMDeploymentSpec) -> None:
                             f"{step.weight} exceeds spec.canary.weight {canary.weight}, the ceiling of the walk")
 
 
-_CROSS_FIELD_CHECKS = (_canary_version_differs, _tensorrt_has_engines_and_gpus, _edge_has_jetson_engines,
+def _builds_fit(spec: AutoGLMDeploymentSpec) -> None:
+    """A build writes into the model repository, so it must be a volume; its precision must be one
+    the format's path makes; engines are either listed or built, not both; the TensorRT version
+    must be known."""
+    for path, build, engines in (("spec.model", spec.model.build, spec.model.engines),
+                                 ("spec.canary", spec.canary.build if spec.canary else None,
+                                  spec.canary.engines if spec.canary else None)):
+        if build is None:
+            continue
+        if spec.model.repository.scheme != "pvc":
+            raise SpecError("spec.model.repository.uri", "must be pvc://<claim>/<path> when artefacts are built: "
+                            "the build Jobs write into the model repository")
+        if engines:
+            raise SpecError(f"{path}.engines", f"lists engines while {path}.build builds them; remove one of the two")
+        if spec.model.format == "tensorrt_plan":
+            if spec.tensorrt_version(build) is None:
+                raise SpecError(f"{path}.build.tensorrtVersion",
+                                f"is required: the TensorRT version of spec.runtime.image {spec.runtime.image!r} is "
+                                "not known (NGC tritonserver tags " + ", ".join(NGC_TENSORRT_VERSIONS) + " are)")
+        else:
+            if build.precision == "fp16":
+                raise SpecError(f"{path}.build.precision", f"fp16 is built as a TensorRT engine only; use fp32 or "
+                                f"int8 for format {spec.model.format}, or format tensorrt_plan")
+            if build.compute_capabilities:
+                raise SpecError(f"{path}.build.computeCapabilities", "applies to TensorRT engines only (format "
+                                "tensorrt_plan); remove it")
+
+
+_CROSS_FIELD_CHECKS = (_canary_version_differs, _builds_fit, _tensorrt_has_engines_and_gpus, _edge_has_jetson_engines,
                        _engines_fit_allowed_gpu_products, _preferred_batches_fit, _steps_within_canary_weight)

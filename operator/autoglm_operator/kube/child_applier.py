@@ -25,7 +25,7 @@ RunIO = Callable[..., Awaitable[Any]]
 ChildWritten = Callable[[str, "dict[str, Any] | None", "dict[str, Any] | None"], None]
 
 #: Kinds every deployment renders, in apply order; a traffic provider adds its own after them.
-WORKLOAD_KINDS = ("ConfigMap", "Service", "Deployment")
+WORKLOAD_KINDS = ("ConfigMap", "Service", "Deployment", "Job")
 
 @dataclass(frozen=True)
 class Applied:

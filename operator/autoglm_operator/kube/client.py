@@ -31,7 +31,8 @@ API_CALL_SECONDS = Histogram("autoglm_operator_api_call_seconds", "Latency of th
 API_WRITES = Counter("autoglm_operator_api_writes_total", "Writes the operator made to the API server",
                      ["verb", "kind", "namespace"])
 
-_PLURALS = {"Deployment": ("apis/apps/v1", "deployments"), "Service": ("api/v1", "services"),
+_PLURALS = {"Deployment": ("apis/apps/v1", "deployments"), "Job": ("apis/batch/v1", "jobs"),
+            "Service": ("api/v1", "services"),
             "ConfigMap": ("api/v1", "configmaps"), "Pod": ("api/v1", "pods"), "Node": ("api/v1", "nodes"),
             r.KIND: (f"apis/{r.API_VERSION}", r.PLURAL),
             "Event": ("api/v1", "events"), "Namespace": ("api/v1", "namespaces"),

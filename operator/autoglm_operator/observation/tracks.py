@@ -71,6 +71,8 @@ class TrackObservation:
     engines: list[dict[str, Any]] = field(default_factory=list)
     gpu_products: list[str] = field(default_factory=list)
     pods: list[PodObservation] = field(default_factory=list)
+    #: The track's artefacts are being built: nothing new is rolled out for it until one is served.
+    awaiting_artefacts: bool = False
 
     @property
     def available(self) -> bool:

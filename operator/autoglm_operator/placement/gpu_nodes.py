@@ -58,12 +58,21 @@ def required_node_terms(spec: AutoGLMDeploymentSpec, track: Track) -> list[dict[
     if spec.uses_gpus and spec.model.format == "tensorrt_plan":
         ours = [base + _engine_term(e, spec.placement.allowed_gpu_products) for e in usable]
     elif spec.uses_gpus:
-        gpu: list[dict[str, Any]] = [{"key": GPU_COMPUTE_MAJOR, "operator": "Exists"}]
-        if spec.placement.allowed_gpu_products:
-            gpu.append({"key": GPU_PRODUCT, "operator": "In", "values": list(spec.placement.allowed_gpu_products)})
-        ours = [base + gpu]
+        ours = [base + _any_allowed_gpu(spec)]
     else:
         ours = [base]
+    return _with_user_terms(spec, ours)
+
+
+def _any_allowed_gpu(spec: AutoGLMDeploymentSpec) -> list[dict[str, Any]]:
+    gpu: list[dict[str, Any]] = [{"key": GPU_COMPUTE_MAJOR, "operator": "Exists"}]
+    if spec.placement.allowed_gpu_products:
+        gpu.append({"key": GPU_PRODUCT, "operator": "In", "values": list(spec.placement.allowed_gpu_products)})
+    return gpu
+
+
+def _with_user_terms(spec: AutoGLMDeploymentSpec, ours: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Our terms, each ANDed with each of the user's own required node terms."""
     user_terms = (((spec.placement.affinity or {}).get("nodeAffinity") or {})
                   .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
     if not user_terms:
@@ -130,12 +139,31 @@ def nodes_for_track(spec: AutoGLMDeploymentSpec, track: Track,
                     nodes: Iterable[Mapping[str, Any]]) -> list[str]:
     """Names of the nodes whose labels satisfy the track's required node terms."""
     terms = required_node_terms(spec, track)
-    names = []
-    for node in nodes:
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        if any(all(_matches(e, labels) for e in t.get("matchExpressions", [])) for t in terms):
-            names.append(node["metadata"]["name"])
-    return names
+    return [node["metadata"]["name"] for node in nodes if _satisfies(terms, node)]
+
+
+def _satisfies(terms: list[dict[str, Any]], node: Mapping[str, Any]) -> bool:
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return any(all(_matches(e, labels) for e in t.get("matchExpressions", [])) for t in terms)
+
+
+def fleet_capabilities(spec: AutoGLMDeploymentSpec, nodes: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The GPU compute capabilities of the nodes placement allows (edge or cloud, allowed products,
+    the user's required terms), whatever engines exist: what engine builds target by default.
+    Sorted by (major, minor)."""
+    terms = _with_user_terms(spec, [placement_expressions(spec) + _any_allowed_gpu(spec)])
+    found = {cc for node in nodes if _satisfies(terms, node)
+             and (cc := node_compute_capability((node.get("metadata") or {}).get("labels") or {}))}
+    return sorted(found, key=lambda cc: tuple(int(p) for p in cc.split(".")))
+
+
+def capability_terms(spec: AutoGLMDeploymentSpec, capability: str) -> list[dict[str, Any]]:
+    """Required node terms for a pod that must run on a GPU of ``capability`` placement allows
+    (an engine build: TensorRT tunes the engine to the GPU it builds on)."""
+    major, minor = capability.split(".")
+    return _with_user_terms(spec, [placement_expressions(spec) + _any_allowed_gpu(spec)[1:] + [
+        {"key": GPU_COMPUTE_MAJOR, "operator": "In", "values": [major]},
+        {"key": GPU_COMPUTE_MINOR, "operator": "In", "values": [minor]}]])
 
 
 def explain_no_node(spec: AutoGLMDeploymentSpec, track: Track, nodes: Iterable[Mapping[str, Any]]) -> str:

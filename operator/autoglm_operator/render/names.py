@@ -29,6 +29,11 @@ def client_service(owner: str) -> str:
     return _dns_label(owner)
 
 
+def build_job(owner: str, key: str) -> str:
+    """The Job that builds one artefact (``key``: its build target's key)."""
+    return _dns_label(f"{owner}-build-{key[:10]}")
+
+
 def route(owner: str) -> str:
     return _dns_label(owner)
 

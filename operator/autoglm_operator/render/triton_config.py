@@ -36,10 +36,15 @@ def desired_config_pbtxt(spec: AutoGLMDeploymentSpec, track: Track) -> str:
              f"max_batch_size: {runtime.batching.max_batch_size}",
              f"version_policy: {{ specific: {{ versions: [ {track.version} ] }} }}"]
     if model.format == "tensorrt_plan" and track.engines:
-        lines.append(f"default_model_filename: {_quote(track.engines[0].file)}")
+        if track.build is None:  # built engines get no default: a GPU without its own engine fails to load
+            lines.append(f"default_model_filename: {_quote(track.engines[0].file)}")
         for engine in sorted(track.engines, key=lambda e: (e.compute_major, e.compute_minor)):
             lines.append(f"cc_model_filenames {{ key: {_quote(engine.compute_capability)} "
                          f"value: {_quote(engine.file)} }}")
+    if track.model_file and model.format == "onnx":
+        lines.append(f"default_model_filename: {_quote(track.model_file)}")
+    elif track.model_file:  # the built Python-backend model.py runs this ONNX file with ONNX Runtime
+        lines.append(f"parameters {{ key: \"onnx_file\" value: {{ string_value: {_quote(track.model_file)} }} }}")
     lines += _tensors("input", model.inputs)
     lines += _tensors("output", model.outputs)
     if spec.uses_gpus:

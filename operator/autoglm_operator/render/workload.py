@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..api import resource as r
@@ -137,12 +138,17 @@ def desired_client_service(owner: Owner, spec: AutoGLMDeploymentSpec) -> dict[st
     return _service(owner, names.client_service(owner.name), labels, names.track_selector(owner.name, "stable"))
 
 
-def desired_children(owner: Owner, spec: AutoGLMDeploymentSpec) -> list[dict[str, Any]]:
-    """Every object the resource should own, in apply order (config before the pods that read it)."""
+def desired_children(owner: Owner, spec: AutoGLMDeploymentSpec,
+                     serving: Sequence[Track | None] | None = None) -> list[dict[str, Any]]:
+    """Every object the resource should own, in apply order (config before the pods that read it).
+    ``serving``: each track of the spec as it can be served now (None for one whose artefacts are
+    still being built: its Service only); default the spec's tracks as they are."""
     children: list[dict[str, Any]] = []
-    for track in spec.tracks():
-        children.append(desired_config_map(owner, spec, track))
+    for track, served in zip(spec.tracks(), serving if serving is not None else spec.tracks(), strict=True):
+        if served is not None:
+            children.append(desired_config_map(owner, spec, served))
         children.append(desired_track_service(owner, spec, track))
-        children.append(desired_deployment(owner, spec, track))
+        if served is not None:
+            children.append(desired_deployment(owner, spec, served))
     children.append(desired_client_service(owner, spec))
     return children

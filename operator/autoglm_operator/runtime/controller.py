@@ -70,7 +70,7 @@ class Controller:
         literal = bool(namespaces) and not any(set(n) & set("*?[!") for n in namespaces or [])
         scopes: list[str | None] = list(namespaces or []) if literal else [None]
         self.informers = [Informer(client, kind, ns, selector, self._on_informer_event, loop, self._on_list)
-                          for kind in ("ConfigMap", "Service", "Deployment", "Pod") for ns in scopes]
+                          for kind in ("ConfigMap", "Service", "Deployment", "Job", "Pod") for ns in scopes]
         self.informers.append(Informer(client, "Node", None, None, self._on_informer_event, loop, self._on_list))
         for provider in self.traffic.all:
             if await asyncio.to_thread(provider.installed, client.discover):
@@ -183,10 +183,9 @@ class Controller:
 
 def made_by_us(kind: str, obj: dict[str, Any]) -> bool:
     """Whether ``obj`` carries the controller reference the operator's children carry: to an
-    AutoGLMDeployment, or for a pod to the ReplicaSet of one of its Deployments."""
-    group, owner_kind = ("apps", "ReplicaSet") if kind == "Pod" else (r.GROUP, r.KIND)
-    return any(ref.get("controller") and ref.get("kind") == owner_kind
-               and str(ref.get("apiVersion", "")).split("/")[0] == group
+    AutoGLMDeployment, or for a pod to the ReplicaSet of one of its Deployments or to one of its build Jobs."""
+    owners = {("apps", "ReplicaSet"), ("batch", "Job")} if kind == "Pod" else {(r.GROUP, r.KIND)}
+    return any(ref.get("controller") and (str(ref.get("apiVersion", "")).split("/")[0], ref.get("kind")) in owners
                for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 

@@ -14,11 +14,13 @@ from typing import Any
 
 from ..api.events import Event
 from ..canary.rollout import TrafficDecision
+from ..observation.builds import BuildState
 from ..observation.tracks import TrackObservation
 from ..traffic.provider import DataPlaneState
 from .conditions import (
     ANALYSIS_CONCLUSIVE,
     DEGRADED,
+    ENGINES_READY,
     PROGRESSING,
     READY,
     Condition,
@@ -51,6 +53,7 @@ class Findings:
     inconclusive_limit: int = 0
     requests_handled: dict[str, str] = field(default_factory=dict)  # abort/retry values acted on
     restarts_before: dict[str, Any] | None = None  # restart counts a retry forgave, per canary pod
+    builds: list[BuildState] = field(default_factory=list)  # the artefacts the spec has built; [] when none
 
 
 def _replicas(observations: list[TrackObservation]) -> str:
@@ -143,6 +146,12 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
         if "rollback" in status:
             status["rollback"] = {**status["rollback"], "routedAway": plane.routed_away}
         wanted.append(plane.condition)
+    if found.builds:
+        status["builds"] = [b.as_status() for b in found.builds]
+        engines, events_of_builds = _builds_condition(previous, found.builds)
+        wanted.append(engines)
+        events += events_of_builds
+        wanted, phase = _overlay_builds(wanted, phase, engines, found)
     if found.analysis:
         status["analysis"] = found.analysis
     if found.requests_handled:
@@ -154,6 +163,56 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
     status["readyReplicasSummary"] = (f"{sum(o.ready_replicas for o in found.judged)}/"
                                       f"{sum(o.desired_replicas for o in found.judged)}")
     return _with_conditions(previous, found.generation, wanted, phase, now, status), events
+
+
+def _builds_condition(previous: dict[str, Any], builds: list[BuildState]) -> tuple[Condition, list[Event]]:
+    """EnginesReady, and an Event for each build that started, finished, failed or was refused since
+    the previous status."""
+    before = {b.get("key"): b.get("phase") for b in previous.get("builds") or [] if isinstance(b, dict)}
+    events: list[Event] = []
+    for b in builds:
+        if before.get(b.target.key) == b.phase:
+            continue
+        if b.phase == "Succeeded":
+            how = f" ({b.simulated})" if b.simulated else ""
+            events.append(("Normal", "EngineBuilt", f"{b.target.label}: {b.target.artefact} built and verified{how}"))
+        elif b.phase in ("Failed", "Refused"):
+            events.append(("Warning", f"EngineBuild{b.phase}", f"{b.target.label} (Job {b.job}): {b.message}"))
+        elif b.phase in ("Pending", "Running") and before.get(b.target.key) not in ("Pending", "Running"):
+            events.append(("Normal", "EngineBuildStarted", f"{b.target.label}: Job {b.job}"))
+    done = [b for b in builds if b.phase == "Succeeded"]
+    bad = [b for b in builds if b.phase in ("Failed", "Refused")]
+    busy = [b for b in builds if b.phase not in ("Succeeded", "Failed", "Refused")]
+    progress = f"{len(done)} of {len(builds)} artefacts built"
+    if bad:
+        listed = "; ".join(f"{b.target.label}: {b.phase.lower()}: {b.message}" for b in bad[:3])
+        reason = "EngineBuildFailed" if any(b.phase == "Failed" for b in bad) else "EngineManifestMismatch"
+        return Condition(ENGINES_READY, False, reason, f"{progress}; {listed}"), events
+    if busy:
+        listed = ", ".join(f"{b.target.label}: {b.phase.lower()}" for b in busy[:5])
+        return Condition(ENGINES_READY, False, "Building", f"{progress}; {listed}"), events
+    simulated = sum(1 for b in done if b.simulated)
+    note = f" ({simulated} simulated on fake GPU nodes: no TensorRT ran)" if simulated else ""
+    return Condition(ENGINES_READY, True, "Built", f"{progress}, verified{note}"), events
+
+
+def _overlay_builds(wanted: list[Condition], phase: str, engines: Condition,
+                    found: Findings) -> tuple[list[Condition], str]:
+    """A track with nothing to serve yet waits for its builds (Progressing); a build that failed or
+    was refused is Degraded, named with its fix."""
+    waiting = [o.track.name for o in found.judged if o.awaiting_artefacts]
+    if engines.status is False and engines.reason != "Building":
+        wanted = overlay(wanted, DEGRADED, True, engines.reason, engines.message, append=True)
+        if waiting:
+            wanted = overlay(overlay(wanted, READY, False, engines.reason, engines.message),
+                             PROGRESSING, False, engines.reason, engines.message)
+        return wanted, "Degraded"
+    if waiting:
+        message = f"{', '.join(waiting)} track(s) wait for their artefacts: {engines.message}"
+        wanted = overlay(overlay(wanted, READY, False, "BuildingEngines", message),
+                         PROGRESSING, True, "BuildingEngines", message)
+        return wanted, "Progressing"
+    return wanted, phase
 
 
 def _no_split(traffic: TrafficDecision) -> dict[str, Any]:

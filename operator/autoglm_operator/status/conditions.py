@@ -19,6 +19,8 @@ from ..api.clock import rfc3339
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 #: Whether the data plane accepted the routes at their current generation (only with a traffic provider).
 TRAFFIC_ACCEPTED = "TrafficAccepted"
+#: Whether every artefact the spec builds is built, verified and matches its manifest (only with builds).
+ENGINES_READY = "EnginesReady"
 #: Whether the canary's last metric analysis got data (only once a metrics source answered or is named).
 ANALYSIS_CONCLUSIVE = "AnalysisConclusive"
 
