@@ -8,7 +8,9 @@ the node's containerd:
     the operator's rendered Triton command and model-repository paths work unchanged;
   * ``operator``: the operator's runtime image (its wheel and runtime dependencies only), tagged by
     a hash of its source, so a code change is a new image;
-  * ``opa``: the OPA binary built from its Go module, for the chart's admission sidecar.
+  * ``opa``: the OPA binary built from its Go module, for the chart's admission sidecar;
+  * ``engine-builder``: autoglm-engine with torch, ONNX and ONNX Runtime for the build Jobs' CPU
+    steps (several GB: imported into the node only by what runs builds, never at node start).
 Builds use buildah (chroot isolation, host network) with wheels downloaded beforehand by the
 host's pip, so nothing inside a build reaches the network. Each image is saved as an OCI archive
 under the cache, named by a hash of its recipe: a warm run reuses the archive and builds nothing.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +41,8 @@ BASE_PACKAGES = ("python3", "python3-venv", "libpython3.11", "ca-certificates", 
 _BASE_TAG = f"{DEBIAN_SUITE}-{hashlib.sha256(' '.join(BASE_PACKAGES).encode()).hexdigest()[:8]}"
 PYTRITON_VERSION = "0.7.0"
 NUMPY_REQUIREMENT = "numpy<2.3"
+#: For the Python-backend model that serves built ONNX artefacts (autoglm_engine.serving).
+ONNXRUNTIME_REQUIREMENT = "onnxruntime==1.32.0"
 
 #: Debian packages the image tools need (the dev cluster's bootstrap installs them).
 DEBIAN_PACKAGES = ("podman", "buildah", "runc", "mmdebstrap", "uidmap", "fuse-overlayfs", "conmon")
@@ -81,11 +86,24 @@ def _operator_source_digest() -> str:
     return h.hexdigest()
 
 
+def _engine_source_digest() -> str:
+    """The autoglm-engine wheel's inputs: a change to its code is a new builder image."""
+    h = hashlib.sha256()
+    root = paths.REPO_ROOT / "engine"
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                    and ".egg-info" not in str(p) and p.suffix != ".pyc"):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _salt(image: Image) -> str:
     if image.name.endswith("/pause"):
         return DEBIAN_SUITE
     if image.name.endswith("/triton-cpu"):
-        return f"{_BASE_TAG}:{PYTRITON_VERSION}:{NUMPY_REQUIREMENT}"
+        return f"{_BASE_TAG}:{PYTRITON_VERSION}:{NUMPY_REQUIREMENT}:{ONNXRUNTIME_REQUIREMENT}"
+    if image.name.endswith("/engine-builder"):
+        return f"{_BASE_TAG}:{_engine_source_digest()}"
     if image.name.endswith("/opa"):
         from .toolchain import OPA_VERSION
         return f"{_BASE_TAG}:{OPA_VERSION}"
@@ -96,6 +114,8 @@ PAUSE = Image("localhost/autoglm/pause", ("pause.c", "pause.Containerfile"))
 TRITON_CPU = Image("localhost/autoglm/triton-cpu", ("triton-cpu.Containerfile",))
 OPERATOR = Image("localhost/autoglm/operator", ("operator.Containerfile",))
 OPA = Image("localhost/autoglm/opa", ("opa.Containerfile",))
+ENGINE_BUILDER = Image("localhost/autoglm/engine-builder",
+                       ("engine-builder.Containerfile", "engine-builder.requirements.txt"))
 BASE_REFERENCE = f"localhost/autoglm/debian-py-base:{_BASE_TAG}"
 
 
@@ -181,12 +201,27 @@ def _operator_wheels(target: Path) -> None:
 def _wheelhouse() -> Path:
     """Wheels for the Triton image, downloaded by the host's pip (no network inside the build).
     The host is Debian bookworm with CPython 3.11 like the image, so the host's own wheel tags fit."""
-    target = cache_dir() / f"wheels-pytriton-{PYTRITON_VERSION}"
+    target = cache_dir() / f"wheels-pytriton-{PYTRITON_VERSION}-{ONNXRUNTIME_REQUIREMENT.replace('==', '-')}"
     if not (target / ".complete").exists():
         _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-              "-d", str(target), f"nvidia-pytriton=={PYTRITON_VERSION}", NUMPY_REQUIREMENT])
+              "-d", str(target), f"nvidia-pytriton=={PYTRITON_VERSION}", NUMPY_REQUIREMENT, ONNXRUNTIME_REQUIREMENT])
         (target / ".complete").touch()
     return target
+
+
+def _engine_wheelhouse(target: Path) -> None:
+    """The builder's wheels (downloaded once per requirements file, then reused) and autoglm-engine's own."""
+    requirements = IMAGES_DIR / "engine-builder.requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    downloaded = cache_dir() / f"wheels-engine-{digest}"
+    if not (downloaded / ".complete").exists():
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(downloaded),
+              "-r", str(requirements)])
+        (downloaded / ".complete").touch()
+    shutil.copytree(downloaded, target, ignore=shutil.ignore_patterns(".complete", "triton-*"),
+                    copy_function=os.link)
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(target),
+          str(paths.REPO_ROOT / "engine")])
 
 
 def _build(image: Image, env: dict[str, str]) -> None:
@@ -200,6 +235,8 @@ def _build(image: Image, env: dict[str, str]) -> None:
             ensure_base(env)
         if image is TRITON_CPU:
             shutil.copytree(_wheelhouse(), ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
+        elif image is ENGINE_BUILDER:
+            _engine_wheelhouse(ctx / "wheels")
         elif image is OPERATOR:
             _operator_wheels(ctx / "wheels")
         elif image is OPA:
@@ -248,7 +285,7 @@ NODE_IMAGES = (PAUSE, TRITON_CPU, OPERATOR, OPA)
 def main() -> None:
     """``python -m autoglm_devcluster.image_builder``: build (or confirm cached) the node's images."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for image in NODE_IMAGES:
+    for image in (*NODE_IMAGES, ENGINE_BUILDER):
         print(f"{image.reference}: {ensure(image)}")
 
 

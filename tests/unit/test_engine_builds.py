@@ -309,3 +309,15 @@ def test_reconcile_builds_each_artefact_once_and_serves_only_what_passed() -> No
     # serving goes on with the engines it has while the new one builds
     assert api.get("Deployment", "ns", "glm-stable") is not None
     assert next(c for c in status["conditions"] if c["type"] == "EnginesReady")["reason"] == "Building"
+
+
+def test_a_simulated_build_is_served_as_simulated_and_one_reporting_another_capability_is_refused() -> None:
+    target = engine_target()
+    reported = json.dumps({"simulated": "KWOK fake node: nothing ran, no TensorRT", "reported": target.as_status()})
+    simulated = observe_build(target, "j", finished_job(), [build_pod(reported)], None, True)
+    assert simulated.phase == "Succeeded" and simulated.simulated and simulated.as_status()["simulated"]
+    lying = json.dumps({"simulated": "KWOK fake node", "reported": {"computeCapability": "7.0"}})
+    refused = observe_build(target, "j", finished_job(), [build_pod(lying)], None, True)
+    assert refused.phase == "Refused" and "compute capability 7.0 (wanted 9.0)" in refused.message
+    garbage = observe_build(target, "j", finished_job(), [build_pod("Traceback ...\nKilled")], None, True)
+    assert garbage.phase == "Refused" and "no manifest summary" in garbage.message and "Killed" in garbage.message

@@ -162,7 +162,7 @@ class EngineBuild:
     tensorrt_version: str | None = None
     #: A .npy of int64 token ids [samples, seq] inside the checkpoint folder; default: seeded random ids.
     calibration_file: Annotated[str | None, Check(_relative_path_problem)] = None
-    #: The builder image; default: the operator's --engine-builder-image.
+    #: The builder image; default: the operator's AUTOGLM_ENGINE_BUILDER_IMAGE (chart: engineBuilder.image).
     image: str | None = None
 
 

@@ -109,7 +109,7 @@ def _from_summary(target: BuildTarget, job: str, message: str) -> BuildState:
                                                   "its manifest summary to /dev/termination-log")
     simulated = summary.get("simulated")
     if simulated:  # the dev cluster's fake GPU nodes complete build pods without running them (KWOK)
-        wrong = _simulated_target_mismatch(target, summary.get("target"))
+        wrong = _simulated_target_mismatch(target, summary.get("reported"))
         if wrong:
             return BuildState(target, job, "Refused", f"{wrong}; not served. Fix: rebuild (delete Job {job})")
         return BuildState(target, job, "Succeeded", "simulated on a fake GPU node: no TensorRT ran",
@@ -127,13 +127,15 @@ def _from_summary(target: BuildTarget, job: str, message: str) -> BuildState:
 
 
 def _simulated_target_mismatch(target: BuildTarget, reported: Any) -> str | None:
-    if not isinstance(reported, Mapping):
-        return "the simulated build reports no target"
-    for field_name, wanted in (("artefact", target.artefact), ("computeCapability", target.compute_capability),
-                               ("precision", target.precision)):
-        if reported.get(field_name) != wanted:
-            return f"the manifest says {field_name} {reported.get(field_name)} (wanted {wanted})"
-    return None
+    """What a simulated build reports that differs from its target (the fields it reports)."""
+    if not isinstance(reported, Mapping) or "computeCapability" not in reported:
+        return "the simulated build reports no compute capability"
+    wrong = [f"{label} {reported[name]} (wanted {wanted})"
+             for name, label, wanted in (("artefact", "artefact", target.artefact),
+                                         ("computeCapability", "compute capability", target.compute_capability),
+                                         ("precision", "precision", target.precision))
+             if name in reported and reported[name] != wanted]
+    return "the manifest says " + ", ".join(wrong) if wrong else None
 
 
 def observe_build(target: BuildTarget, job_name: str, job: Mapping[str, Any] | None,

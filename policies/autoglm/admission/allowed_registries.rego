@@ -1,5 +1,6 @@
 # Every image a Triton pod runs comes from an allowed registry and is pinned: the server image
-# (spec.runtime.image) and a model shipped as an OCI image (spec.model.repository.uri oci://...).
+# (spec.runtime.image), a model shipped as an OCI image (spec.model.repository.uri oci://...) and
+# the image engine build Jobs run (spec.model.build.image, spec.canary.build.image).
 # No :latest in any letter case, no missing tag; with require_digest, a digest (@sha256:...).
 package autoglm.admission.allowed_registries
 
@@ -14,6 +15,11 @@ images contains {"field": "spec.runtime.image", "image": image} if {
 images contains {"field": "spec.model.repository.uri", "image": substring(uri, 6, -1)} if {
 	uri := object.get(lib.spec, ["model", "repository", "uri"], "")
 	startswith(uri, "oci://")
+}
+
+images contains {"field": sprintf("spec.%s.build.image", [section]), "image": image} if {
+	some section in ["model", "canary"]
+	image := lib.spec[section].build.image
 }
 
 violation contains {"field": i.field, "message": msg} if {

@@ -112,6 +112,19 @@ test_edge_fit if {
 	d.allowed
 }
 
+test_built_engines_need_no_engine_list_and_their_builder_image_is_checked if {
+	built := json.patch(good, [
+		{"op": "remove", "path": "/object/spec/model/engines"},
+		{"op": "add", "path": "/object/spec/model/build", "value": {"checkpoint": {"uri": "pvc://store/ckpt"}, "precision": "fp16"}},
+		{"op": "replace", "path": "/object/spec/runtime/resources/memory", "value": "4Gi"},
+		{"op": "add", "path": "/object/spec/placement/target", "value": "edge"},
+	])
+	d := admission.decision with input as built
+	d.allowed
+	denied_by(json.patch(built, [{"op": "add", "path": "/object/spec/model/build/image", "value": "docker.io/evil/builder:1"}]), "allowed-registries")
+	denied_by(json.patch(built, [{"op": "add", "path": "/object/spec/model/build/image", "value": "nvcr.io/nvidia/builder:latest"}]), "allowed-registries")
+}
+
 test_warn_and_dryrun_modes if {
 	inp := with_spec(["model", "engines"], [{"computeCapability": "9.0", "file": "a.plan"}])
 	d := admission.decision with input as inp

@@ -16,6 +16,7 @@ violation contains {"field": "spec.model.format", "message": msg} if {
 violation contains {"field": "spec.model.engines", "message": msg} if {
 	edge
 	format == "tensorrt_plan"
+	not lib.spec.model.build # built for the edge GPUs placement allows
 	ccs := {e.computeCapability | some e in object.get(lib.spec, ["model", "engines"], [])}
 	count(ccs & {c | some c in data.autoglm.config.edge_compute_capabilities}) == 0
 	msg := sprintf("no engine is built for an edge GPU (compute capability %s); add one, or use format onnx or python", [concat(", ", data.autoglm.config.edge_compute_capabilities)])
