@@ -35,11 +35,12 @@ fi
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-# The operator (runtime distribution, with the test extra) and the dev cluster (a distribution of its own)
-stamp=.venv/.installed-$(cat pyproject.toml operator/pyproject.toml | sha256sum | cut -c1-16)
+# The operator (runtime distribution, with the test extra), the dev cluster (a distribution of its
+# own) and autoglm-engine with torch (its `export` extra: several GB, never in the operator's image)
+stamp=.venv/.installed-$(cat pyproject.toml operator/pyproject.toml engine/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]' -e ./operator
+  .venv/bin/pip install -q -e '.[test]' -e ./operator -e './engine[export]' 
   touch "$stamp"
 fi
 

@@ -146,7 +146,7 @@ def test_an_export_job_mounts_the_checkpoint_read_only_and_checks_its_digest() -
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][:2] == ["autoglm-engine", "pipeline"]
     args = container["command"]
-    assert args[args.index("--expect-digest") + 1] == DIGEST
+    assert args[args.index("--expected-digest") + 1] == DIGEST
     assert args[args.index("--calibration") + 1] == "/checkpoint/checkpoints/glm/calib.npy"
     assert "--triton-python-model" in args
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -198,6 +198,13 @@ def test_a_failed_build_names_the_step_and_its_log_line() -> None:
     failed = observe_build(engine_target(), "j", finished_job(False), [build_pod(f"exporting\n{line}\n", 1)],
                            None, True)
     assert failed.phase == "Failed" and line in failed.message and "delete Job j" in failed.message
+
+
+def test_a_failed_build_reads_autoglm_engines_failure_summary() -> None:
+    summary_line = json.dumps({"schema": SCHEMA, "passed": False, "step": "verify",
+                               "error": "argmax agreement 0.4 < tolerance 0.99"})
+    failed = observe_build(engine_target(), "j", finished_job(False), [build_pod(summary_line, 1)], None, True)
+    assert "exit code 1: verify: argmax agreement 0.4 < tolerance 0.99" in failed.message
 
 
 def test_an_engine_waits_for_its_export_and_a_recorded_success_is_not_built_again() -> None:

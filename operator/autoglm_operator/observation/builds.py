@@ -191,11 +191,13 @@ def _last_line(message: str) -> str:
     if not lines:
         return "no output"
     line = lines[-1]
-    try:  # a summary printed before a later step failed is not the cause
-        json.loads(line)
-        return lines[-2] if len(lines) > 1 else line
+    try:
+        value = json.loads(line)
     except ValueError:
         return line[:400]
+    if isinstance(value, dict) and value.get("error"):  # autoglm-engine's failure summary: the step and cause
+        return f"{value.get('step', 'build')}: {value['error']}"[:400]
+    return (lines[-2] if len(lines) > 1 else line)[:400]  # a summary printed before a later step failed
 
 
 def served_track(spec: AutoGLMDeploymentSpec, track: Track, states: list[BuildState]) -> Track | None:

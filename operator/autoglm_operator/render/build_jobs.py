@@ -54,7 +54,9 @@ def build_command(spec: AutoGLMDeploymentSpec, target: BuildTarget, out_dir: str
         command = ["autoglm-engine", "pipeline", "--checkpoint", checkpoint_dir, "--out", out_dir,
                    "--precision", target.precision, *common]
         if build.checkpoint.digest:
-            command += ["--expect-digest", build.checkpoint.digest]
+            command += ["--expected-digest", build.checkpoint.digest]
+        if target.precision == "int8" and spec.model.format == "tensorrt_plan":
+            command += ["--quantize-target", "tensorrt"]  # QDQ that TensorRT's INT8 kernels take
         if target.precision == "int8" and build.calibration_file:
             command += ["--calibration", posixpath.join(checkpoint_dir, build.calibration_file)]
         if spec.model.format == "python":
@@ -66,7 +68,8 @@ def build_command(spec: AutoGLMDeploymentSpec, target: BuildTarget, out_dir: str
             "--timing-cache", posixpath.join(out_dir, f".timing-cache-sm{target.compute_capability.replace('.', '')}"
                                              f"-trt{target.tensorrt_version}"),
             "--expect-compute-capability", target.compute_capability,
-            "--expect-tensorrt-version", target.tensorrt_version, *common]
+            "--expect-tensorrt-version", target.tensorrt_version, *common,
+            *(["--checkpoint-digest", target.build.checkpoint.digest] if target.build.checkpoint.digest else [])]
 
 
 def desired_build_job(owner: Owner, spec: AutoGLMDeploymentSpec, target: BuildTarget,
