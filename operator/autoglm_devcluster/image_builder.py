@@ -90,8 +90,9 @@ def _engine_source_digest() -> str:
     """The autoglm-engine wheel's inputs: a change to its code is a new builder image."""
     h = hashlib.sha256()
     root = paths.REPO_ROOT / "engine"
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                    and ".egg-info" not in str(p) and p.suffix != ".pyc"):
+    # its sources only: building the wheel leaves build/ and *.egg-info behind, which must not change the tag
+    for f in [root / "pyproject.toml", *sorted((root / "autoglm_engine").rglob("*.py")),
+              root / "autoglm_engine" / "py.typed"]:
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
