@@ -161,9 +161,9 @@ def wait_until(read: Callable[[], Any], holds: Callable[[Any], bool], timeout: f
 
     def check() -> Any:
         seen[:] = [read()]
-        return seen[0] if holds(seen[0]) else None
+        return (seen[0],) if holds(seen[0]) else None  # a tuple: a value that is falsy (or an array) still holds
     try:
-        return wait_for(check, timeout, what=what)
+        return wait_for(check, timeout, what=what)[0]
     except AssertionError as e:
         raise AssertionError(f"{e}; last read: {seen[0] if seen else None!r}") from None
 

@@ -31,6 +31,8 @@ PlacementTarget: TypeAlias = Literal["cloud", "edge"]
 #: Precision of a built artefact: fp32 and int8 (static quantization, QDQ) on every path; fp16 TensorRT only.
 Precision: TypeAlias = Literal["fp32", "fp16", "int8"]
 SecurityProfile: TypeAlias = Literal["restricted", "baseline"]
+#: How an LLM is served on Triton (spec.llm): TensorRT-LLM's LLM API (a Python-backend model) or the vLLM backend.
+LlmBackend: TypeAlias = Literal["tensorrt_llm", "vllm"]
 Percent: TypeAlias = Annotated[int, Bounds(0, 100)]
 Replicas: TypeAlias = Annotated[int, Bounds(0, 1000)]
 #: Compute capabilities of NVIDIA Jetson modules (edge GPUs).
@@ -307,6 +309,71 @@ class Track:
     model_file: str | None = None
 
 
+def _checkpoint_location_problem(uri: str) -> str | None:
+    scheme, sep, rest = uri.partition("://")
+    if sep and scheme in URI_SCHEMES and rest.strip("/"):
+        return None
+    return f"{uri!r} is not a checkpoint location; use one of {_SCHEMES} followed by the checkpoint folder"
+
+
+@dataclass(frozen=True)
+class LlmCheckpoint(Repository):
+    """The Hugging Face checkpoint folder (config, safetensors, tokenizer) the LLM engine loads; pvc:// and
+    oci:// are mounted read-only, s3:// and gs:// copied at pod start (credentials from secretRef)."""
+
+    uri: Annotated[str, Required(f"is required: where the checkpoint folder lives, one of {_SCHEMES}"),
+                   Check(_checkpoint_location_problem)]
+
+
+@dataclass(frozen=True)
+class LlmKvCache:
+    """The paged KV cache: its share of GPU memory, prefix (block) reuse and, TensorRT-LLM only, a token cap."""
+
+    #: TensorRT-LLM kv_cache_config.free_gpu_memory_fraction (share of the memory left after the weights);
+    #: vLLM gpu_memory_utilization (share of the whole GPU: weights, activations and cache).
+    gpu_memory_fraction: Annotated[float, Bounds(0.05, 1)] = 0.9
+    #: TensorRT-LLM kv_cache_config.enable_block_reuse; vLLM enable_prefix_caching.
+    block_reuse: bool = True
+    #: TensorRT-LLM kv_cache_config.max_tokens (vLLM has no such cap).
+    max_tokens: Annotated[int | None, Bounds(1, 100_000_000)] = None
+
+
+@dataclass(frozen=True)
+class LlmBatching:
+    """In-flight batching inside the engine (Triton's own batcher is off: max_batch_size 0); None: the engine's default."""
+
+    #: TensorRT-LLM max_batch_size; vLLM max_num_seqs.
+    max_batch_size: Annotated[int | None, Bounds(1, 65_536)] = None
+    #: TensorRT-LLM max_num_tokens; vLLM max_num_batched_tokens.
+    max_num_tokens: Annotated[int | None, Bounds(1, 100_000_000)] = None
+
+
+@dataclass(frozen=True)
+class OpenAiFrontend:
+    """Triton's OpenAI-compatible frontend (/v1/chat/completions, /v1/completions, /v1/models) on ``port``."""
+
+    enabled: bool = False
+    port: Annotated[int, Bounds(1024, 65_535)] = 9000
+
+
+@dataclass(frozen=True)
+class Llm:
+    """Serve spec.model as a large language model: the backend, tensor parallelism, checkpoint, KV cache,
+    batching, lengths and the OpenAI frontend (see docs/llm-serving.md)."""
+
+    backend: Annotated[LlmBackend, Required("is required: tensorrt_llm (TensorRT-LLM's LLM API) or vllm")]
+    checkpoint: Annotated[LlmCheckpoint, Required(f"is required: its uri, the checkpoint folder, one of {_SCHEMES}")]
+    #: GPUs one engine spans on one node; default spec.runtime.resources.gpus, which it must equal when given.
+    tensor_parallel_size: Annotated[int | None, Bounds(1, 16)] = None
+    kv_cache: LlmKvCache = LlmKvCache()
+    batching: LlmBatching = LlmBatching()
+    #: TensorRT-LLM max_input_len (vLLM bounds only the whole sequence).
+    max_input_length: Annotated[int | None, Bounds(1, 100_000_000)] = None
+    #: TensorRT-LLM max_seq_len; vLLM max_model_len: prompt plus generated tokens.
+    max_sequence_length: Annotated[int | None, Bounds(1, 100_000_000)] = None
+    openai: OpenAiFrontend = OpenAiFrontend()
+
+
 @dataclass(frozen=True)
 class AutoGLMDeploymentSpec:
     """The whole spec: the model, how and where it runs, its canary, rollback and traffic."""
@@ -317,6 +384,7 @@ class AutoGLMDeploymentSpec:
     canary: Canary | None = None
     rollback: RollbackPolicy = RollbackPolicy()
     traffic: Traffic = Traffic()
+    llm: Llm | None = None
 
     @property
     def uses_gpus(self) -> bool:
@@ -453,5 +521,91 @@ def _builds_fit(spec: AutoGLMDeploymentSpec) -> None:
                                 "tensorrt_plan); remove it")
 
 
-_CROSS_FIELD_CHECKS = (_canary_version_differs, _builds_fit, _tensorrt_has_engines_and_gpus, _edge_has_jetson_engines,
+def _llm_uses_the_pods_gpus(spec: AutoGLMDeploymentSpec) -> None:
+    """One engine spans every GPU of its pod, on one node: tensor parallelism is the pod's GPU count."""
+    if spec.llm is None:
+        return
+    gpus, tp = spec.runtime.resources.gpus, spec.llm.tensor_parallel_size
+    if gpus < 1:
+        raise SpecError("spec.runtime.resources.gpus", "must be at least 1 with spec.llm: TensorRT-LLM and vLLM "
+                        "serve on GPUs; set it to the tensor parallel size")
+    if tp is not None and tp != gpus:
+        raise SpecError("spec.llm.tensorParallelSize", f"{tp} differs from spec.runtime.resources.gpus {gpus}: "
+                        f"the engine spans every GPU of its pod; set spec.runtime.resources.gpus to {tp} as well "
+                        "(or leave tensorParallelSize out: it defaults to the pod's GPUs)")
+    if spec.runtime.instances_per_gpu != 1:
+        raise SpecError("spec.runtime.instancesPerGpu", "must be 1 with spec.llm: one engine uses all the pod's "
+                        "GPUs; add replicas (spec.runtime.replicas) to serve more")
+
+
+def _llm_model_is_the_checkpoint(spec: AutoGLMDeploymentSpec) -> None:
+    """The LLM backends are Python-based and load the checkpoint: no engines or builds of the single-model path."""
+    if spec.llm is None:
+        return
+    if spec.model.format != "python":
+        raise SpecError("spec.model.format", f"must be python with spec.llm, not {spec.model.format}: both LLM "
+                        "backends run as Triton Python-based models that load spec.llm.checkpoint")
+    for path, listed in (("spec.model.engines", spec.model.engines), ("spec.model.build", spec.model.build),
+                         ("spec.canary.engines", spec.canary.engines if spec.canary else None),
+                         ("spec.canary.build", spec.canary.build if spec.canary else None)):
+        if listed:
+            raise SpecError(path, "is not used with spec.llm (the engine loads spec.llm.checkpoint itself); remove it")
+    checkpoint = spec.llm.checkpoint
+    if checkpoint.secret_name and checkpoint.scheme not in ("s3", "gs"):
+        raise SpecError("spec.llm.checkpoint.secretRef", "is only used with s3:// or gs:// URIs; remove it for "
+                        "pvc:// and oci://")
+
+
+def _llm_image_has_the_backend(spec: AutoGLMDeploymentSpec) -> None:
+    """An NGC tritonserver image carries an LLM backend only in its -trtllm- or -vllm- flavour (other
+    images are taken on trust)."""
+    if spec.llm is None:
+        return
+    repository, _, tag = spec.runtime.image.rpartition(":")
+    flavour = {"tensorrt_llm": "trtllm", "vllm": "vllm"}[spec.llm.backend]
+    if repository.endswith("nvidia/tritonserver") and f"-{flavour}-" not in tag:
+        raise SpecError("spec.runtime.image", f"{spec.runtime.image} has no {spec.llm.backend} backend; use "
+                        f"nvcr.io/nvidia/tritonserver:<yy.mm>-{flavour}-python-py3 for spec.llm.backend "
+                        f"{spec.llm.backend}")
+
+
+def _llm_options_fit_the_backend(spec: AutoGLMDeploymentSpec) -> None:
+    llm = spec.llm
+    if llm is None:
+        return
+    if llm.backend == "vllm" and llm.kv_cache.max_tokens is not None:
+        raise SpecError("spec.llm.kvCache.maxTokens", "applies to tensorrt_llm only (kv_cache_config.max_tokens); "
+                        "bound vLLM's cache with spec.llm.kvCache.gpuMemoryFraction instead")
+    if llm.backend == "vllm" and llm.max_input_length is not None:
+        raise SpecError("spec.llm.maxInputLength", "applies to tensorrt_llm only (max_input_len); vLLM bounds "
+                        "prompt plus output with spec.llm.maxSequenceLength (max_model_len)")
+    if llm.max_input_length and llm.max_sequence_length and llm.max_input_length > llm.max_sequence_length:
+        raise SpecError("spec.llm.maxInputLength", f"{llm.max_input_length} exceeds spec.llm.maxSequenceLength "
+                        f"{llm.max_sequence_length}, which counts the prompt too; lower it or raise maxSequenceLength")
+
+
+def _llm_frontend_fits(spec: AutoGLMDeploymentSpec) -> None:
+    """Triton's OpenAI frontend embeds its own Triton: it speaks vLLM's request format, and takes no
+    tritonserver flags (docs/llm-serving.md says what was read upstream)."""
+    llm = spec.llm
+    if llm is None or not llm.openai.enabled:
+        return
+    if llm.backend == "tensorrt_llm":
+        raise SpecError("spec.llm.openai.enabled", "Triton's OpenAI frontend sends TensorRT-LLM requests in the "
+                        "tensorrt_llm_bls/ensemble format (inputs stream, max_tokens), inputs the LLM-API model does "
+                        "not declare (its are streaming, sampling_param_*), so Triton refuses them; use backend vllm "
+                        "for the OpenAI API, or set enabled to false and stream with /v2/models/<name>/generate_stream")
+    if llm.openai.port in (8000, 8001, 8002):
+        raise SpecError("spec.llm.openai.port", f"{llm.openai.port} is Triton's HTTP, gRPC or metrics port; "
+                        "choose another, e.g. 9000")
+    if spec.runtime.extra_args:
+        raise SpecError("spec.runtime.extraArgs", "tritonserver flags do not reach the Triton the OpenAI frontend "
+                        "starts in-process; remove them or set spec.llm.openai.enabled to false")
+
+
+#: The spec.llm checks come first: with an LLM the single-model checks below would name the wrong fix
+#: (engines for the default format); they do nothing without spec.llm.
+_CROSS_FIELD_CHECKS = (_llm_model_is_the_checkpoint, _llm_uses_the_pods_gpus, _llm_image_has_the_backend,
+                       _llm_options_fit_the_backend, _llm_frontend_fits,
+                       _canary_version_differs, _builds_fit, _tensorrt_has_engines_and_gpus, _edge_has_jetson_engines,
                        _engines_fit_allowed_gpu_products, _preferred_batches_fit, _steps_within_canary_weight)

@@ -11,6 +11,7 @@ from ..api.resource import content_hash
 from ..api.spec import AutoGLMDeploymentSpec, Track
 from ..placement import gpu_nodes
 from . import names
+from .llm_repository import desired_llm_serving
 from .model_source import (
     MODELS_DIR,
     ModelSourceImages,
@@ -22,6 +23,13 @@ from .triton_config import desired_config_pbtxt
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 PRE_STOP_SECONDS = 5
+
+
+def metrics_port(spec: AutoGLMDeploymentSpec) -> int:
+    """Where the track's pods serve Triton's /metrics: the OpenAI frontend's port when it serves an LLM."""
+    if spec.llm is not None and spec.llm.openai.enabled:
+        return spec.llm.openai.port
+    return METRICS_PORT
 
 
 def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -44,11 +52,18 @@ def triton_args(spec: AutoGLMDeploymentSpec) -> list[str]:
     ]
 
 
+def _config_data(spec: AutoGLMDeploymentSpec, track: Track, config_map: str) -> dict[str, str]:
+    """The files the track's ConfigMap holds: an LLM's generated repository, else config.pbtxt."""
+    if spec.llm is not None:
+        return desired_llm_serving(spec, track, config_map).config_map_data
+    return {"config.pbtxt": desired_config_pbtxt(spec, track)}
+
+
 def desired_config_map(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, Any]:
     labels = names.track_labels(owner.name, track.name, spec.model.name, track.version, spec.model.format)
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": _metadata(owner, names.track_config(owner.name, track.name), labels),
-            "data": {"config.pbtxt": desired_config_pbtxt(spec, track)}}
+    name = names.track_config(owner.name, track.name)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(owner, name, labels),
+            "data": _config_data(spec, track, name)}
 
 
 def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
@@ -97,10 +112,14 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
             "labelSelector": {"matchLabels": names.track_selector(owner.name, track.name)}}],
         "terminationGracePeriodSeconds": 30 + PRE_STOP_SECONDS,
     }
+    if spec.llm is not None:  # the LLM's serving container assembles /models itself (render/llm_repository.py)
+        llm = desired_llm_serving(spec, track, config_map, images)
+        pod_spec.update(initContainers=llm.init_containers, volumes=llm.volumes)
+        pod_spec["containers"][0] = {**pod_spec["containers"][0], **llm.container}
     if spec.placement.node_selector:
         pod_spec["nodeSelector"] = dict(spec.placement.node_selector)
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
-    config_hash = content_hash(desired_config_pbtxt(spec, track))
+    config_hash = content_hash(_config_data(spec, track, config_map))
     template["metadata"]["annotations"] = {f"{r.GROUP}/config-hash": config_hash}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -117,25 +136,31 @@ def desired_deployment(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track,
     }
 
 
-def _service(owner: Owner, name: str, labels: dict[str, str], selector: dict[str, str]) -> dict[str, Any]:
+def _service(owner: Owner, name: str, labels: dict[str, str], selector: dict[str, str],
+             spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
+    ports: list[dict[str, Any]] = [
+        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}]
+    openai = spec.llm.openai if spec.llm is not None else None
+    if openai is not None and openai.enabled:  # Triton's metrics move to /metrics on the frontend's port
+        ports.append({"name": "openai", "port": openai.port, "targetPort": "openai", "protocol": "TCP"})
+    else:
+        ports.append({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"})
     return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(owner, name, labels),
-            "spec": {"type": "ClusterIP", "selector": selector,
-                     "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                               {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
-                                "appProtocol": "kubernetes.io/h2c"},
-                               {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}]}}
+            "spec": {"type": "ClusterIP", "selector": selector, "ports": ports}}
 
 
 def desired_track_service(owner: Owner, spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, Any]:
     labels = names.track_labels(owner.name, track.name, spec.model.name, track.version, spec.model.format)
     return _service(owner, names.track_workload(owner.name, track.name), labels,
-                    names.track_selector(owner.name, track.name))
+                    names.track_selector(owner.name, track.name), spec)
 
 
 def desired_client_service(owner: Owner, spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
     """The Service clients call without a Gateway: it follows the stable track."""
     labels = {**names.owner_labels(owner.name), r.LABEL_COMPONENT: "client-endpoint"}
-    return _service(owner, names.client_service(owner.name), labels, names.track_selector(owner.name, "stable"))
+    return _service(owner, names.client_service(owner.name), labels, names.track_selector(owner.name, "stable"),
+                    spec)
 
 
 def desired_children(owner: Owner, spec: AutoGLMDeploymentSpec,
