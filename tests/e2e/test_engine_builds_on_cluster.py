@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 from autoglm_devcluster.traffic_load import real_node_env, real_node_placement
-from conftest import REPO, wait_for, wait_until
+from conftest import REPO, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -170,6 +171,7 @@ def test_a_checkpoint_is_built_on_the_real_node_and_served_fp32_and_int8_through
                      "rollback": {"analysisIntervalSeconds": 2},
                      "traffic": {"gateway": {"name": "autoglm-gateway", "namespace": "autoglm-system"},
                                  "hostnames": [host]}}}
+    created = time.monotonic()
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     # serving waits with a condition that shows progress
     building = wait_until(lambda: status_of(dev, namespace, "glm"),
@@ -193,7 +195,9 @@ def test_a_checkpoint_is_built_on_the_real_node_and_served_fp32_and_int8_through
     ids = np.random.default_rng(7).integers(0, 1000, size=(2, 12), dtype=np.int64)
     want = torch_logits(store / "checkpoints" / "tiny-glm", ids)
     # weight 0: every request to the stable track, FP32
-    fp32 = wait_for(lambda: infer_through_gateway(dev, host, ids), 60, interval=1, what="stable answering")
+    fp32 = wait_until(lambda: infer_through_gateway(dev, host, ids), lambda got: got.shape == want.shape, 60,
+                      what="stable answering")
+    print(f"reconcile to serving (created to answering through the Gateway): {time.monotonic() - created:.1f} s")
     fp32_figures = compare(fp32, want)
     print("FP32 through the Gateway vs torch:", fp32_figures)
     assert fp32_figures["scaled_max_error"] <= FP32_MAX_SCALED_ERROR and fp32_figures["argmax_agreement"] == 1.0
