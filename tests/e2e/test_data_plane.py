@@ -273,3 +273,45 @@ def served(dev, namespace: str, name: str, weight: int) -> bool:
     return (t.get("dataPlane") == "Accepted" and t.get("effectiveCanaryWeight") == weight
             and condition_of(st, "TrafficAccepted").get("status") == "True"
             and route_accepted_at_its_generation(dev, namespace, name))
+
+
+def test_probes_keep_a_canary_broken_at_start_from_clients_and_roll_back_one_that_breaks_later(plane):
+    """Issue 27, item 4. A canary whose every answer carries an error inside the response (Triton
+    counts those as successes, so a metric analysis passes it) never gets a client's request: its
+    probes fail before any traffic, and it is rolled back with reason probe. A healthy one passes its
+    probes and gets its weight; when it starts answering with errors later, probes roll it back."""
+    dev, namespace, store = plane
+    for version in (4, 5):
+        shutil.copytree(store / MODEL / "2", store / MODEL / str(version), symlinks=True)
+    (store / MODEL / "4" / "fault-response-error").write_text("")  # broken from the start
+    probe = {"probe": {"enabled": True, "expectedOutputs": {"VERSION": [4]}}}
+    body = deployment("probed", namespace, 50, canary_version=4, **probe)
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"probed.{namespace}.test")
+    seen: Counter = Counter()
+
+    def rolled_back_while_clients_call():
+        seen.update(client.versions(20, threads=1))
+        return agd_status(dev, namespace, "probed").get("rollback")
+    rollback = wait_for(rolled_back_while_clients_call, 120, interval=0.2, what="the broken canary rolled back")
+    assert rollback["reason"] == "probe" and "before it got any traffic" in rollback["message"], rollback
+    assert "injected error inside the response" in rollback["message"]
+    assert set(seen) == {"v1"}, seen  # no client request ever reached the canary
+    events = dev.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=probed",
+                         "-o", "json").stdout
+    assert "CanaryRolledBack" in events and "POST /v2/models/flaky/versions/4/infer" in events
+    # a healthy canary passes its probes and gets its weight; broken later, probes roll it back
+    body = deployment("probed", namespace, 50, canary_version=5,
+                      **{"probe": {"enabled": True, "expectedOutputs": {"VERSION": [5]}}})
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    status = wait_until(lambda: agd_status(dev, namespace, "probed"),
+                        lambda s: (s.get("traffic") or {}).get("effectiveCanaryWeight") == 50
+                        and not s.get("rollback"), 120, what="the healthy canary serving 50%")
+    assert status["analysis"]["probe"]["passed"] is True, status.get("analysis")
+    wait_for(lambda: client.versions(40, threads=1)["v5"] > 0, 60, interval=0.5, what="clients reaching v5")
+    (store / MODEL / "5" / "fault-response-error").write_text("")
+    rollback = wait_until(lambda: agd_status(dev, namespace, "probed").get("rollback") or {},
+                          lambda r: r.get("reason") == "probe", 60, what="rolled back by probes")
+    assert "after it passed before" in rollback["message"], rollback
+    wait_for(lambda: client.versions(50, threads=1) == Counter({"v1": 50}), 30, interval=0.5,
+             what="only the stable track answering")

@@ -4,6 +4,10 @@ The error rate comes from, in order: the file named by AUTOGLM_FAULT_FILE, the f
 `fault-error-rate` in the model's version directory (both read on every request, so a test can
 make a running model start failing: the second reaches a Triton container through its model
 store), the environment variable AUTOGLM_FAULT_ERROR_RATE, the config parameter error_rate.
+
+A second fault answers every request with an error inside its response (pb_utils.InferenceResponse
+with an error) while the file `fault-response-error` exists in the version directory: Triton counts
+those requests as successes (nv_inference_request_success), so only a client, or a probe, sees them.
 """
 
 import json
@@ -23,6 +27,8 @@ class TritonPythonModel:
         self.fault_files = [f for f in (os.environ.get("AUTOGLM_FAULT_FILE"),
                                         os.path.join(args["model_repository"], args["model_version"],
                                                      "fault-error-rate")) if f]
+        self.response_error_file = os.path.join(args["model_repository"], args["model_version"],
+                                                "fault-response-error")
 
     def error_rate(self):
         for fault_file in self.fault_files:
@@ -39,6 +45,9 @@ class TritonPythonModel:
             # Raising (rather than an error response) makes Triton count the request in
             # nv_inference_request_failure, as a crashing backend would.
             raise pb_utils.TritonModelException(f"injected failure (error rate {rate})")
+        if os.path.exists(self.response_error_file):
+            return [pb_utils.InferenceResponse(error=pb_utils.TritonError("injected error inside the response"))
+                    for _ in requests]
         responses = []
         for request in requests:
             data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()

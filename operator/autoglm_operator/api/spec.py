@@ -265,6 +265,17 @@ class PrometheusSource:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """Synthetic probes of the canary: a real inference request (default: one derived from the
+    model's declared inputs) and, optionally, the outputs it must answer."""
+
+    enabled: bool = False
+    request: Mapping[str, Any] = field(default_factory=dict)
+    expected_outputs: Mapping[str, Any] = field(default_factory=dict)
+    timeout_seconds: Annotated[int, Bounds(1, 300)] = 5
+
+
+@dataclass(frozen=True)
 class RollbackPolicy:
     """When an unhealthy canary is rolled back, and where its metrics come from."""
 
@@ -277,6 +288,7 @@ class RollbackPolicy:
     not_ready_seconds: Annotated[int, Bounds(0, 3600)] = 0
     inconclusive_limit: Annotated[int, Bounds(0, 1000)] = 3
     prometheus: PrometheusSource | None = None
+    probe: Probe = Probe()
 
 
 @dataclass(frozen=True)
@@ -605,7 +617,15 @@ def _llm_frontend_fits(spec: AutoGLMDeploymentSpec) -> None:
 
 #: The spec.llm checks come first: with an LLM the single-model checks below would name the wrong fix
 #: (engines for the default format); they do nothing without spec.llm.
-_CROSS_FIELD_CHECKS = (_llm_model_is_the_checkpoint, _llm_uses_the_pods_gpus, _llm_image_has_the_backend,
+def _probe_has_a_request(spec: AutoGLMDeploymentSpec) -> None:
+    probe = spec.rollback.probe
+    if probe.enabled and not probe.request and (not spec.model.inputs or spec.llm is not None):
+        raise SpecError("spec.rollback.probe.request", "is required: spec.model.inputs declares no input to derive "
+                        "a request from (or the model is an LLM); give the KServe v2 inference request to send")
+
+
+_CROSS_FIELD_CHECKS = (_probe_has_a_request, _llm_model_is_the_checkpoint, _llm_uses_the_pods_gpus,
+                       _llm_image_has_the_backend,
                        _llm_options_fit_the_backend, _llm_frontend_fits,
                        _canary_version_differs, _builds_fit, _tensorrt_has_engines_and_gpus, _edge_has_jetson_engines,
                        _engines_fit_allowed_gpu_products, _preferred_batches_fit, _steps_within_canary_weight)

@@ -25,6 +25,7 @@ from ..observation.tracks import TrackObservation
 from ..render import names
 from ..render.workload import metrics_port
 from .metric_sources import ANY_PROMETHEUS, PodScraper, PrometheusUrls, prometheus_sample
+from .probes import probe_canary
 from .rollout import TrafficDecision, canary_revision, decide_traffic, read_requests, rollback_state, walk_steps
 from .verdicts import Finding, kubelet_verdict, metric_findings
 
@@ -34,6 +35,8 @@ ROLLBACKS = Counter("autoglm_operator_rollbacks_total", "Automatic and manual ca
                     ["namespace", "name", "signal"])
 
 RunIO = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop
+#: How often a canary that has not passed a probe yet is probed again (it gets no traffic meanwhile).
+PRE_TRAFFIC_PROBE_SECONDS = 1.0
 
 
 @dataclass
@@ -49,10 +52,15 @@ class AnalysisState:
     answered: bool = False  # the source answered at least once for this canary
     last_run: float | None = None  # monotonic time of the last analysis; None: never
     scraper: PodScraper = field(default_factory=PodScraper)
+    probe_passed: bool = False  # a probe of every ready canary pod passed once: the canary may get traffic
+    probe_failures: int = 0  # consecutive probes that failed
+    probe_last: dict[str, Any] | None = None  # what the last probe found (one pod's result)
+    last_probe: float | None = None  # monotonic time of the last probe
 
     def reset(self, revision: str | None) -> None:
         self.revision, self.failures, self.findings, self.last_run = revision, 0, [], None
         self.inconclusive, self.gap, self.answered = 0, None, False
+        self.probe_passed, self.probe_failures, self.probe_last, self.last_probe = False, 0, None, None
         self.scraper = PodScraper()
 
     @property
@@ -72,6 +80,10 @@ class AnalysisState:
         state.inconclusive = int(status.get("consecutiveInconclusive") or 0)
         state.gap = status.get("inconclusiveBecause")
         state.answered = bool(state.failures or state.inconclusive)  # a streak means the source answered once
+        probe = status.get("probe") or {}
+        state.probe_passed = bool(probe.get("passed"))
+        state.probe_failures = int(probe.get("consecutiveFailures") or 0)
+        state.probe_last = probe.get("last")
         return state
 
     def as_status(self) -> dict[str, Any] | None:
@@ -80,6 +92,9 @@ class AnalysisState:
             out.update(consecutiveMetricFailures=self.failures, lastFindings=[f.evidence() for f in self.findings])
         if self.inconclusive:
             out.update(consecutiveInconclusive=self.inconclusive, inconclusiveBecause=self.gap)
+        if self.probe_last is not None:
+            out["probe"] = {"passed": self.probe_passed, "consecutiveFailures": self.probe_failures,
+                            "last": self.probe_last}
         return {**out, "canaryRevision": self.revision} if out else None
 
 
@@ -135,11 +150,13 @@ class CanaryJudge:
         analysis = self._analysis.get(_key(body))
         # a step bakes only on a live canary: available, with pods ready (0 replicas serve nothing)
         live = bool(canary and canary.available and canary.ready_replicas > 0)
-        healthy = live and not rollback and not (analysis and analysis.holding)
+        probed = not spec.rollback.probe.enabled or bool(analysis and analysis.probe_passed)
+        healthy = live and probed and not rollback and not (analysis and analysis.holding)
         steps = walk_steps(spec, previous_step, canary_revision(spec), healthy, now, away=not live)
         if steps.recheck_after is not None:
             recheck = min(recheck or steps.recheck_after, steps.recheck_after)
-        traffic = decide_traffic(spec, canary, rollback, configured=steps.weight if steps.status else None)
+        traffic = decide_traffic(spec, canary, rollback, configured=steps.weight if steps.status else None,
+                                 awaiting_probe=None if probed else _probe_wait(analysis))
         conclusive = None if analysis is None or not (analysis.answered or analysis.inconclusive) \
             else not analysis.inconclusive
         return CanaryDecision(rollback, traffic, steps.status, analysis.as_status() if analysis else None,
@@ -172,6 +189,9 @@ class CanaryJudge:
         if spec.rollback.enabled and canary is not None and not held:
             kubelet = kubelet_verdict(canary, spec.rollback, now, restarts_before)
             finding, recheck = kubelet.finding, kubelet.recheck_after
+            if finding is None and canary.available and spec.rollback.probe.enabled:
+                finding, next_in = await self._probe(spec, canary, analysis)
+                recheck = min(recheck or next_in, next_in)
             if finding is None and canary.available:
                 finding, next_in = await self._analyse_metrics(body, spec, canary, analysis)
                 recheck = min(recheck or next_in, next_in)
@@ -183,6 +203,38 @@ class CanaryJudge:
             analysis.reset(revision)
         kept = {"canaryRevision": revision, "pods": restarts_before} if restarts_before else None
         return _Judgement(state, recheck, events, requests.handled, kept)
+
+    async def _probe(self, spec: AutoGLMDeploymentSpec, canary: TrackObservation,
+                     analysis: AnalysisState) -> tuple[Finding | None, float]:
+        """Probe the ready canary pods: before a first pass, every reconcile (at most once a second);
+        after it, once per analysis interval. ``failureThreshold`` failures in a row are a finding."""
+        probe, interval = spec.rollback.probe, spec.rollback.analysis_interval_seconds
+        assert spec.canary is not None
+        every = interval if analysis.probe_passed else min(interval, PRE_TRAFFIC_PROBE_SECONDS)
+        now = self.clock.monotonic()
+        if analysis.last_probe is not None and now - analysis.last_probe < every:
+            return None, every - (now - analysis.last_probe)
+        pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
+        if not pods:
+            return None, every
+        analysis.last_probe = now
+        results = await self._run_io(probe_canary, spec, probe, spec.canary.version, pods, self.clock)
+        failed = [r for r in results if not r.passed]
+        analysis.probe_last = (failed or results)[0].evidence()
+        if not failed:
+            analysis.probe_passed, analysis.probe_failures = True, 0
+            return None, every
+        analysis.probe_failures += 1
+        first = failed[0]
+        log.warning("probe of canary pod %s failed (%d in a row): %s", first.pod, analysis.probe_failures,
+                    first.message)
+        if analysis.probe_failures < spec.rollback.failure_threshold:
+            return None, min(every, PRE_TRAFFIC_PROBE_SECONDS)
+        when = "after it passed before" if analysis.probe_passed else "before it got any traffic"
+        return Finding("probe", analysis.probe_failures, spec.rollback.failure_threshold,
+                       f"{analysis.probe_failures} probe(s) in a row failed {when}: pod {first.pod}: {first.message}. "
+                       f"Request: {first.request}. Answer: {first.response or '(none)'}",
+                       source="probe", pods=tuple(r.pod for r in failed)), every
 
     async def _analyse_metrics(self, body: dict[str, Any], spec: AutoGLMDeploymentSpec, canary: TrackObservation,
                                analysis: AnalysisState) -> tuple[Finding | None, float]:
@@ -229,6 +281,13 @@ class CanaryJudge:
         if analysis.failures >= spec.rollback.failure_threshold:
             return findings[0], interval
         return None, interval
+
+
+def _probe_wait(analysis: AnalysisState | None) -> str:
+    last = (analysis.probe_last or {}) if analysis else {}
+    if not last:
+        return "no probe has run yet"
+    return f"the last probe failed: {last.get('message')}"
 
 
 def _restarts_before(recorded: dict[str, Any] | None, revision: str, canary: TrackObservation | None,

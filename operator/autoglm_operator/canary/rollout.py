@@ -97,7 +97,10 @@ def walk_steps(spec: AutoGLMDeploymentSpec, previous: dict[str, Any] | None, rev
 
 
 def decide_traffic(spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
-                   rollback: dict[str, Any] | None, configured: int | None = None) -> TrafficDecision:
+                   rollback: dict[str, Any] | None, configured: int | None = None,
+                   awaiting_probe: str | None = None) -> TrafficDecision:
+    """What the routes give the canary. ``awaiting_probe``: why no probe has passed yet (None: one
+    passed, or no probe is configured): until one does, a ready canary gets nothing."""
     if spec.canary is None:
         return TrafficDecision(0, 0, "NoCanary", "all traffic to stable")
     configured = spec.canary.weight if configured is None else configured
@@ -109,6 +112,9 @@ def decide_traffic(spec: AutoGLMDeploymentSpec, canary: TrackObservation | None,
         desired = canary.desired_replicas if canary else spec.canary.replicas
         return TrafficDecision(configured, 0, "CanaryNotReady",
                                f"canary v{spec.canary.version} not Ready ({ready}/{desired}); it gets no traffic")
+    if awaiting_probe is not None and configured > 0:
+        return TrafficDecision(configured, 0, "AwaitingProbe", f"canary v{spec.canary.version} gets no traffic until "
+                               f"a probe of its pods passes ({awaiting_probe})")
     return TrafficDecision(configured, configured, "Serving",
                            f"canary v{spec.canary.version} gets {configured}% of traffic")
 

@@ -1,0 +1,145 @@
+"""Synthetic probes: real inference requests sent to each ready canary pod, judged as a client would.
+
+Triton counts an error a backend returns inside a response as a successful request
+(``nv_inference_request_success``), so a canary that answers every request with an error passes a
+metric analysis. A probe sees what a client sees: a non-200 answer, an ``error`` in the body, a
+missing output, an output other than the one expected, a timeout or a refused connection is a
+failure, named with the request and the answer (kept, shortened, as evidence).
+
+Probes run when ``spec.rollback.probe.enabled``. The request is ``spec.rollback.probe.request`` (a
+KServe v2 inference request), or one derived from the model's declared inputs: each input filled
+with ones, every -1 dimension as 1, a batch of one where the model batches. The module is blocking
+(it runs on the reconciler's I/O pool) and holds no state: what a probe found is the judge's to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.clock import SYSTEM_CLOCK, Clock
+from ..api.spec import AutoGLMDeploymentSpec, Probe, SpecError, Tensor
+
+HTTP_PORT = 8000
+#: Request and answer text kept as evidence (status and Events stay small).
+EVIDENCE_CHARS = 300
+_DATATYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16",
+              "TYPE_INT32": "INT32", "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_BF16": "BF16",
+              "TYPE_FP32": "FP32", "TYPE_FP64": "FP64", "TYPE_STRING": "BYTES"}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    pod: str
+    passed: bool
+    latency_ms: float
+    message: str  # what failed (empty when it passed)
+    request: str  # the request sent, shortened
+    response: str  # the answer, shortened
+
+    def evidence(self) -> dict[str, Any]:
+        return {"pod": self.pod, "passed": self.passed, "latencyMs": round(self.latency_ms, 1),
+                "message": self.message, "request": self.request, "response": self.response}
+
+
+def _derived_input(tensor: Tensor, batched: bool) -> dict[str, Any]:
+    shape = [1 if d < 0 else d for d in tensor.dims]
+    if batched:
+        shape = [1, *shape]
+    count = math.prod(shape) if shape else 1
+    datatype = _DATATYPES[tensor.data_type]
+    value: Any = "probe" if datatype == "BYTES" else (True if datatype == "BOOL" else 1)
+    return {"name": tensor.name, "shape": shape, "datatype": datatype, "data": [value] * count}
+
+
+def probe_request(spec: AutoGLMDeploymentSpec, probe: Probe) -> dict[str, Any]:
+    """The request body to send: the spec's, else one derived from the declared inputs. Raises
+    :class:`SpecError` when there is neither (parse_spec refuses that spec first)."""
+    if probe.request:
+        return dict(probe.request)
+    if not spec.model.inputs:
+        raise SpecError("spec.rollback.probe.request", "is required: spec.model.inputs declares no input to derive "
+                        "a request from; give the KServe v2 inference request to send")
+    batched = spec.runtime.batching.max_batch_size > 0
+    return {"inputs": [_derived_input(t, batched) for t in spec.model.inputs]}
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= EVIDENCE_CHARS else text[:EVIDENCE_CHARS] + "…"
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return [x for v in value for x in _flatten(v)]
+    return [value]
+
+
+def _same(got: Sequence[Any], want: Sequence[Any]) -> bool:
+    if len(got) != len(want):
+        return False
+    for a, b in zip(got, want, strict=True):
+        if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+            if not math.isclose(float(a), float(b), rel_tol=1e-4, abs_tol=1e-4):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def judge_answer(status: int, body: str, expected: Mapping[str, Any]) -> str | None:
+    """Why an answer fails the probe, or None when it passes."""
+    try:
+        answer = json.loads(body) if body else None
+    except ValueError:
+        answer = None
+    if status != 200:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        return f"HTTP {status}: {error or _short(body) or 'no body'}"
+    if not isinstance(answer, dict):
+        return "the answer is no JSON object"
+    if answer.get("error"):
+        return f"an error inside a 200 answer: {answer['error']}"
+    outputs = {o.get("name"): o for o in answer.get("outputs") or [] if isinstance(o, dict)}
+    if not outputs:
+        return "the answer has no outputs"
+    for name, want in expected.items():
+        if name not in outputs:
+            return f"output {name} is missing (got {', '.join(sorted(map(str, outputs)))})"
+        got = _flatten(outputs[name].get("data"))
+        if not _same(got, _flatten(want)):
+            return f"output {name} is {_short(json.dumps(got))}, expected {_short(json.dumps(_flatten(want)))}"
+    return None
+
+
+def probe_pod(name: str, ip: str, model: str, version: int, body: Mapping[str, Any], probe: Probe,
+              port: int = HTTP_PORT, clock: Clock = SYSTEM_CLOCK) -> ProbeResult:
+    """One probe of one pod (blocking)."""
+    request = json.dumps(body, separators=(",", ":"))
+    path = f"/v2/models/{model}/versions/{version}/infer"
+    started = clock.monotonic()
+    try:
+        req = urllib.request.Request(f"http://{ip}:{port}{path}", data=request.encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=probe.timeout_seconds) as r:
+            status, text = r.status, r.read(1 << 20).decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read(1 << 20).decode(errors="replace")
+    except Exception as e:  # refused, reset, timed out: the pod did not answer
+        return ProbeResult(name, False, (clock.monotonic() - started) * 1000, f"no answer: {e}",
+                           _short(f"POST {path} {request}"), "")
+    latency = (clock.monotonic() - started) * 1000
+    failure = judge_answer(status, text, probe.expected_outputs)
+    return ProbeResult(name, failure is None, latency, failure or "", _short(f"POST {path} {request}"),
+                       _short(f"{status} {text}"))
+
+
+def probe_canary(spec: AutoGLMDeploymentSpec, probe: Probe, version: int, pods: Sequence[tuple[str, str]],
+                 clock: Clock = SYSTEM_CLOCK, port: int = HTTP_PORT) -> list[ProbeResult]:
+    """Probe every given pod (name, IP) of the canary once."""
+    body = probe_request(spec, probe)
+    return [probe_pod(name, ip, spec.model.name, version, body, probe, port, clock) for name, ip in pods]
