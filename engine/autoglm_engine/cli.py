@@ -256,6 +256,8 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
         raise StepFailed(step, message) from None
     if args.triton_python_model:
         _install_serving_model(Path(args.out))
+    if args.triton_generate_model:
+        install_generate_model(Path(args.out))
     text = summary(manifest)
     _write_termination_log(args.termination_log, text)
     print(text)
@@ -269,6 +271,18 @@ def _install_serving_model(out: Path) -> None:
     staged.write_bytes(source.read_bytes())
     staged.chmod(0o644)
     staged.replace(out / "model.py")
+
+
+def install_generate_model(out: Path) -> None:
+    """model.py streaming a greedy generation from the ONNX (decoupled), with the session loader it
+    imports beside it (serving/triton_onnx_generate.py)."""
+    serving = Path(__file__).parent / "serving"
+    for source, name in ((serving / "triton_onnx_model.py", "triton_onnx_model.py"),
+                         (serving / "triton_onnx_generate.py", "model.py")):
+        staged = out / f".{name}.tmp"
+        staged.write_bytes(source.read_bytes())
+        staged.chmod(0o644)
+        staged.replace(out / name)
 
 
 def _failure_summary(step: str, message: str) -> str:
@@ -383,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the one-line summary there too (a build Job: /dev/termination-log)")
     p.add_argument("--triton-python-model", action="store_true",
                    help="also write model.py (Triton's Python backend serving the ONNX with ONNX Runtime)")
+    p.add_argument("--triton-generate-model", action="store_true",
+                   help="also write model.py streaming a greedy generation (decoupled; text_input -> tokens)")
     _add_tolerances(p, "", FP32_DEFAULTS, "FP32 parity")
     _add_tolerances(p, "int8-", INT8_DEFAULTS, "INT8 vs FP32")
     p.set_defaults(func=cmd_pipeline)
