@@ -93,6 +93,7 @@ class Tensor:
     name: str
     data_type: DataType
     dims: tuple[Annotated[int, Bounds(-1)], ...]
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,8 @@ class Model:
     version: Annotated[int, Required("must be a model version number of 1 or more"),
                        Bounds(1, message="must be a model version number of 1 or more")]
     format: ModelFormat = "tensorrt_plan"
+    #: Any number of responses per request (a token stream): config.pbtxt's decoupled transaction policy.
+    decoupled: bool = False
     engines: Engines = ()
     inputs: tuple[Tensor, ...] = ()
     outputs: tuple[Tensor, ...] = ()
@@ -306,6 +309,8 @@ class Traffic:
 
     gateway: GatewayRef | None = None
     hostnames: tuple[str, ...] = ()
+    #: The HTTPRoute's request timeout: a whole token stream must fit (Envoy's default is 15 s).
+    request_timeout_seconds: Annotated[int, Bounds(1, 86_400)] = 3600
 
 
 @dataclass(frozen=True)

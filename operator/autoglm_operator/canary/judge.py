@@ -214,7 +214,8 @@ class CanaryJudge:
         now = self.clock.monotonic()
         if analysis.last_probe is not None and now - analysis.last_probe < every:
             return None, every - (now - analysis.last_probe)
-        pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
+        # the pods of this canary version only: during a rollout a pod of the previous one is still ready
+        pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip and p.version in (None, spec.canary.version)]
         if not pods:
             return None, every
         analysis.last_probe = now

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api import resource as r
 from ..api.spec import AutoGLMDeploymentSpec, Track
 from ..placement import gpu_nodes
 
@@ -51,6 +52,8 @@ class PodObservation:
     restarts: int
     crash_looping: bool
     running_since: str | None = None  # the latest startedAt of its running containers
+    #: The model version its labels say it serves (a pod of the previous version lingers during a rollout).
+    version: int | None = None
 
 
 @dataclass
@@ -126,7 +129,9 @@ def observe_track(spec: AutoGLMDeploymentSpec, track: Track, deployment: Mapping
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         # the kubelet's verdict on the containers; a kubelet that sets no ContainersReady: the pod's Ready
         containers_ready = pod_condition(pod, "ContainersReady") or pod_condition(pod, "Ready") or {}
+        version_label = ((pod.get("metadata") or {}).get("labels") or {}).get(r.LABEL_MODEL_VERSION, "")
         obs.pods.append(PodObservation(
+            version=int(version_label) if version_label.isdigit() else None,
             name=pod["metadata"]["name"], ip=(pod.get("status") or {}).get("podIP"),
             node_ready=bool(node_name) and node_is_ready(node), ready=pod_is_ready(pod),
             started=bool(statuses) and all(s.get("started") for s in statuses),

@@ -24,7 +24,8 @@ def _tensors(section: str, tensors: tuple[Tensor, ...]) -> list[str]:
     for i, t in enumerate(tensors):
         dims = ", ".join(str(d) for d in t.dims)
         sep = "," if i < len(tensors) - 1 else ""
-        lines.append(f"  {{ name: {_quote(t.name)} data_type: {t.data_type} dims: [ {dims} ] }}{sep}")
+        optional = " optional: true" if t.optional else ""
+        lines.append(f"  {{ name: {_quote(t.name)} data_type: {t.data_type} dims: [ {dims} ]{optional} }}{sep}")
     lines.append("]")
     return lines
 
@@ -35,6 +36,8 @@ def desired_config_pbtxt(spec: AutoGLMDeploymentSpec, track: Track) -> str:
     lines = [f"name: {_quote(model.name)}", f"{key}: {_quote(value)}",
              f"max_batch_size: {runtime.batching.max_batch_size}",
              f"version_policy: {{ specific: {{ versions: [ {track.version} ] }} }}"]
+    if model.decoupled:
+        lines.append("model_transaction_policy { decoupled: true }")
     if model.format == "tensorrt_plan" and track.engines:
         if track.build is None:  # built engines get no default: a GPU without its own engine fails to load
             lines.append(f"default_model_filename: {_quote(track.engines[0].file)}")

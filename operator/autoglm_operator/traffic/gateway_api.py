@@ -66,6 +66,8 @@ class GatewayAPIProvider:
                 "spec": {**common, "rules": [{
                     # Every model's inference, metadata and readiness live under /v2/models/<name>.
                     "matches": [{"path": {"type": "PathPrefix", "value": f"/v2/models/{spec.model.name}"}}],
+                    # a whole token stream must fit: Envoy's default route timeout (15 s) would cut it
+                    "timeouts": {"request": f"{spec.traffic.request_timeout_seconds}s"},
                     "backendRefs": self._backends(owner, spec, weights, HTTP_PORT)}]}}
         grpc = {"apiVersion": GROUP_VERSION, "kind": "GRPCRoute", "metadata": dict(meta),
                 "spec": {**common, "rules": [{
