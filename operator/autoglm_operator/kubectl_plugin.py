@@ -1,6 +1,6 @@
 """``kubectl autoglm``: the first thing an operator of AutoGLM reaches for.
 
-    kubectl autoglm status NAME [-n NS] [--watch]   tracks, versions, weights, health, rollback
+    kubectl autoglm status NAME [-n NS] [--watch]   tracks, versions, weights, health, probes, builds, rollback
     kubectl autoglm set-weight NAME WEIGHT           edit spec.canary.weight, as a user would
     kubectl autoglm promote NAME                     canary version becomes stable, canary removed
     kubectl autoglm abort NAME                       roll the canary back now
@@ -101,6 +101,22 @@ def render_status(obj: dict[str, Any], width: int = 0) -> str:
                          f"{analysis.get('inconclusiveBecause') or 'no answer'}")
         for f in analysis.get("lastFindings") or []:
             lines.append(f"  {f.get('signal')}: {f.get('message')}")
+        probe = analysis.get("probe")
+        if probe:
+            last = probe.get("last") or {}
+            verdict = "passed" if last.get("passed") else f"failed ({probe.get('consecutiveFailures', 0)} in a row): " \
+                f"{last.get('message')}"
+            lines.append(f"Probe:       last on {last.get('pod')} {verdict}, {last.get('latencyMs')} ms"
+                         f"{'' if probe.get('passed') else '; the canary gets no traffic until one passes'}")
+    builds = st.get("builds") or []
+    if builds:
+        lines.append("Builds:")
+        for b in builds:
+            target = (f"{b.get('step')} {b.get('precision')}" if b.get("step") == "export"
+                      else f"engine {b.get('computeCapability')} TensorRT {b.get('tensorrtVersion')} {b.get('precision')}")
+            note = " (simulated)" if b.get("simulated") else ""
+            message = f": {b['message']}" if b.get("message") and b.get("phase") != "Succeeded" else ""
+            lines.append(f"  {b.get('track'):<7} v{b.get('version')}  {target:<40} {b.get('phase')}{note}{message}")
     rollback = st.get("rollback")
     if rollback:
         ev = rollback.get("evidence") or {}

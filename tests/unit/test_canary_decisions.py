@@ -293,3 +293,23 @@ def test_no_canary_pod_to_ask_is_not_an_answer_from_the_metrics():
     away = pod(ready=False, node_ready=False)
     decision = asyncio.run(CanaryJudge(run_io).decide(body, SPEC, track([away]), NOW))
     assert decision.rollback is None and decision.conclusive is None
+
+
+def test_render_status_shows_probes_and_builds():
+    obj = {"metadata": {"name": "m", "namespace": "ns", "generation": 2},
+           "spec": {"canary": {"version": 2, "weight": 10}},
+           "status": {"phase": "Progressing", "observedGeneration": 2,
+                      "analysis": {"canaryRevision": "r", "probe": {
+                          "passed": False, "consecutiveFailures": 1,
+                          "last": {"pod": "m-canary-0", "passed": False, "latencyMs": 3.2,
+                                   "message": "an error inside a 200 answer: boom"}}},
+                      "builds": [{"track": "stable", "version": 1, "step": "export", "precision": "fp32",
+                                  "phase": "Succeeded"},
+                                 {"track": "stable", "version": 1, "step": "engine", "precision": "fp16",
+                                  "computeCapability": "9.0", "tensorrtVersion": "10.3", "phase": "Refused",
+                                  "message": "the manifest says compute capability 7.0 (wanted 9.0)"}]}}
+    text = render_status(obj, width=300)
+    assert "Probe:       last on m-canary-0 failed (1 in a row): an error inside a 200 answer: boom, 3.2 ms" in text
+    assert "the canary gets no traffic until one passes" in text
+    assert "export fp32" in text and "Succeeded" in text
+    assert "engine 9.0 TensorRT 10.3 fp16" in text and "Refused: the manifest says compute capability 7.0" in text
