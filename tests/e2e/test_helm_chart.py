@@ -58,6 +58,15 @@ def test_lint_template_and_schema(helm):
         "--set", "watchNamespaces={ml,prod}").stdout))
     roles = [d["metadata"] for d in namespaced if d and d["kind"] == "Role"]
     assert sorted(r["namespace"] for r in roles if not r["name"].endswith("-leader-election")) == ["ml", "prod"]
+    # the operator's pods: in, only where they serve; out, the API server, DNS and canary analysis
+    policy = next(d for d in default if d and d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "autoglm-operator"
+    ingress = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    egress = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert ingress == {9443, 8080, 8081, 8282} and egress == {443, 6443, 53, 8000, 8002, 9090}
+    off = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "networkPolicy.enabled=false").stdout
+    assert "kind: NetworkPolicy" not in off
     assert [r["name"] for r in roles if r["name"].endswith("-leader-election")] == ["t-autoglm-operator-leader-election"]
     assert any(d and d["kind"] == "Certificate" for d in namespaced)
     bad = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "replicas=0", check=False)
