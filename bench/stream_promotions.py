@@ -1,0 +1,168 @@
+"""Streams cut during promotions (issue 27, item 5; goal 0): token streams run without pause through
+Envoy Gateway while a canary is brought up, given 50 %, and promoted, --promotions times over, on
+the embedded cluster's real node. Every stream must get all its tokens, in order, from one version.
+Floor, same run: the streams run before the first promotion (no change under way).
+
+    .venv/bin/python bench/stream_promotions.py [--promotions 20] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from common import REPO, pct, table
+from llm_streaming import MODEL, TENSORS
+
+TOKENS, DELAY_MS = 20, 50  # about 1 s a stream
+
+
+def one_stream(port: int, host: str) -> tuple[str, float]:
+    """'v<N>' for a complete stream (or 'cut:...'), and its duration."""
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    events = []
+    try:
+        conn.request("POST", f"/v2/models/{MODEL}/generate_stream",
+                     json.dumps({"text_input": "tap send", "max_tokens": TOKENS, "delay_ms": DELAY_MS}),
+                     {"Host": host, "Content-Type": "application/json"})
+        response = conn.getresponse()
+        for raw in response:
+            if raw.startswith(b"data: "):
+                events.append(json.loads(raw[6:]))
+        status = response.status
+    except Exception as e:
+        return f"cut:{type(e).__name__}", time.monotonic() - started
+    finally:
+        conn.close()
+    complete = (status == 200 and [e.get("index") for e in events] == list(range(TOKENS))
+                and len({e.get("served_version") for e in events}) == 1 and not any("error" in e for e in events))
+    return (f"v{events[0]['served_version']}" if complete else f"cut:{status}:{len(events)}"), \
+        time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--promotions", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    from autoglm_devcluster.cli import default_crds
+    from autoglm_devcluster.cluster import DevCluster
+    from autoglm_devcluster.image_builder import TRITON_CPU
+    from autoglm_devcluster.testing import model_store, private_model_store
+    from autoglm_devcluster.traffic_load import real_node_env, real_node_placement
+    from autoglm_engine.checkpoint import make_tiny_glm
+    from autoglm_engine.cli import install_generate_model
+    from autoglm_engine.pipeline import run_cpu_pipeline
+
+    work = Path(tempfile.mkdtemp(prefix="promo-bench-"))
+    store = private_model_store()
+    run_cpu_pipeline(make_tiny_glm(work / "checkpoint"), store / MODEL / "1", latency_runs=3)
+    install_generate_model(store / MODEL / "1")
+    for version in range(2, args.promotions + 2):
+        shutil.copytree(store / MODEL / "1", store / MODEL / str(version))
+    dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", "dataplane"))
+    dev.up(crds=default_crds(require_upstream=True), data_plane=True)
+    namespace = f"promo-bench-{uuid.uuid4().hex[:5]}"
+    dev.kubectl("create", "namespace", namespace)
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
+    log = open(work / "operator.log", "ab")
+    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
+                           "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
+                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **real_node_env()})
+    host, port = f"promo.{namespace}.test", int(dev.gateway_url.rsplit(":", 1)[1])
+
+    def apply(stable: int, canary: int | None) -> None:
+        spec = {"model": {"name": MODEL, "repository": {"uri": "pvc://model-store"}, "version": stable,
+                          "format": "python", **TENSORS},
+                "runtime": {"replicas": 1, "image": TRITON_CPU.reference,
+                            "resources": {"gpus": 0, "cpu": "100m", "memory": "1Gi"}, "batching": {"maxBatchSize": 0}},
+                "placement": real_node_placement(),
+                "rollback": {"analysisIntervalSeconds": 2, "maxLatencyMilliseconds": 60_000},
+                "traffic": {"gateway": {"name": "autoglm-gateway", "namespace": "autoglm-system"}, "hostnames": [host]}}
+        if canary is not None:
+            spec["canary"] = {"version": canary, "weight": 50, "replicas": 1}
+        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+            "apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
+            "metadata": {"name": "promo", "namespace": namespace}, "spec": spec}))
+
+    def status() -> dict:
+        return json.loads(dev.kubectl("get", "agd", "-n", namespace, "promo", "-o", "json").stdout).get("status") or {}
+
+    def wait(holds, what: str, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not holds(status()):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for {what}: {status()}")
+            time.sleep(0.5)
+
+    results: list[tuple[str, float, str]] = []  # (outcome, seconds, phase)
+    phase = ["floor"]
+    done = threading.Event()
+
+    def client() -> None:
+        while not done.is_set():
+            outcome, seconds = one_stream(port, host)
+            results.append((outcome, seconds, phase[0]))
+    try:
+        apply(1, None)
+        dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/promo", "--timeout=180s")
+        while one_stream(port, host)[0] != "v1":
+            time.sleep(0.5)
+        workers = [threading.Thread(target=client) for _ in range(args.clients)]
+        for w in workers:
+            w.start()
+        time.sleep(20)  # the floor: streams with no change under way
+        phase[0] = "promotions"
+        started = time.monotonic()
+        for canary in range(2, args.promotions + 2):
+            apply(canary - 1, canary)
+            wait(lambda s: (s.get("traffic") or {}).get("effectiveCanaryWeight") == 50 and s.get("phase") == "Ready",
+                 f"v{canary} at 50%")
+            seen = len([r for r in results if r[0] == f"v{canary}"])
+            deadline = time.monotonic() + 60
+            while len([r for r in results if r[0] == f"v{canary}"]) < seen + 2 and time.monotonic() < deadline:
+                time.sleep(0.2)  # streams in flight on the canary when it is promoted
+            apply(canary, None)
+            wait(lambda s: s.get("phase") == "Ready" and set(s.get("tracks") or {}) == {"stable"}
+                 and s["tracks"]["stable"]["version"] == canary, f"v{canary} promoted")
+            print(f"promotion {canary - 1}/{args.promotions} done at {time.monotonic() - started:.0f} s", flush=True)
+        elapsed = time.monotonic() - started
+    finally:
+        done.set()
+        op.terminate()
+        op.wait(10)
+        log.close()
+        dev.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
+            dev.down()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for name in ("floor", "promotions"):
+        mine = [r for r in results if r[2] == name]
+        cut = [r for r in mine if r[0].startswith("cut")]
+        durations = [r[1] for r in mine if not r[0].startswith("cut")]
+        rows.append((name, len(mine), len(cut), f"{pct(durations, 0.5):.2f}", f"{pct(durations, 0.99):.2f}"))
+    print(f"{args.promotions} promotions in {elapsed:.0f} s, {args.clients} clients streaming {TOKENS} tokens "
+          f"{DELAY_MS} ms apart")
+    print(table(rows, ("phase", "streams", "cut", "stream s p50", "stream s p99")))
+    versions = Counter(r[0] for r in results if r[2] == "promotions")
+    print("streams per outcome during the promotions:", dict(sorted(versions.items())))
+
+
+if __name__ == "__main__":
+    main()
