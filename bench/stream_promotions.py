@@ -9,12 +9,9 @@ Floor, same run: the streams run before the first promotion (no change under way
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,34 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from common import REPO, pct, table
-from llm_streaming import MODEL, TENSORS
+from common import pct, table
 
 TOKENS, DELAY_MS = 20, 50  # about 1 s a stream
-
-
-def one_stream(port: int, host: str) -> tuple[str, float]:
-    """'v<N>' for a complete stream (or 'cut:...'), and its duration."""
-    started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    events = []
-    try:
-        conn.request("POST", f"/v2/models/{MODEL}/generate_stream",
-                     json.dumps({"text_input": "tap send", "max_tokens": TOKENS, "delay_ms": DELAY_MS}),
-                     {"Host": host, "Content-Type": "application/json"})
-        response = conn.getresponse()
-        for raw in response:
-            if raw.startswith(b"data: "):
-                events.append(json.loads(raw[6:]))
-        status = response.status
-    except Exception as e:
-        return f"cut:{type(e).__name__}", time.monotonic() - started
-    finally:
-        conn.close()
-    complete = (status == 200 and [e.get("index") for e in events] == list(range(TOKENS))
-                and len({e.get("served_version") for e in events}) == 1 and not any("error" in e for e in events))
-    return (f"v{events[0]['served_version']}" if complete else f"cut:{status}:{len(events)}"), \
-        time.monotonic() - started
 
 
 def main() -> None:
@@ -61,44 +33,27 @@ def main() -> None:
     args = parser.parse_args()
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
-    from autoglm_devcluster.image_builder import TRITON_CPU
-    from autoglm_devcluster.testing import model_store, private_model_store
-    from autoglm_devcluster.traffic_load import real_node_env, real_node_placement
-    from autoglm_engine.checkpoint import make_tiny_glm
-    from autoglm_engine.cli import install_generate_model
-    from autoglm_engine.pipeline import run_cpu_pipeline
+    from autoglm_devcluster.streaming import Stream, streaming_deployment, streaming_store
+    from autoglm_devcluster.testing import model_store, start_operator, stop_operator
+    from autoglm_devcluster.traffic_load import real_node_env
 
     work = Path(tempfile.mkdtemp(prefix="promo-bench-"))
-    store = private_model_store()
-    run_cpu_pipeline(make_tiny_glm(work / "checkpoint"), store / MODEL / "1", latency_runs=3)
-    install_generate_model(store / MODEL / "1")
-    for version in range(2, args.promotions + 2):
-        shutil.copytree(store / MODEL / "1", store / MODEL / str(version))
+    store = streaming_store(work, versions=args.promotions + 1)
     dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", "dataplane"))
     dev.up(crds=default_crds(require_upstream=True), data_plane=True)
     namespace = f"promo-bench-{uuid.uuid4().hex[:5]}"
     dev.kubectl("create", "namespace", namespace)
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    log = open(work / "operator.log", "ab")
-    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
-                           "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
-                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **real_node_env()})
+    op = start_operator(dev, namespace, work / "operator.log", real_node_env())
     host, port = f"promo.{namespace}.test", int(dev.gateway_url.rsplit(":", 1)[1])
 
     def apply(stable: int, canary: int | None) -> None:
-        spec = {"model": {"name": MODEL, "repository": {"uri": "pvc://model-store"}, "version": stable,
-                          "format": "python", **TENSORS},
-                "runtime": {"replicas": 1, "image": TRITON_CPU.reference,
-                            "resources": {"gpus": 0, "cpu": "100m", "memory": "1Gi"}, "batching": {"maxBatchSize": 0}},
-                "placement": real_node_placement(),
-                "rollback": {"analysisIntervalSeconds": 2, "maxLatencyMilliseconds": 60_000},
-                "traffic": {"gateway": {"name": "autoglm-gateway", "namespace": "autoglm-system"}, "hostnames": [host]}}
-        if canary is not None:
-            spec["canary"] = {"version": canary, "weight": 50, "replicas": 1}
-        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-            "apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
-            "metadata": {"name": "promo", "namespace": namespace}, "spec": spec}))
+        body = streaming_deployment("promo", namespace, 50, stable, canary)
+        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+
+    def one_stream() -> tuple[str, float]:
+        s = Stream(port, host, TOKENS, delay_ms=DELAY_MS, timeout=60)
+        return s.version, s.seconds
 
     def status() -> dict:
         return json.loads(dev.kubectl("get", "agd", "-n", namespace, "promo", "-o", "json").stdout).get("status") or {}
@@ -116,12 +71,12 @@ def main() -> None:
 
     def client() -> None:
         while not done.is_set():
-            outcome, seconds = one_stream(port, host)
+            outcome, seconds = one_stream()
             results.append((outcome, seconds, phase[0]))
     try:
         apply(1, None)
         dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/promo", "--timeout=180s")
-        while one_stream(port, host)[0] != "v1":
+        while one_stream()[0] != "v1":
             time.sleep(0.5)
         workers = [threading.Thread(target=client) for _ in range(args.clients)]
         for w in workers:
@@ -144,9 +99,7 @@ def main() -> None:
         elapsed = time.monotonic() - started
     finally:
         done.set()
-        op.terminate()
-        op.wait(10)
-        log.close()
+        stop_operator(op)
         dev.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
             dev.down()

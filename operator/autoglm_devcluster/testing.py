@@ -3,8 +3,11 @@ session ends (Ctrl-C and SIGTERM included), and the model store their deployment
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,3 +86,20 @@ def private_model_store() -> Path:
     root.chmod(0o755)
     shutil.copytree(MODEL_REPOSITORY, root / "models", symlinks=True)
     return root / "models"
+
+
+def start_operator(dev: DevCluster, namespace: str, log_path: Path, env: dict[str, str] | None = None,
+                   ) -> subprocess.Popen[bytes]:
+    """The operator from this checkout as a process of its own, watching ``namespace`` of ``dev``
+    (no metrics or health port), its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
+             "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=paths.REPO_ROOT,
+            env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **(env or {})})
+
+
+def stop_operator(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(20)

@@ -8,8 +8,6 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,9 +16,9 @@ from collections import Counter
 import pytest
 import yaml
 
-from autoglm_devcluster.testing import private_model_store
+from autoglm_devcluster.testing import private_model_store, start_operator, stop_operator
 from autoglm_devcluster.traffic_load import MODEL, GatewayClient, deployment, real_node_env
-from conftest import REPO, model_store, wait_for, wait_until
+from conftest import model_store, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -35,15 +33,9 @@ def plane(tmp_path_factory):
     dev.kubectl("create", "namespace", namespace)
     store = private_model_store()
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    log = open(tmp_path_factory.mktemp("op") / "operator.log", "ab")
-    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
-                           "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
-                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **real_node_env()})
+    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log", real_node_env())
     yield dev, namespace, store
-    op.terminate()
-    op.wait(10)
-    log.close()
+    stop_operator(op)
     if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
         dev.down()
 

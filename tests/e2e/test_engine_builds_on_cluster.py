@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -28,8 +27,9 @@ import numpy as np
 import pytest
 import yaml
 
+from autoglm_devcluster.testing import start_operator, stop_operator
 from autoglm_devcluster.traffic_load import real_node_env, real_node_placement
-from conftest import REPO, wait_until
+from conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -63,18 +63,11 @@ class Operator:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(self.dev.kubeconfig), "run",
-             "-n", self.namespace, "--metrics-port", "0", "--health-port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, "KUBECONFIG": str(self.dev.kubeconfig), **self.env})
-        log.close()
+        self.process = start_operator(self.dev, self.namespace, self.log_path, self.env)
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(20)
+            stop_operator(self.process)
             self.process = None
 
 

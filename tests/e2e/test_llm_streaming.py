@@ -11,12 +11,8 @@ stream (every stream gets all its tokens, in order). Promotions still cut a few 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,113 +22,29 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from autoglm_devcluster.testing import private_model_store
-from autoglm_devcluster.traffic_load import real_node_env, real_node_placement
-from conftest import REPO, model_store, wait_for, wait_until
+from autoglm_devcluster.streaming import Stream, streaming_deployment, streaming_store
+from autoglm_devcluster.testing import start_operator, stop_operator
+from autoglm_devcluster.traffic_load import real_node_env
+from conftest import model_store, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
-
-MODEL = "glm-stream"
-TENSORS = {"decoupled": True,
-           "inputs": [{"name": "text_input", "dataType": "TYPE_STRING", "dims": [1]},
-                      {"name": "max_tokens", "dataType": "TYPE_INT32", "dims": [1], "optional": True},
-                      {"name": "delay_ms", "dataType": "TYPE_INT32", "dims": [1], "optional": True}],
-           "outputs": [{"name": "text_output", "dataType": "TYPE_STRING", "dims": [1]},
-                       {"name": "token_id", "dataType": "TYPE_INT64", "dims": [1]},
-                       {"name": "index", "dataType": "TYPE_INT32", "dims": [1]},
-                       {"name": "served_version", "dataType": "TYPE_INT32", "dims": [1]}]}
-VERSIONS = range(1, 3)
-
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
-    from autoglm_engine.checkpoint import checkpoint_digest, make_tiny_glm
-    from autoglm_engine.cli import install_generate_model
-    from autoglm_engine.pipeline import run_cpu_pipeline
 
-    work = tmp_path_factory.mktemp("glm")
-    checkpoint = make_tiny_glm(work / "checkpoint")
-    store = private_model_store()
-    first = store / MODEL / "1"
-    run_cpu_pipeline(checkpoint, first, checkpoint_uri="file:///checkpoint",
-                     expected_digest=checkpoint_digest(checkpoint), latency_runs=3)
-    install_generate_model(first)
-    for version in VERSIONS[1:]:  # the same artefact under each version: tracks tell apart by served_version
-        shutil.copytree(first, store / MODEL / str(version))
+    store = streaming_store(tmp_path_factory.mktemp("glm"), versions=2)
     dev = DevCluster("dataplane")
     dev.up(crds=default_crds(require_upstream=True), data_plane=True)
     namespace = f"stream-{uuid.uuid4().hex[:5]}"
     dev.kubectl("create", "namespace", namespace)
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    log = open(tmp_path_factory.mktemp("op") / "operator.log", "ab")
-    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
-                           "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
-                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **real_node_env()})
+    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log", real_node_env())
     yield dev, namespace
-    op.terminate()
-    op.wait(10)
-    log.close()
+    stop_operator(op)
     if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
         dev.down()
-
-
-def streaming(name: str, namespace: str, weight: int, stable: int = 1, canary: int | None = 2) -> dict:
-    from autoglm_devcluster.image_builder import TRITON_CPU
-
-    spec = {"model": {"name": MODEL, "repository": {"uri": "pvc://model-store"}, "version": stable,
-                      "format": "python", **TENSORS},
-            "runtime": {"replicas": 1, "image": TRITON_CPU.reference,
-                        "resources": {"gpus": 0, "cpu": "100m", "memory": "1Gi"}, "batching": {"maxBatchSize": 0}},
-            "placement": real_node_placement(),
-            # Triton's request latency of a decoupled model is the whole stream's: seconds, not a fault
-            "rollback": {"analysisIntervalSeconds": 2, "maxLatencyMilliseconds": 60_000},
-            "traffic": {"gateway": {"name": "autoglm-gateway", "namespace": "autoglm-system"},
-                        "hostnames": [f"{name}.{namespace}.test"]}}
-    if canary is not None:
-        spec["canary"] = {"version": canary, "weight": weight, "replicas": 1}
-    return {"apiVersion": "serving.autoglm.io/v1alpha1", "kind": "AutoGLMDeployment",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-
-
-class Stream:
-    """One generate_stream call through the Gateway: its events, or how it was cut."""
-
-    def __init__(self, port: int, host: str, tokens: int, delay_ms: int = 0, timeout: float = 120):
-        self.events: list[dict] = []
-        self.error: str | None = None
-        self.status: int | None = None
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        body = json.dumps({"text_input": "tap the search bar", "max_tokens": tokens, "delay_ms": delay_ms})
-        try:
-            conn.request("POST", f"/v2/models/{MODEL}/generate_stream", body,
-                         {"Host": host, "Content-Type": "application/json"})
-            response = conn.getresponse()
-            self.status = response.status
-            for raw in response:
-                line = raw.decode().strip()
-                if line.startswith("data: "):
-                    self.events.append(json.loads(line[len("data: "):]))
-        except Exception as e:  # reset, timed out: cut
-            self.error = f"{type(e).__name__}: {e}"
-        finally:
-            conn.close()
-        self.tokens = tokens
-
-    @property
-    def complete(self) -> bool:
-        """Every token, in order, from one version, with no error event."""
-        return (self.status == 200 and self.error is None and [e.get("index") for e in self.events]
-                == list(range(self.tokens)) and len({e.get("served_version") for e in self.events}) == 1
-                and not any("error" in e for e in self.events))
-
-    @property
-    def version(self) -> str:
-        if not self.complete:
-            return f"cut:{self.status}:{self.error or len(self.events)}"
-        return f"v{self.events[0]['served_version']}"
 
 
 def gateway_port(dev) -> int:
@@ -145,7 +57,7 @@ def agd_status(dev, namespace: str, name: str) -> dict:
 
 def test_streams_split_by_weight_and_a_stream_outlives_envoys_default_timeout(plane):
     dev, namespace = plane
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(streaming("split", namespace, 10)))
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(streaming_deployment("split", namespace, 10, canary=2)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/split", "--timeout=180s")
     host, port = f"split.{namespace}.test", gateway_port(dev)
     wait_until(lambda: agd_status(dev, namespace, "split").get("traffic") or {},
@@ -175,7 +87,7 @@ def test_a_rollback_under_streaming_load_cuts_no_stream(plane):
     streams cut (4 of 613 over 20 promotions): not yet fixed, so not claimed here."""
     dev, namespace = plane
     name, host, port = "rollback", f"rollback.{namespace}.test", gateway_port(dev)
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(streaming(name, namespace, 50, stable=1, canary=2)))
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(streaming_deployment(name, namespace, 50, canary=2)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"agd/{name}", "--timeout=180s")
     wait_until(lambda: agd_status(dev, namespace, name).get("traffic") or {},
                lambda t: t.get("effectiveCanaryWeight") == 50, 120, what="the canary serving 50%")
