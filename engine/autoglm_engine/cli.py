@@ -263,26 +263,26 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     print(text)
 
 
+def _install(out: Path, files: tuple[tuple[str, str], ...]) -> None:
+    """Copy serving/<source> to out/<name> for each pair, atomically (Triton refuses symlinked files)."""
+    serving = Path(__file__).parent / "serving"
+    for source, name in files:
+        staged = out / f".{name}.tmp"
+        staged.write_bytes((serving / source).read_bytes())
+        staged.chmod(0o644)
+        staged.replace(out / name)
+
+
 def _install_serving_model(out: Path) -> None:
     """model.py beside the artefact: Triton's Python backend runs it, and it serves the ONNX file its
     config names (parameter onnx_file) with ONNX Runtime, after checking the file against its manifest."""
-    source = Path(__file__).parent / "serving" / "triton_onnx_model.py"
-    staged = out / ".model.py.tmp"
-    staged.write_bytes(source.read_bytes())
-    staged.chmod(0o644)
-    staged.replace(out / "model.py")
+    _install(out, (("triton_onnx_model.py", "model.py"),))
 
 
 def install_generate_model(out: Path) -> None:
     """model.py streaming a greedy generation from the ONNX (decoupled), with the session loader it
     imports beside it (serving/triton_onnx_generate.py)."""
-    serving = Path(__file__).parent / "serving"
-    for source, name in ((serving / "triton_onnx_model.py", "triton_onnx_model.py"),
-                         (serving / "triton_onnx_generate.py", "model.py")):
-        staged = out / f".{name}.tmp"
-        staged.write_bytes(source.read_bytes())
-        staged.chmod(0o644)
-        staged.replace(out / name)
+    _install(out, (("triton_onnx_model.py", "triton_onnx_model.py"), ("triton_onnx_generate.py", "model.py")))
 
 
 def _failure_summary(step: str, message: str) -> str:

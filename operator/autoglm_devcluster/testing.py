@@ -3,10 +3,8 @@ session ends (Ctrl-C and SIGTERM included), and the model store their deployment
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from typing import Any
 
 from . import paths
 from .cluster import DevCluster
+from .processes import ScratchProcess
 
 #: The repository's Triton model repository: the default model store.
 MODEL_REPOSITORY = paths.REPO_ROOT / "model_repository"
@@ -89,17 +88,15 @@ def private_model_store() -> Path:
 
 
 def start_operator(dev: DevCluster, namespace: str, log_path: Path, env: dict[str, str] | None = None,
-                   ) -> subprocess.Popen[bytes]:
+                   ) -> ScratchProcess:
     """The operator from this checkout as a process of its own, watching ``namespace`` of ``dev``
     (no metrics or health port), its output appended to ``log_path``."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
-             "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=paths.REPO_ROOT,
-            env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **(env or {})})
+    process = ScratchProcess("operator", log_path)
+    process.start([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
+                   "-n", namespace, "--metrics-port", "0", "--health-port", "0"],
+                  env={"KUBECONFIG": str(dev.kubeconfig), **(env or {})}, cwd=paths.REPO_ROOT)
+    return process
 
 
-def stop_operator(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(20)
+def stop_operator(process: ScratchProcess) -> None:
+    process.stop(20)

@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from ..api.spec import PrometheusSource
-from ..render.workload import METRICS_PORT
+from ..render.ports import METRICS_PORT
 from .triton_metrics import Counters, parse_counters
 from .verdicts import MetricSample
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from ..api.clock import SYSTEM_CLOCK, Clock
 from ..api.spec import AutoGLMDeploymentSpec, Probe, SpecError, Tensor
+from ..render.ports import HTTP_PORT
 
-HTTP_PORT = 8000
 #: Request and answer text kept as evidence (status and Events stay small).
 EVIDENCE_CHARS = 300
 _DATATYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16",

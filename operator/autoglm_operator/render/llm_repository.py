@@ -41,9 +41,8 @@ import yaml
 from ..api.spec import AutoGLMDeploymentSpec, Llm, Track
 from ..placement import gpu_nodes
 from .model_source import CONFIG_DIR, MODELS_DIR, OPTIONAL_AWS_KEYS, ModelSourceImages, container_security_context
+from .ports import GRPC_PORT, HTTP_PORT, METRICS_PORT
 
-#: render/workload.py's ports, repeated: that module is to import this one.
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 CHECKPOINT_DIR = "/checkpoint"
 CHECKPOINT_VOLUME = "llm-checkpoint"
 #: TensorRT-LLM's Triton image keeps the model templates here (tensorrtllm_backend's

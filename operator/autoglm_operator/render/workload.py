@@ -19,9 +19,9 @@ from .model_source import (
     desired_model_source,
     pod_security_context,
 )
+from .ports import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from .triton_config import desired_config_pbtxt
 
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 PRE_STOP_SECONDS = 5
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..api.owner import Owner
 from ..api.spec import AutoGLMDeploymentSpec
 from ..render import names
-from ..render.workload import GRPC_PORT, HTTP_PORT
+from ..render.ports import GRPC_PORT, HTTP_PORT
 from .gateway_api_claims import overlaps, precedes, route_claim
 from .provider import Discover, Weights
 from .route_index import RouteIndex
