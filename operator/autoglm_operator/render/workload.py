@@ -11,7 +11,7 @@ from ..api.resource import content_hash
 from ..api.spec import AutoGLMDeploymentSpec, Track
 from ..placement import gpu_nodes
 from . import names
-from .llm_repository import desired_llm_serving
+from .llm_repository import desired_llm_serving, serves_with_vllm_server
 from .model_source import (
     MODELS_DIR,
     ModelSourceImages,
@@ -30,6 +30,11 @@ def metrics_port(spec: AutoGLMDeploymentSpec) -> int:
     if spec.llm is not None and spec.llm.openai.enabled:
         return spec.llm.openai.port
     return METRICS_PORT
+
+
+def metrics_format(spec: AutoGLMDeploymentSpec) -> str:
+    """Whose metric names the pods' /metrics carry: ``vllm`` for vLLM's own server, else ``triton``."""
+    return "vllm" if serves_with_vllm_server(spec) else "triton"
 
 
 def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -142,7 +147,9 @@ def _service(owner: Owner, name: str, labels: dict[str, str], selector: dict[str
         {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
         {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}]
     openai = spec.llm.openai if spec.llm is not None else None
-    if openai is not None and openai.enabled:  # Triton's metrics move to /metrics on the frontend's port
+    if openai is not None and serves_with_vllm_server(spec):  # vLLM's server: the OpenAI port alone
+        ports = [{"name": "openai", "port": openai.port, "targetPort": "openai", "protocol": "TCP"}]
+    elif openai is not None and openai.enabled:  # Triton's metrics move to /metrics on the frontend's port
         ports.append({"name": "openai", "port": openai.port, "targetPort": "openai", "protocol": "TCP"})
     else:
         ports.append({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"})

@@ -12,6 +12,7 @@ from typing import Any
 from ..api.owner import Owner
 from ..api.spec import AutoGLMDeploymentSpec
 from ..render import names
+from ..render.llm_repository import serves_with_vllm_server
 from ..render.ports import GRPC_PORT, HTTP_PORT
 from .gateway_api_claims import overlaps, precedes, route_claim
 from .provider import Discover, Weights
@@ -20,6 +21,8 @@ from .route_index import RouteIndex
 GROUP_VERSION = "gateway.networking.k8s.io/v1"
 TRITON_GRPC_SERVICE = "inference.GRPCInferenceService"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
+#: Where the OpenAI-compatible API lives (/v1/chat/completions, /v1/completions, /v1/models).
+OPENAI_PATH = "/v1"
 
 
 class GatewayAPIProvider:
@@ -62,13 +65,23 @@ class GatewayAPIProvider:
         common: dict[str, Any] = {"parentRefs": [self._parent(owner, spec)]}
         if spec.traffic.hostnames:
             common["hostnames"] = list(spec.traffic.hostnames)
+        # a whole token stream must fit: Envoy's default route timeout (15 s) would cut it
+        timeouts = {"request": f"{spec.traffic.request_timeout_seconds}s"}
+        rules = []
+        if not serves_with_vllm_server(spec):
+            # Every model's inference, metadata and readiness live under /v2/models/<name>.
+            rules.append({"matches": [{"path": {"type": "PathPrefix", "value": f"/v2/models/{spec.model.name}"}}],
+                          "timeouts": timeouts, "backendRefs": self._backends(owner, spec, weights, HTTP_PORT)})
+        if spec.llm is not None and spec.llm.openai.enabled:
+            # The OpenAI API names the model in the body, not the path: the whole /v1/ tree of the route's
+            # hostnames goes to this deployment's tracks, by the same weights.
+            rules.append({"matches": [{"path": {"type": "PathPrefix", "value": OPENAI_PATH}}],
+                          "timeouts": timeouts,
+                          "backendRefs": self._backends(owner, spec, weights, spec.llm.openai.port)})
         http = {"apiVersion": GROUP_VERSION, "kind": "HTTPRoute", "metadata": meta,
-                "spec": {**common, "rules": [{
-                    # Every model's inference, metadata and readiness live under /v2/models/<name>.
-                    "matches": [{"path": {"type": "PathPrefix", "value": f"/v2/models/{spec.model.name}"}}],
-                    # a whole token stream must fit: Envoy's default route timeout (15 s) would cut it
-                    "timeouts": {"request": f"{spec.traffic.request_timeout_seconds}s"},
-                    "backendRefs": self._backends(owner, spec, weights, HTTP_PORT)}]}}
+                "spec": {**common, "rules": rules}}
+        if serves_with_vllm_server(spec):  # vLLM's server speaks no KServe gRPC
+            return [http]
         grpc = {"apiVersion": GROUP_VERSION, "kind": "GRPCRoute", "metadata": dict(meta),
                 "spec": {**common, "rules": [{
                     "matches": [{"method": {"type": "Exact", "service": TRITON_GRPC_SERVICE}}],
