@@ -26,6 +26,12 @@ GATEWAY_NAMESPACE = "autoglm-system"
 GATEWAY_NAME = "autoglm-gateway"
 GATEWAY_CLASS = "autoglm-envoy"
 EG_NAMESPACE = "envoy-gateway-system"
+#: Envoy's access log line: the request, its answer and how it ended (response flags and details,
+#: connection termination), the upstream pod and cluster, and the times.
+ACCESS_LOG_FORMAT = ("[%START_TIME%] \"%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" "
+                     "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+                     "up=%UPSTREAM_HOST% cluster=%UPSTREAM_CLUSTER% failure=%UPSTREAM_TRANSPORT_FAILURE_REASON% "
+                     "bytes=%BYTES_SENT% ms=%DURATION%\n")
 #: Envoy Gateway reads its xDS server certificate from this fixed path.
 CERTS_DIR = Path("/certs")
 
@@ -58,6 +64,11 @@ class EnvoyGatewayDataPlane:
     def __init__(self, cluster: DevCluster) -> None:
         self.cluster = cluster
         self.home = cluster.state_dir / "envoy-gateway"
+
+    @property
+    def access_log(self) -> Path:
+        """Envoy's access log: every request through the Gateway, its flags and upstream."""
+        return self.cluster.state_dir / "logs" / "envoy-access.log"
 
     @property
     def listener_port_file(self) -> Path:
@@ -122,7 +133,11 @@ class EnvoyGatewayDataPlane:
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all([
             {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
              "metadata": {"name": "autoglm-host", "namespace": EG_NAMESPACE},
-             "spec": {"provider": {"type": "Host", "host": {"envoyVersion": ENVOY_VERSION}}}},
+             "spec": {"provider": {"type": "Host", "host": {"envoyVersion": ENVOY_VERSION}},
+                      # one line per request, with why Envoy ended it (a cut stream names its cause)
+                      "telemetry": {"accessLog": {"settings": [{
+                          "format": {"type": "Text", "text": ACCESS_LOG_FORMAT},
+                          "sinks": [{"type": "File", "file": {"path": str(self.access_log)}}]}]}}}},
             {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": GATEWAY_CLASS},
              "spec": {"controllerName": "gateway.envoyproxy.io/gatewayclass-controller",
                       "parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",

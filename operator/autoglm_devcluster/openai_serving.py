@@ -79,8 +79,10 @@ def chat_request(text: str, image: bool, max_tokens: int, stream: bool) -> dict[
         content.append({"type": "image_url", "image_url": {"url": url}})
     body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": content}],
                             "max_tokens": max_tokens, "temperature": 0, "stream": stream,
-                            # run to max_tokens: random weights may hit the end-of-text token at any step
-                            "ignore_eos": True}
+                            # run to max_tokens: random weights may hit the end-of-text token at any step;
+                            # and say which tokens came (random weights pick special tokens and partial
+                            # UTF-8 bytes too, which decode to little or no text)
+                            "ignore_eos": True, "skip_special_tokens": False, "return_token_ids": True}
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
@@ -106,10 +108,25 @@ class Chat:
         return ((self.body.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
 
     @property
+    def token_ids(self) -> list[int]:
+        """The generated token ids, in the order they came (vLLM's return_token_ids)."""
+        if self.chunks:
+            return [t for c in self.chunks if c.get("choices") for t in c["choices"][0].get("token_ids") or []]
+        return list((self.body.get("choices") or [{}])[0].get("token_ids") or [])
+
+    @property
     def usage(self) -> dict[str, Any]:
         if self.chunks:
             return next((c["usage"] for c in reversed(self.chunks) if c.get("usage")), {})
         return self.body.get("usage") or {}
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens over the time after the first one (the decode rate a client sees)."""
+        tokens = self.usage.get("completion_tokens", 0)
+        if self.first_token_s is None or tokens < 2 or self.total_s <= self.first_token_s:
+            return 0.0
+        return (tokens - 1) / (self.total_s - self.first_token_s)
 
     @property
     def content_chunks(self) -> int:
@@ -117,10 +134,11 @@ class Chat:
                    is not None and "role" not in c["choices"][0]["delta"])
 
 
-def chat(port: int, host: str, request: dict[str, Any], timeout: float = 120) -> Chat:
+def chat(port: int, host: str, request: dict[str, Any], timeout: float = 120, address: str = "127.0.0.1") -> Chat:
+    """POST /v1/chat/completions to ``address:port`` with ``host`` as Host (the Gateway's listener, or a pod)."""
     result = Chat()
     started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         conn.request("POST", "/v1/chat/completions", json.dumps(request),
                      {"Host": host, "Content-Type": "application/json"})

@@ -85,7 +85,7 @@ def test_models_and_an_image_chat_answer_through_the_gateway(plane):
     with_image = chat(port, host, chat_request("tap the settings button", image=True, max_tokens=12, stream=False))
     without = chat(port, host, chat_request("tap the settings button", image=False, max_tokens=12, stream=False))
     assert with_image.status == 200 and without.status == 200, (with_image.body, without.body)
-    assert with_image.usage["completion_tokens"] == 12 and with_image.text
+    assert with_image.usage["completion_tokens"] == 12 and len(with_image.token_ids) == 12
     # the screenshot went through the vision tower: its image tokens count in the prompt
     image_tokens = with_image.usage["prompt_tokens"] - without.usage["prompt_tokens"]
     assert image_tokens >= 8, (with_image.usage, without.usage)
@@ -99,8 +99,12 @@ def test_streamed_image_chats_complete_through_the_gateway(plane):
             "open the camera and take a photo", image=True, max_tokens=32, stream=True)), range(12)))
     for s in streams:
         assert s.status == 200 and s.error is None and s.done, (s.status, s.error, s.body)
-        # one chunk per generated token, then the usage chunk: every token arrived
-        assert s.usage["completion_tokens"] == 32 and s.content_chunks == 32, (s.usage, s.content_chunks)
+        # one chunk per generated token, each carrying its token id, the last one finished by length, then
+        # the usage chunk: every token arrived
+        assert s.usage["completion_tokens"] == 32 and s.content_chunks == 32 and len(s.token_ids) == 32, \
+            (s.usage, s.content_chunks, s.token_ids)
+        finished = [c["choices"][0].get("finish_reason") for c in s.chunks if c.get("choices")]
+        assert finished[-1] == "length" and not any(finished[:-1]), finished
     first = sorted(s.first_token_s for s in streams if s.first_token_s is not None)
     print(f"12 streamed image chats of 32 tokens: first token p50 {first[len(first) // 2] * 1000:.0f} ms "
           f"through the Gateway")
