@@ -51,8 +51,10 @@ def openai_deployment(name: str, namespace: str, image: str, weight: int = 0, ca
                 "maxSequenceLength": 2048, "batching": {"maxBatchSize": 8},
                 "openai": {"enabled": True, "port": OPENAI_PORT, "server": "vllm"}},
         "placement": real_node_placement(),
-        # vLLM's end-to-end latency of a long generation is seconds, not a fault
-        "rollback": {"analysisIntervalSeconds": 2, "maxLatencyMilliseconds": 60_000},
+        # vLLM's end-to-end latency of a long generation is seconds, not a fault; the canary is probed with a
+        # short streamed chat before it gets traffic and on every analysis
+        "rollback": {"analysisIntervalSeconds": 2, "maxLatencyMilliseconds": 60_000,
+                     "probe": {"enabled": True, "timeoutSeconds": 30}},
         "traffic": {"gateway": {"name": "autoglm-gateway", "namespace": "autoglm-system"},
                     "hostnames": [f"{name}.{namespace}.test"]}}
     if canary:

@@ -136,10 +136,18 @@ def test_chats_split_by_weight_as_each_tracks_own_counters_show(plane):
               f"{after[track]['vllm:time_to_first_token_seconds_count']:.0f} requests")
 
 
-def test_the_operator_judges_the_canary_from_vllms_own_metrics(plane):
+def test_the_operator_judges_the_canary_from_vllms_own_metrics_and_probes(plane):
     dev, namespace, host, port = plane
     # the pod scraper reads vLLM's counters (metrics_format vllm): an analysis that got data is conclusive
     status = wait_until(lambda: agd_status(dev, namespace), lambda s: any(
         c["type"] == "AnalysisConclusive" and c["status"] == "True" for c in s.get("conditions") or []), 60,
         what="an analysis of the canary from vLLM's metrics")
     assert not status.get("rollback"), status.get("rollback")
+    # the synthetic probe streamed a short chat from the canary pod, as a client would, and kept its timing
+    probe = (status.get("analysis") or {}).get("probe") or {}
+    last = probe.get("last") or {}
+    assert probe.get("passed") and last.get("passed"), probe
+    assert last["request"].startswith("POST /v1/chat/completions") and last["timeToFirstTokenMs"] > 0, last
+    assert "8 token(s)" in last["response"], last
+    print(f"probe of the canary: first token {last['timeToFirstTokenMs']} ms, {last.get('tokensPerSecond')} "
+          f"tokens/s, {last['latencyMs']} ms in all")

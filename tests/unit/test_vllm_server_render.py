@@ -6,10 +6,13 @@ vLLM's flags are those of ``python -m vllm.entrypoints.openai.api_server --help=
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from autoglm_operator.api.owner import Owner
 from autoglm_operator.api.spec import SpecError, parse_spec
+from autoglm_operator.canary.probes import judge_stream, openai_probe_request, probe_openai_pod, speaks_openai
 from autoglm_operator.canary.triton_metrics import parse_counters
 from autoglm_operator.render import llm_repository as llm_render
 from autoglm_operator.render import workload
@@ -174,3 +177,90 @@ def test_vllm_flags_the_operator_owns_are_refused_by_index(arg, words):
     with pytest.raises(SpecError) as e:
         parse_spec(spec_dict(extra_args=["--dtype=float32", arg]))
     assert e.value.field == "spec.runtime.extraArgs[1]" and words in str(e.value)
+
+
+# -- the canary probed as an OpenAI client (canary/probes.py) ----------------------------------------
+
+def _events(*payloads: str) -> list[tuple[float, str]]:
+    return [(0.1 * (i + 1), p) for i, p in enumerate(payloads)]
+
+
+def _chunk(content: str | None = None, role: str | None = None, **extra) -> str:
+    delta = {"role": role} if role else {}
+    if content is not None:
+        delta["content"] = content
+    return json.dumps({"choices": [{"index": 0, "delta": delta}], **extra})
+
+
+def test_a_complete_stream_passes_with_its_first_token_and_rate():
+    verdict = judge_stream(_events(_chunk("", role="assistant"), _chunk("tap"), _chunk(" the"), _chunk(" button"),
+                                   "[DONE]"), {})
+    assert verdict.failure is None and verdict.tokens == 3 and verdict.text == "tap the button"
+    assert verdict.first_token_s == pytest.approx(0.2) and verdict.tokens_per_second == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("payloads, words", [
+    ((_chunk("tap"), json.dumps({"error": {"message": "EngineCore died", "code": 500}})),
+     "an error in the middle of the stream after 1 token(s)"),
+    ((_chunk("tap"), _chunk(" it")), "ended without [DONE] after 2 token(s)"),
+    ((_chunk("", role="assistant"), "[DONE]"), "carried no token"),
+    (("{not json",), "no JSON"),
+])
+def test_what_a_client_would_call_broken_fails_the_probe(payloads, words):
+    verdict = judge_stream(_events(*payloads), {})
+    assert verdict.failure is not None and words in verdict.failure
+
+
+def test_an_expected_content_must_be_the_generation():
+    events = _events(_chunk("tap"), "[DONE]")
+    assert judge_stream(events, {"content": "tap"}).failure is None
+    assert "expected \"swipe\"" in judge_stream(events, {"content": "swipe"}).failure
+
+
+def test_the_default_openai_probe_is_a_short_streamed_generation_and_needs_no_request():
+    spec = parse_spec(spec_dict() | {"rollback": {"probe": {"enabled": True}}})
+    assert speaks_openai(spec)
+    body = openai_probe_request(spec, spec.rollback.probe)
+    assert body["model"] == "glm-chat" and body["stream"] is True and body["max_tokens"] == 8
+    given = parse_spec(spec_dict() | {"rollback": {"probe": {"enabled": True, "request": {
+        "model": "glm-chat", "messages": [{"role": "user", "content": "hi"}], "stream": False}}}})
+    assert openai_probe_request(given, given.rollback.probe)["stream"] is True  # judged as a stream, always
+
+
+def test_a_streamed_chat_probe_of_a_live_server(tmp_path):
+    """probe_openai_pod against a real HTTP server on this machine answering as vLLM does: an error event
+    in the middle of a 200 stream fails the probe; a full stream passes with its timing."""
+    import http.server
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        broken = False
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(f"data: {_chunk('tap')}\n\n".encode())
+            if Answer.broken:
+                self.wfile.write(b'data: {"error": {"message": "engine failed", "code": 500}}\n\n')
+            else:
+                self.wfile.write(f"data: {_chunk(' it')}\n\ndata: [DONE]\n\n".encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = parse_spec(spec_dict() | {"rollback": {"probe": {"enabled": True}}})
+        port = server.server_address[1]
+        ok = probe_openai_pod("pod-a", "127.0.0.1", openai_probe_request(spec, spec.rollback.probe),
+                              spec.rollback.probe, port)
+        assert ok.passed and ok.first_token_ms is not None and "timeToFirstTokenMs" in ok.evidence()
+        Answer.broken = True
+        bad = probe_openai_pod("pod-a", "127.0.0.1", openai_probe_request(spec, spec.rollback.probe),
+                               spec.rollback.probe, port)
+        assert not bad.passed and "engine failed" in bad.message and "/v1/chat/completions" in bad.request
+    finally:
+        server.shutdown()

@@ -657,9 +657,11 @@ def _vllm_server_fits(llm: Llm) -> None:
 #: (engines for the default format); they do nothing without spec.llm.
 def _probe_has_a_request(spec: AutoGLMDeploymentSpec) -> None:
     probe = spec.rollback.probe
-    if probe.enabled and not probe.request and (not spec.model.inputs or spec.llm is not None):
+    openai = spec.llm is not None and spec.llm.openai.enabled  # probed with a short streamed chat by default
+    if probe.enabled and not probe.request and not openai and (not spec.model.inputs or spec.llm is not None):
         raise SpecError("spec.rollback.probe.request", "is required: spec.model.inputs declares no input to derive "
-                        "a request from (or the model is an LLM); give the KServe v2 inference request to send")
+                        "a request from (or the model is an LLM without the OpenAI API); give the KServe v2 "
+                        "inference request to send")
 
 
 _CROSS_FIELD_CHECKS = (_extra_args_fit_the_server, _probe_has_a_request, _llm_model_is_the_checkpoint,
