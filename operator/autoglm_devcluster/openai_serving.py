@@ -188,6 +188,14 @@ def vllm_metrics(pod_ip: str, port: int = OPENAI_PORT) -> dict[str, float]:
     totals: dict[str, float] = {}
     for name, labels, value in samples(text):
         if labels.get("model_name") == MODEL or name == "http_requests_total":
-            key = name if name != "vllm:request_success_total" else f"{name}:{labels.get('finished_reason')}"
+            key = name
+            if name == "vllm:request_success_total":
+                key = f"{name}:{labels.get('finished_reason')}"
+            elif name.endswith("_bucket"):
+                key = f"{name}:{labels.get('le')}"
             totals[key] = totals.get(key, 0.0) + value
     return totals
+
+
+#: Requests that generated exactly one token: the split test's clients (the operator's probes generate 8).
+ONE_TOKEN_REQUESTS = "vllm:request_generation_tokens_bucket:1.0"

@@ -23,6 +23,7 @@ import yaml
 
 from autoglm_devcluster.openai_serving import (
     MODEL,
+    ONE_TOKEN_REQUESTS,
     chat,
     chat_request,
     checkpoint_store,
@@ -121,8 +122,9 @@ def test_chats_split_by_weight_as_each_tracks_own_counters_show(plane):
                                                                         stream=False)), range(requests)))
     assert [a.status for a in answers].count(200) == requests, {a.status for a in answers}
     after = {track: vllm_metrics(ip) for track, ip in ips.items()}
-    served = {track: after[track].get("vllm:request_success_total:length", 0)
-              - before[track].get("vllm:request_success_total:length", 0) for track in ips}
+    # requests of one generated token: the clients' (the operator's probes of the canary generate 8)
+    served = {track: after[track].get(ONE_TOKEN_REQUESTS, 0) - before[track].get(ONE_TOKEN_REQUESTS, 0)
+              for track in ips}
     assert served["stable"] + served["canary"] == requests, served
     share = 100 * served["canary"] / requests
     bound = 3 * 100 * math.sqrt(WEIGHT / 100 * (1 - WEIGHT / 100) / requests)  # three binomial standard deviations
