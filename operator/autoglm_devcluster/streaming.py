@@ -119,3 +119,44 @@ class Stream:
     def tokens_per_second(self) -> float:
         span = self.times[-1] - self.times[0]
         return (len(self.times) - 1) / span if span > 0 else float("inf")
+
+
+def grpc_stream(port: int, authority: str, tokens: int, delay_ms: int = 0, timeout: float = 60) -> str:
+    """One streaming gRPC call (ModelStreamInfer, the decoupled model's tokens one response each) through
+    the Gateway with ``authority`` as :authority: ``v<N>`` when every token came, in order, from one version,
+    else ``cut:<what came>``."""
+    import queue
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    events: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}",
+                                              channel_args=[("grpc.default_authority", authority)])
+    inputs = [grpcclient.InferInput("text_input", [1], "BYTES"), grpcclient.InferInput("max_tokens", [1], "INT32"),
+              grpcclient.InferInput("delay_ms", [1], "INT32")]
+    inputs[0].set_data_from_numpy(np.array([b"tap the search bar"], dtype=object))
+    inputs[1].set_data_from_numpy(np.array([tokens], dtype=np.int32))
+    inputs[2].set_data_from_numpy(np.array([delay_ms], dtype=np.int32))
+    indices: list[int] = []
+    versions: set[int] = set()
+    try:
+        client.start_stream(callback=lambda result, error: events.put((result, error)))
+        client.async_stream_infer(MODEL, inputs, enable_empty_final_response=True)
+        while True:
+            result, error = events.get(timeout=timeout)
+            if error is not None:
+                return f"cut:{type(error).__name__}:{len(indices)}"
+            if result.as_numpy("index") is not None:
+                indices.append(int(result.as_numpy("index")[0]))
+                versions.add(int(result.as_numpy("served_version")[0]))
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                break
+    except queue.Empty:
+        return f"cut:stalled:{len(indices)}"
+    finally:
+        client.stop_stream()
+        client.close()
+    if indices != list(range(tokens)) or len(versions) != 1:
+        return f"cut:{indices}:{sorted(versions)}"
+    return f"v{versions.pop()}"

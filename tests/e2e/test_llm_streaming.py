@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from autoglm_devcluster.streaming import Stream, streaming_deployment, streaming_store
+from autoglm_devcluster.streaming import Stream, grpc_stream, streaming_deployment, streaming_store
 from autoglm_devcluster.testing import start_operator, stop_operator
 from autoglm_devcluster.traffic_load import real_node_env
 from conftest import model_store, wait_for, wait_until
@@ -114,3 +114,24 @@ def test_a_rollback_under_streaming_load_cuts_no_stream(plane):
     print(f"a rollback under streaming load: {dict(results)}")
     cut = {k: v for k, v in results.items() if k.startswith("cut")}
     assert not cut, (cut, results)
+
+
+def test_grpc_streams_split_by_weight_through_the_grpcroute(plane):
+    """Streaming gRPC (ModelStreamInfer) through the GRPCRoute: each call gets every token, in order, from
+    one version, and calls split by the weight (GRPCRoute has no timeouts field: Envoy's default route
+    timeout applies to gRPC streams, docs/llm-serving.md)."""
+    dev, namespace = plane
+    name = "grpcstream"
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(streaming_deployment(name, namespace, 30, canary=2)))
+    dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"agd/{name}", "--timeout=180s")
+    wait_until(lambda: agd_status(dev, namespace, name).get("traffic") or {},
+               lambda t: t.get("effectiveCanaryWeight") == 30, 120, what="the canary serving 30%")
+    port, authority = gateway_port(dev), f"{name}.{namespace}.test"
+    wait_for(lambda: grpc_stream(port, authority, 4) == "v2" or None, 60, what="a gRPC stream from the canary")
+    calls = 600
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = Counter(pool.map(lambda _: grpc_stream(port, authority, 8), range(calls)))
+    print(f"{calls} gRPC streams of 8 tokens through the Gateway at canary weight 30: {dict(outcomes)}")
+    assert outcomes["v1"] + outcomes["v2"] == calls, outcomes
+    bound = 3 * 100 * (0.3 * 0.7 / calls) ** 0.5  # three binomial standard deviations, in points
+    assert abs(100 * outcomes["v2"] / calls - 30) <= bound, outcomes
