@@ -80,3 +80,40 @@ def canary_weight(client, namespace: str, name: str = "bench") -> int | None:
     route = client.get("HTTPRoute", namespace, name)
     refs = route["spec"]["rules"][0]["backendRefs"] if route else []
     return next((r["weight"] for r in refs if r["name"].endswith("-canary")), None)
+
+
+class RealNodePlane:
+    """The dev cluster with its data plane (Envoy Gateway, the real node), a fresh namespace with ``store``
+    as its model store, and the operator watching it: what the streaming, OpenAI and probe benches share.
+    ``stop()`` takes it down (the cluster stays up with AUTOGLM_KEEP_CLUSTER)."""
+
+    def __init__(self, prefix: str, store: Path, cluster: str = "dataplane", images: tuple[Path, ...] = ()):
+        import tempfile
+        import uuid
+
+        import yaml
+
+        from autoglm_devcluster.cli import default_crds
+        from autoglm_devcluster.cluster import DevCluster
+        from autoglm_devcluster.testing import model_store
+        from autoglm_devcluster.testing import start_operator as start_operator_process
+        from autoglm_devcluster.traffic_load import real_node_env
+
+        self.dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", cluster))
+        self.dev.up(crds=default_crds(require_upstream=True), data_plane=True)
+        for image in images:
+            self.dev.real_node.ctr("images", "import", "--no-unpack=false", str(image))
+        self.namespace = f"{prefix}-{uuid.uuid4().hex[:5]}"
+        self.dev.kubectl("create", "namespace", self.namespace)
+        self.dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(self.namespace, store)))
+        self.gateway_port = int(self.dev.gateway_url.rsplit(":", 1)[1])
+        log = Path(tempfile.mkdtemp(prefix=f"{prefix}-")) / "operator.log"
+        self.operator = start_operator_process(self.dev, self.namespace, log, real_node_env())
+
+    def stop(self) -> None:
+        from autoglm_devcluster.testing import stop_operator
+
+        stop_operator(self.operator)
+        self.dev.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+        if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
+            self.dev.down()

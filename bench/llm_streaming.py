@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import yaml
 
-from common import pct, table
+from common import RealNodePlane, pct, table
 
 
 def stream(port: int, header_host: str | None, tokens: int, address: str = "127.0.0.1"):
@@ -40,20 +38,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=32)
     args = parser.parse_args()
-    from autoglm_devcluster.cli import default_crds
-    from autoglm_devcluster.cluster import DevCluster
     from autoglm_devcluster.streaming import streaming_deployment, streaming_store
-    from autoglm_devcluster.testing import model_store, start_operator, stop_operator
-    from autoglm_devcluster.traffic_load import real_node_env
 
     work = Path(tempfile.mkdtemp(prefix="llm-bench-"))
     store = streaming_store(work, versions=1)
-    dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", "dataplane"))
-    dev.up(crds=default_crds(require_upstream=True), data_plane=True)
-    namespace = f"llm-bench-{uuid.uuid4().hex[:5]}"
-    dev.kubectl("create", "namespace", namespace)
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    op = start_operator(dev, namespace, work / "operator.log", real_node_env())
+    plane = RealNodePlane("llm-bench", store)
+    dev, namespace = plane.dev, plane.namespace
     try:
         host = f"bench.{namespace}.test"
         dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(streaming_deployment("bench", namespace)))
@@ -79,10 +69,7 @@ def main() -> None:
             direct.append(stream(8000, None, args.tokens, pod_ip))
             gateway.append(stream(gateway_port, host, args.tokens))
     finally:
-        stop_operator(op)
-        dev.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
-            dev.down()
+        plane.stop()
         shutil.rmtree(work, ignore_errors=True)
     rows = []
     for name, samples in (("direct to the pod (floor)", direct), ("through Envoy Gateway", gateway)):

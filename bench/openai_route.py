@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import tempfile
-import uuid
-from pathlib import Path
 
 import yaml
 
-from common import pct, table
+from common import RealNodePlane, pct, table
 
 
 def main() -> None:
@@ -30,8 +26,6 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     args = parser.parse_args()
     from autoglm_devcluster import image_builder
-    from autoglm_devcluster.cli import default_crds
-    from autoglm_devcluster.cluster import DevCluster
     from autoglm_devcluster.openai_serving import (
         OPENAI_PORT,
         chat,
@@ -40,19 +34,11 @@ def main() -> None:
         openai_deployment,
         vllm_metrics,
     )
-    from autoglm_devcluster.testing import model_store, start_operator, stop_operator
-    from autoglm_devcluster.traffic_load import real_node_env
 
     image = image_builder.ensure(image_builder.VLLM_CPU)
-    work = Path(tempfile.mkdtemp(prefix="openai-bench-"))
     store = checkpoint_store()
-    dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", "openai"))
-    dev.up(crds=default_crds(require_upstream=True), data_plane=True)
-    dev.real_node.ctr("images", "import", "--no-unpack=false", str(image))
-    namespace = f"openai-bench-{uuid.uuid4().hex[:5]}"
-    dev.kubectl("create", "namespace", namespace)
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    op = start_operator(dev, namespace, work / "operator.log", real_node_env())
+    plane = RealNodePlane("openai-bench", store, cluster="openai", images=(image,))
+    dev, namespace = plane.dev, plane.namespace
     request = chat_request("open the settings and turn on wifi", image=True, max_tokens=args.tokens, stream=True)
 
     def one(port: int, host: str, address: str = "127.0.0.1"):
@@ -80,11 +66,7 @@ def main() -> None:
             gateway.append(one(gateway_port, host))
         after = vllm_metrics(pod_ip)
     finally:
-        stop_operator(op)
-        dev.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
-            dev.down()
-        shutil.rmtree(work, ignore_errors=True)
+        plane.stop()
         shutil.rmtree(store, ignore_errors=True)
     rows = []
     for name, samples in (("direct to the pod (floor)", direct), ("through Envoy Gateway", gateway)):

@@ -20,37 +20,29 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
 import threading
 import time
 import urllib.request
-import uuid
 
 import yaml
 
-from common import pct, table
+from common import RealNodePlane, pct, table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    from autoglm_devcluster.cli import default_crds
-    from autoglm_devcluster.cluster import DevCluster
-    from autoglm_devcluster.testing import model_store, private_model_store, start_operator, stop_operator
-    from autoglm_devcluster.traffic_load import MODEL, GatewayClient, deployment, real_node_env
+    from autoglm_devcluster.testing import private_model_store
+    from autoglm_devcluster.traffic_load import MODEL, GatewayClient, deployment
 
     store = private_model_store()
     versions = 2 + 3 * args.trials
     for version in range(3, versions + 1):
         shutil.copytree(store / MODEL / "2", store / MODEL / str(version), symlinks=True)
-    dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", "dataplane"))
-    dev.up(crds=default_crds(require_upstream=True), data_plane=True)
-    namespace = f"probe-bench-{uuid.uuid4().hex[:5]}"
-    dev.kubectl("create", "namespace", namespace)
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    op = start_operator(dev, namespace, store.parent / "operator.log", real_node_env())
+    plane = RealNodePlane("probe-bench", store)
+    dev, namespace = plane.dev, plane.namespace
     client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"probes.{namespace}.test")
     answers: list[tuple[float, str]] = []  # (monotonic time, answer) of every client request
     done = threading.Event()
@@ -155,10 +147,7 @@ def main() -> None:
                   flush=True)
     finally:
         done.set()
-        stop_operator(op)
-        dev.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
-            dev.down()
+        plane.stop()
         shutil.rmtree(store.parent, ignore_errors=True)
     rate = len(answers) / (answers[-1][0] - answers[0][0])
     rows = [("broken at start, probes on (goal 0)", len(at_start), f"{pct(at_start, 0.5):.0f}",

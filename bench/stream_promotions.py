@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from common import pct, table
+from common import RealNodePlane, pct, table
 
 TOKENS, DELAY_MS = 20, 50  # about 1 s a stream
 
@@ -31,20 +29,12 @@ def main() -> None:
     parser.add_argument("--promotions", type=int, default=20)
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
-    from autoglm_devcluster.cli import default_crds
-    from autoglm_devcluster.cluster import DevCluster
     from autoglm_devcluster.streaming import Stream, streaming_deployment, streaming_store
-    from autoglm_devcluster.testing import model_store, start_operator, stop_operator
-    from autoglm_devcluster.traffic_load import real_node_env
 
     work = Path(tempfile.mkdtemp(prefix="promo-bench-"))
     store = streaming_store(work, versions=args.promotions + 1)
-    dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", "dataplane"))
-    dev.up(crds=default_crds(require_upstream=True), data_plane=True)
-    namespace = f"promo-bench-{uuid.uuid4().hex[:5]}"
-    dev.kubectl("create", "namespace", namespace)
-    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    op = start_operator(dev, namespace, work / "operator.log", real_node_env())
+    plane = RealNodePlane("promo-bench", store)
+    dev, namespace = plane.dev, plane.namespace
     host, port = f"promo.{namespace}.test", int(dev.gateway_url.rsplit(":", 1)[1])
 
     def apply(stable: int, canary: int | None) -> None:
@@ -99,10 +89,7 @@ def main() -> None:
         elapsed = time.monotonic() - started
     finally:
         done.set()
-        stop_operator(op)
-        dev.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
-            dev.down()
+        plane.stop()
         shutil.rmtree(work, ignore_errors=True)
     rows = []
     for name in ("floor", "promotions"):
