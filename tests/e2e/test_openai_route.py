@@ -100,10 +100,10 @@ def test_streamed_image_chats_complete_through_the_gateway(plane):
             "open the camera and take a photo", image=True, max_tokens=32, stream=True)), range(12)))
     for s in streams:
         assert s.status == 200 and s.error is None and s.done, (s.status, s.error, s.body)
-        # one chunk per generated token, each carrying its token id, the last one finished by length, then
-        # the usage chunk: every token arrived
-        assert s.usage["completion_tokens"] == 32 and s.content_chunks == 32 and len(s.token_ids) == 32, \
-            (s.usage, s.content_chunks, s.token_ids)
+        # every generated token's id arrived (vLLM merges tokens into one chunk when the client falls
+        # behind, so chunks may be fewer than tokens, never empty), the last chunk finished by length
+        assert s.usage["completion_tokens"] == 32 and len(s.token_ids) == 32, (s.usage, s.token_ids)
+        assert 0 < s.content_chunks <= 32, s.content_chunks
         finished = [c["choices"][0].get("finish_reason") for c in s.chunks if c.get("choices")]
         assert finished[-1] == "length" and not any(finished[:-1]), finished
     first = sorted(s.first_token_s for s in streams if s.first_token_s is not None)
