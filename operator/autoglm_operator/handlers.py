@@ -75,7 +75,7 @@ async def _start_writers(memo: kopf.Memo, client: Any, webhook: dict[str, Any] |
         return
     if webhook.get("audit_interval"):
         from .admission.audit import PolicyAudit
-        audit = memo.audit = PolicyAudit(client, memo.reviewer.decider, webhook["audit_interval"])
+        audit = memo.audit = PolicyAudit(client, _opa(webhook), webhook["audit_interval"])
         memo.audit_task = asyncio.create_task(audit.loop(lambda: list(memo.controller.store.all(r.KIND))))
     if webhook.get("manage_configuration", True):
         from .admission.webhook_configuration import WebhookSettings, desired_webhook_configuration
@@ -117,48 +117,41 @@ def authenticate(**_: Any) -> kopf.ConnectionInfo:
 
 async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, client: Any,
                            webhook: dict[str, Any]) -> None:
-    """Serve the validating webhook (TLS from `cryptography`) and keep its configuration current."""
+    """Serve the validating webhook (TLS from `cryptography`) on a thread and loop of its own, so
+    that admission work never delays the Lease's renewal or a reconcile."""
     import asyncio
     from pathlib import Path
 
-    from .admission.certificates import ReloadingServerContext, ensure_webhook_certificate
-    from .admission.opa import OpaDecider
+    from .admission.certificates import ensure_webhook_certificate
     from .admission.reviewer import AdmissionReviewer
+    from .admission.server import AdmissionLimits, AdmissionServer
     from .admission.webhook_configuration import HANDLER_ID, WEBHOOK_PATH
 
     cert = ensure_webhook_certificate(Path(webhook["cert_dir"]), webhook["hosts"])
-    tls = ReloadingServerContext(cert.certfile, cert.keyfile)
-    settings.admission.server = kopf.WebhookServer(
-        addr=webhook["listen_address"], port=webhook["port"], path=WEBHOOK_PATH, host=webhook["hosts"][0],
-        context=tls.context, certfile=str(cert.certfile), pkeyfile=str(cert.keyfile))
-    memo.certificate_task = asyncio.create_task(tls.watch())
-    memo.reviewer = AdmissionReviewer(client, _prometheus_urls(), OpaDecider(webhook["opa_url"], webhook["opa_timeout"],
-                                                         webhook["opa_fail_open"]))
-    memo.reviewer.start()
+    memo.admission_server = AdmissionServer(
+        address=webhook["listen_address"], port=webhook["port"], path=f"{WEBHOOK_PATH}/{HANDLER_ID}",
+        certfile=cert.certfile, keyfile=cert.keyfile,
+        make_reviewer=lambda: AdmissionReviewer(client, _prometheus_urls(), _opa(webhook)),
+        limits=AdmissionLimits(max_in_flight=webhook.get("max_in_flight", 16),
+                               review_seconds=max(1.0, webhook["timeout"] - 1.0)))
+    await asyncio.to_thread(memo.admission_server.start)
     memo.webhook_ca_bundle = cert.ca_bundle
-    kopf.on.validate(r.GROUP, r.VERSION, r.PLURAL, id=HANDLER_ID, operations=["CREATE", "UPDATE"])(admit)
 
 
-async def admit(body: kopf.Body, userinfo: kopf.UserInfo, warnings: list[str], memo: kopf.Memo, **kwargs: Any) -> None:
-    """The OPA decision: denials refuse the request, warnings reach the user through kubectl."""
-    old: kopf.Body | None = kwargs.get("old")
-    operation: str | None = kwargs.get("operation")
-    decision = await memo.reviewer.review(operation=operation or "CREATE", body=dict(body),
-                                          old=dict(old) if old else None, userinfo=dict(userinfo))
-    warnings.extend(decision.warnings)
-    if not decision.allowed:
-        raise kopf.AdmissionError("; ".join(decision.denials), code=403)
+def _opa(webhook: dict[str, Any]) -> Any:
+    from .admission.opa import OpaDecider
+    return OpaDecider(webhook["opa_url"], webhook["opa_timeout"], webhook["opa_fail_open"])
 
 
 @kopf.on.cleanup()
 async def stop_controller(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "leader_task", None):
         memo.leader_task.cancel()
-    for task in ("audit_task", "certificate_task"):
-        if getattr(memo, task, None):
-            getattr(memo, task).cancel()
-    if getattr(memo, "reviewer", None):
-        memo.reviewer.stop()
+    if getattr(memo, "audit_task", None):
+        memo.audit_task.cancel()
+    if getattr(memo, "admission_server", None):
+        import asyncio
+        await asyncio.to_thread(memo.admission_server.stop)
     await memo.controller.stop()
     if getattr(memo, "audit", None):
         await memo.audit.events.flush()

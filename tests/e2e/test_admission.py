@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def admission(cluster, kubectl, opa, tmp_path_factory):
         [sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace, "--metrics-port", "0",
          "--health-port", "0", "--webhook", "--webhook-name", webhook_name, "--webhook-port", str(port),
          "--webhook-cert-dir", str(workdir / "certs"), "--webhook-namespace-selector", f"{SELECTOR}={run_id}",
-         "--opa-url", opa.url, "--audit-interval", "1",
+         "--opa-url", opa.url, "--audit-interval", "1", "--leader-elect", "--leader-election-namespace", namespace,
          "--allowed-prometheus-url", "http://prometheus-operated.monitoring.svc:9090"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ})
     wait_for(lambda: kubectl("get", "validatingwebhookconfiguration", webhook_name, check=False).returncode == 0,
@@ -53,7 +54,7 @@ def admission(cluster, kubectl, opa, tmp_path_factory):
     good["metadata"]["namespace"] = namespace
     wait_for(lambda: kubectl.apply(good, check=False).returncode == 0, 30, what="webhook answering")
     kubectl("delete", "agd", "-n", namespace, "probe")
-    yield {"namespace": namespace, "webhook": webhook_name, "process": proc, "workdir": workdir}
+    yield {"namespace": namespace, "webhook": webhook_name, "process": proc, "workdir": workdir, "port": port}
     if proc.poll() is None:
         proc.terminate()
         proc.wait(10)
@@ -271,3 +272,45 @@ def test_opa_down_denies_with_a_message_and_webhook_down_fails_closed(admission,
     hook = config["webhooks"][0]
     assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 5
     assert hook["clientConfig"]["url"].startswith("https://127.0.0.1:") and hook["clientConfig"]["caBundle"]
+
+
+def test_an_admission_flood_changes_no_leader_and_reconciles_go_on(admission, kubectl, kube):
+    """200 AdmissionReviews a second for 15 s straight at the webhook's port (more than this
+    machine's two cores can review): the leader renews its Lease all along, the Lease changes
+    no hands, a child deleted meanwhile is put back, and every request is answered, the excess
+    refused at once as busy (nothing admitted unreviewed)."""
+    from autoglm_devcluster.admission_flood import LeaseWatch, flood
+
+    namespace = admission["namespace"]
+    body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+    body["metadata"].update(name="steady-under-flood", namespace=namespace)
+    kubectl.apply(body)
+    child = "deployment/steady-under-flood-stable"
+    wait_for(lambda: kubectl("get", "-n", namespace, child, check=False).returncode == 0, 30, what=child)
+    uid = kubectl.get_json("-n", namespace, child)["metadata"]["uid"]
+
+    def child_uid() -> str | None:
+        got = kubectl("get", "-n", namespace, child, "-o", "jsonpath={.metadata.uid}", check=False)
+        return got.stdout.strip() if got.returncode == 0 else None
+    before = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]
+    ca = (admission["workdir"] / "certs" / "ca.crt").read_text()
+    url = f"https://127.0.0.1:{admission['port']}/validate/autoglm"
+    flooded: dict = {}
+    with LeaseWatch(kube, namespace, "autoglm-operator") as lease:
+        flooding = threading.Thread(target=lambda: flooded.update(
+            result=flood(url, ca, body, rate=200, seconds=15)))
+        flooding.start()
+        wait_for(lambda: lease.longest_without_renewal > 1, 10, what="the flood under way")
+        kubectl("delete", "-n", namespace, child, "--wait=false")
+        wait_for(lambda: child_uid() not in (None, "", uid), 30,
+                 what="the deleted child put back by the leader during the flood")
+        assert flooding.is_alive(), "the flood ended before the child was put back: nothing was shown"
+        flooding.join()
+    result = flooded["result"]
+    after = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]
+    assert lease.holders == [before["holderIdentity"]] and after["leaseTransitions"] == before["leaseTransitions"]
+    # renewals every 2 s; the leader steps down after 10 s without one
+    assert lease.longest_without_renewal < 5, f"{lease.longest_without_renewal:.1f} s without a renewal"
+    assert admission["process"].poll() is None
+    assert result.sent >= 2800 and result.not_sent == 0, result
+    assert set(result.answers) <= {"allowed", "busy"} and result.answers["allowed"] > 0, result.answers

@@ -19,7 +19,7 @@ from ..kube.object_cache import ObjectCache
 from .opa import Decision, OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage
 from .relief_updates import relief_only
-from .route_overlap import route_overlap_warnings
+from .route_overlap import Routes, rendered_routes, route_overlap_warnings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class AdmissionReviewer:
         self.decider = decider
         self.store = ObjectCache()
         self.informers: list[Informer] = []
+        #: Each deployment's rendered routes, by namespace/name, with the resourceVersion they are of.
+        self._routes: dict[tuple[str, str], tuple[str, Routes]] = {}
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -56,6 +58,18 @@ class AdmissionReviewer:
 
     def _observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
         self.store.observe(kind, event_type, obj)
+        if kind == r.KIND and event_type == "DELETED":
+            meta = obj.get("metadata") or {}
+            self._routes.pop((meta.get("namespace", ""), meta.get("name", "")), None)
+
+    def _routes_of(self, obj: Mapping[str, Any]) -> Routes:
+        """``obj``'s routes, rendered once per version of it."""
+        meta = obj.get("metadata") or {}
+        key, version = (meta.get("namespace", ""), meta.get("name", "")), str(meta.get("resourceVersion", ""))
+        cached = self._routes.get(key)
+        if cached is None or cached[0] != version or not version:
+            cached = self._routes[key] = (version, rendered_routes(obj))
+        return cached[1]
 
     @property
     def synced(self) -> bool:
@@ -101,7 +115,7 @@ class AdmissionReviewer:
             operation=operation, body=body, old=old, userinfo=userinfo, namespace=namespace,
             namespace_labels=labels, namespace_gpus=gpus))
         if decision.allowed and self.synced:
-            overlap = route_overlap_warnings(body, self.store.all(r.KIND))
+            overlap = route_overlap_warnings(body, self.store.all(r.KIND), self._routes_of)
             if overlap:
                 decision = dataclasses.replace(decision, warnings=[*decision.warnings, *overlap])
         result = "denied" if not decision.allowed else ("warned" if decision.warnings else "allowed")

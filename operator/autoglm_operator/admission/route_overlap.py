@@ -7,7 +7,7 @@ user may be moving hostnames across several resources in one sync.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..api import resource as r
@@ -27,7 +27,11 @@ def _gateway_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return gateway.get("namespace") or (body.get("metadata") or {}).get("namespace", ""), gateway["name"]
 
 
-def _routes(body: Mapping[str, Any]) -> tuple[TrafficProvider | None, list[dict[str, Any]]]:
+Routes = tuple[TrafficProvider | None, list[dict[str, Any]]]
+
+
+def rendered_routes(body: Mapping[str, Any]) -> Routes:
+    """The provider and routes ``body`` would have (none for a spec the operator cannot use)."""
     meta = body.get("metadata") or {}
     try:
         spec = parse_spec(body.get("spec") or {})
@@ -44,8 +48,11 @@ def _routes(body: Mapping[str, Any]) -> tuple[TrafficProvider | None, list[dict[
     return provider, routes
 
 
-def route_overlap_warnings(body: Mapping[str, Any], others: Iterable[Mapping[str, Any]]) -> list[str]:
-    """One warning per older deployment whose routes would take requests this one's routes match."""
+def route_overlap_warnings(body: Mapping[str, Any], others: Iterable[Mapping[str, Any]],
+                           routes_of: Callable[[Mapping[str, Any]], Routes] = rendered_routes) -> list[str]:
+    """One warning per older deployment whose routes would take requests this one's routes match.
+    ``routes_of`` renders another deployment's routes (the webhook passes a cached one: rendering
+    every other deployment's routes for each request would cost O(deployments) per request)."""
     key = _gateway_key(body)
     if key is None:
         return []
@@ -55,12 +62,12 @@ def route_overlap_warnings(body: Mapping[str, Any], others: Iterable[Mapping[str
                     != (meta.get("namespace"), meta.get("name"))]
     if not same_gateway:
         return []
-    provider, mine = _routes(body)
+    provider, mine = rendered_routes(body)
     if provider is None or not mine:
         return []
     warnings = []
     for other in same_gateway:
-        their_provider, theirs = _routes(other)
+        their_provider, theirs = routes_of(other)
         kinds = provider.losing_kinds(mine, theirs) if their_provider is provider else []
         if kinds:
             om = other["metadata"]
