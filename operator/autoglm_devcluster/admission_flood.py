@@ -33,9 +33,17 @@ class FloodResult:
 
 
 def admission_review(body: dict[str, Any], uid: str) -> dict[str, Any]:
+    """What the API server sends for a create of ``body`` (an AutoGLMDeployment)."""
+    group, _, version = body["apiVersion"].partition("/")
+    kind = {"group": group, "version": version, "kind": body["kind"]}
+    resource = {"group": group, "version": version, "resource": "autoglmdeployments"}
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": uid, "operation": "CREATE", "object": body, "oldObject": None,
-                        "userInfo": {"username": "flood"}, "namespace": body["metadata"].get("namespace")}}
+            "request": {"uid": uid, "kind": kind, "resource": resource, "requestKind": kind,
+                        "requestResource": resource, "name": body["metadata"]["name"],
+                        "namespace": body["metadata"].get("namespace"), "operation": "CREATE",
+                        "userInfo": {"username": "flood", "groups": ["system:authenticated"]},
+                        "object": body, "oldObject": None, "dryRun": False,
+                        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}}}
 
 
 def _verdict(code: int, answer: Any) -> str:

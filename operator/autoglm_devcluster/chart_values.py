@@ -13,10 +13,9 @@ from .node import REAL_NODE_LABEL, REAL_NODE_TOLERATION
 def chart_values() -> dict[str, Any]:
     """Helm values for the operator's chart on the dev cluster: the locally built images (imported
     into the real node's containerd, never pulled) and the real node's selector and toleration."""
-    operator, opa, triton = image_builder.OPERATOR, image_builder.OPA, image_builder.TRITON_CPU
+    operator, opa = image_builder.OPERATOR, image_builder.OPA
     return {"image": {"repository": operator.repository, "tag": operator.tag(), "pullPolicy": "Never"},
             "opa": {"image": opa.reference},
-            "modelSource": {"shellImage": triton.reference},
             "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
             # the policies also admit the locally built images (Triton on CPU)

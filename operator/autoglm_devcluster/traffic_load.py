@@ -20,12 +20,6 @@ MODEL = "flaky"
 REQUEST = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode()
 
 
-def real_node_env() -> dict[str, str]:
-    """The operator's init containers use the Triton image's shell (no registry to pull from)."""
-    from autoglm_devcluster.image_builder import TRITON_CPU
-    return {"AUTOGLM_SHELL_IMAGE": TRITON_CPU.reference}
-
-
 def real_node_placement() -> dict:
     from autoglm_devcluster.node import REAL_NODE_LABEL, REAL_NODE_TOLERATION
     return {"nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION]}

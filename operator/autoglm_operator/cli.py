@@ -79,7 +79,11 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from . import handlers
+    from .render.model_source import ModelSourceImages
 
+    unpinned = ModelSourceImages().unpinned()
+    if unpinned:  # the platform's copy images run beside tenants' credentials: a tag may move under them
+        raise SystemExit("autoglm-operator: " + "; ".join(unpinned))
     where = _check_cluster(args.kubeconfig, args.context)
     logging.getLogger(__name__).warning("autoglm-operator connecting to %s", where)
     if args.kubeconfig:

@@ -39,6 +39,7 @@ from .observation.tracks import TrackObservation, observe_track
 from .placement import gpu_nodes
 from .render import names
 from .render.build_jobs import desired_build_job
+from .render.model_source import copy_images
 from .render.workload import desired_children
 from .status import builder as status_builder
 from .status.builder import Findings
@@ -71,6 +72,14 @@ def merge_patch(current: Any, desired: Any) -> dict[str, Any]:
         elif current[key] != desired[key]:
             patch[key] = desired[key]
     return patch
+
+
+def usable_spec(body: dict[str, Any]) -> AutoGLMDeploymentSpec:
+    """The spec, parsed, with every platform image it needs at hand (a cloud source without the
+    platform's copy image is a spec problem, said like any other); SpecError otherwise."""
+    spec = parse_spec(body.get("spec") or {})
+    copy_images(spec)
+    return spec
 
 
 class Reconciler:
@@ -153,7 +162,7 @@ class Reconciler:
         when to look again."""
         meta, previous, now = body["metadata"], body.get("status") or {}, self.clock.now()
         try:
-            spec = parse_spec(body.get("spec") or {})
+            spec = usable_spec(body)
         except SpecError as e:
             return (body, *status_builder.invalid_spec_status(previous, _generation(body), str(e), now), None)
         owner = Owner(meta["name"], meta["namespace"], meta["uid"])

@@ -250,6 +250,64 @@ def test_emergency_levers_pass_while_opa_is_down(admission, kubectl, opa):
     assert spec["runtime"]["replicas"] == 1 and "canary" not in spec
 
 
+def test_an_admission_flood_changes_no_leader_and_reconciles_go_on(admission, kubectl, kube):
+    """200 AdmissionReviews a second for 15 s straight at the webhook's port, each checked for route
+    overlap against 150 deployments on the same Gateway (more than this machine's two cores can
+    review): the leader renews its Lease all along, the Lease changes no hands, a child deleted
+    meanwhile is put back, and every request is answered, the excess refused at once as busy
+    (nothing admitted unreviewed). With admission on the leader's loop, unbounded, the Lease was
+    lost (the process exits) and reviews outlasted the API server's timeout."""
+    from autoglm_devcluster.admission_flood import LeaseWatch, flood
+
+    namespace = admission["namespace"]
+    body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
+    body["metadata"].update(name="steady-under-flood", namespace=namespace)
+    kubectl.apply(body)
+    crowd = f"{namespace}-crowd"  # outside the webhook's selector and the operator's namespace: stored as is
+    kubectl("create", "namespace", crowd)
+    neighbours = []
+    for i in range(150):
+        other = yaml.safe_load(yaml.safe_dump(body))
+        other["metadata"] = {"name": f"neighbour-{i}", "namespace": crowd}
+        other["spec"]["traffic"] = {"gateway": {"name": "shared", "namespace": crowd},
+                                    "hostnames": [f"m{i}.example.com"]}
+        neighbours.append(other)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(neighbours))
+    body["spec"]["traffic"] = {"gateway": {"name": "shared", "namespace": crowd}, "hostnames": ["new.example.com"]}
+    child = "deployment/steady-under-flood-stable"
+    wait_for(lambda: kubectl("get", "-n", namespace, child, check=False).returncode == 0, 30, what=child)
+    uid = kubectl.get_json("-n", namespace, child)["metadata"]["uid"]
+
+    def child_uid() -> str | None:
+        got = kubectl("get", "-n", namespace, child, "-o", "jsonpath={.metadata.uid}", check=False)
+        return got.stdout.strip() if got.returncode == 0 else None
+    before = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]
+    ca = (admission["workdir"] / "certs" / "ca.crt").read_text()
+    url = f"https://127.0.0.1:{admission['port']}/validate/autoglm"
+    flooded: dict = {}
+    with LeaseWatch(kube, namespace, "autoglm-operator") as lease:
+        flooding = threading.Thread(target=lambda: flooded.update(
+            result=flood(url, ca, body, rate=200, seconds=15)))
+        flooding.start()
+        wait_for(lambda: lease.longest_without_renewal > 1, 10, what="the flood under way")
+        kubectl("delete", "-n", namespace, child, "--wait=false")
+        wait_for(lambda: child_uid() not in (None, "", uid), 30,
+                 what="the deleted child put back by the leader during the flood")
+        assert flooding.is_alive(), "the flood ended before the child was put back: nothing was shown"
+        flooding.join()
+    kubectl("delete", "namespace", crowd, "--wait=false")
+    result = flooded["result"]
+    print(f"flood: sent {result.sent} at {result.rate:.0f}/s, answers {dict(result.answers)}, longest without a "
+          f"renewal {lease.longest_without_renewal:.1f} s, holders {lease.holders}")
+    after = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]
+    assert lease.holders == [before["holderIdentity"]] and after["leaseTransitions"] == before["leaseTransitions"]
+    # renewals every 2 s; the leader steps down after 10 s without one
+    assert lease.longest_without_renewal < 5, f"{lease.longest_without_renewal:.1f} s without a renewal"
+    assert admission["process"].poll() is None
+    assert result.sent >= 2800 and result.not_sent == 0, result
+    assert set(result.answers) <= {"allowed", "busy"} and result.answers["allowed"] > 0, result.answers
+
+
 def test_opa_down_denies_with_a_message_and_webhook_down_fails_closed(admission, kubectl, opa):
     ns = admission["namespace"]
     body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
@@ -272,45 +330,3 @@ def test_opa_down_denies_with_a_message_and_webhook_down_fails_closed(admission,
     hook = config["webhooks"][0]
     assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 5
     assert hook["clientConfig"]["url"].startswith("https://127.0.0.1:") and hook["clientConfig"]["caBundle"]
-
-
-def test_an_admission_flood_changes_no_leader_and_reconciles_go_on(admission, kubectl, kube):
-    """200 AdmissionReviews a second for 15 s straight at the webhook's port (more than this
-    machine's two cores can review): the leader renews its Lease all along, the Lease changes
-    no hands, a child deleted meanwhile is put back, and every request is answered, the excess
-    refused at once as busy (nothing admitted unreviewed)."""
-    from autoglm_devcluster.admission_flood import LeaseWatch, flood
-
-    namespace = admission["namespace"]
-    body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
-    body["metadata"].update(name="steady-under-flood", namespace=namespace)
-    kubectl.apply(body)
-    child = "deployment/steady-under-flood-stable"
-    wait_for(lambda: kubectl("get", "-n", namespace, child, check=False).returncode == 0, 30, what=child)
-    uid = kubectl.get_json("-n", namespace, child)["metadata"]["uid"]
-
-    def child_uid() -> str | None:
-        got = kubectl("get", "-n", namespace, child, "-o", "jsonpath={.metadata.uid}", check=False)
-        return got.stdout.strip() if got.returncode == 0 else None
-    before = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]
-    ca = (admission["workdir"] / "certs" / "ca.crt").read_text()
-    url = f"https://127.0.0.1:{admission['port']}/validate/autoglm"
-    flooded: dict = {}
-    with LeaseWatch(kube, namespace, "autoglm-operator") as lease:
-        flooding = threading.Thread(target=lambda: flooded.update(
-            result=flood(url, ca, body, rate=200, seconds=15)))
-        flooding.start()
-        wait_for(lambda: lease.longest_without_renewal > 1, 10, what="the flood under way")
-        kubectl("delete", "-n", namespace, child, "--wait=false")
-        wait_for(lambda: child_uid() not in (None, "", uid), 30,
-                 what="the deleted child put back by the leader during the flood")
-        assert flooding.is_alive(), "the flood ended before the child was put back: nothing was shown"
-        flooding.join()
-    result = flooded["result"]
-    after = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]
-    assert lease.holders == [before["holderIdentity"]] and after["leaseTransitions"] == before["leaseTransitions"]
-    # renewals every 2 s; the leader steps down after 10 s without one
-    assert lease.longest_without_renewal < 5, f"{lease.longest_without_renewal:.1f} s without a renewal"
-    assert admission["process"].poll() is None
-    assert result.sent >= 2800 and result.not_sent == 0, result
-    assert set(result.answers) <= {"allowed", "busy"} and result.answers["allowed"] > 0, result.answers

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from autoglm_devcluster.testing import private_model_store, start_operator, stop_operator
-from autoglm_devcluster.traffic_load import MODEL, GatewayClient, deployment, real_node_env
+from autoglm_devcluster.traffic_load import MODEL, GatewayClient, deployment
 from conftest import model_store, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -33,7 +33,7 @@ def plane(tmp_path_factory):
     dev.kubectl("create", "namespace", namespace)
     store = private_model_store()
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log", real_node_env())
+    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log")
     yield dev, namespace, store
     stop_operator(op)
     if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):

@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 import yaml
 
+from autoglm_devcluster.image_builder import TRITON_CPU
 from autoglm_devcluster.testing import start_operator, stop_operator
-from autoglm_devcluster.traffic_load import real_node_env, real_node_placement
+from autoglm_devcluster.traffic_load import real_node_placement
 from conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -92,7 +93,7 @@ def plane(tmp_path_factory):
         path.chmod(0o777 if path.is_dir() else 0o644)
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(store_volume(namespace, store)))
     operator = Operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log",
-                        {**real_node_env(), "AUTOGLM_ENGINE_BUILDER_IMAGE": image_builder.ENGINE_BUILDER.reference})
+                        {"AUTOGLM_ENGINE_BUILDER_IMAGE": image_builder.ENGINE_BUILDER.reference})
     operator.start()
     yield dev, namespace, store, checkpoint_digest(checkpoint), operator
     operator.stop()
@@ -156,7 +157,7 @@ def test_a_checkpoint_is_built_on_the_real_node_and_served_fp32_and_int8_through
             "spec": {"model": {"name": MODEL, "repository": {"uri": "pvc://model-store/models"}, "version": 1,
                                "format": "python", **TENSORS,
                                "build": {"checkpoint": checkpoint, "precision": "fp32"}},
-                     "runtime": {"replicas": 1, "image": real_node_env()["AUTOGLM_SHELL_IMAGE"],
+                     "runtime": {"replicas": 1, "image": TRITON_CPU.reference,
                                  "resources": {"gpus": 0, "cpu": "100m", "memory": "1Gi"}},
                      "placement": real_node_placement(),
                      "canary": {"version": 2, "weight": 0, "replicas": 1,

@@ -24,7 +24,6 @@ import yaml
 
 from autoglm_devcluster.streaming import Stream, grpc_stream, streaming_deployment, streaming_store
 from autoglm_devcluster.testing import start_operator, stop_operator
-from autoglm_devcluster.traffic_load import real_node_env
 from conftest import model_store, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -40,7 +39,7 @@ def plane(tmp_path_factory):
     namespace = f"stream-{uuid.uuid4().hex[:5]}"
     dev.kubectl("create", "namespace", namespace)
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log", real_node_env())
+    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log")
     yield dev, namespace
     stop_operator(op)
     if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):

@@ -32,7 +32,6 @@ from autoglm_devcluster.openai_serving import (
     vllm_metrics,
 )
 from autoglm_devcluster.testing import start_operator, stop_operator
-from autoglm_devcluster.traffic_load import real_node_env
 from conftest import model_store, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -55,7 +54,7 @@ def plane(tmp_path_factory):
     namespace = f"openai-{uuid.uuid4().hex[:5]}"
     dev.kubectl("create", "namespace", namespace)
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
-    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log", real_node_env())
+    op = start_operator(dev, namespace, tmp_path_factory.mktemp("op") / "operator.log")
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(
         openai_deployment(NAME, namespace, image_builder.VLLM_CPU.reference, WEIGHT)))
     dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"agd/{NAME}", "--timeout=420s")

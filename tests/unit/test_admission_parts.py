@@ -24,7 +24,8 @@ def test_policy_input_shape():
                              namespace_labels={"env": "prod"}, namespace_gpus=4)
     assert inp == {"operation": "UPDATE", "object": {"spec": {}}, "old_object": {"spec": {"x": 1}},
                    "user": {"username": "alice", "groups": ["ml"]},
-                   "namespace": {"name": "ns", "labels": {"env": "prod"}}, "namespace_usage": {"gpus": 4}}
+                   "namespace": {"name": "ns", "labels": {"env": "prod"}}, "namespace_usage": {"gpus": 4},
+                   "platform_images": []}
 
 
 def test_webhook_configuration_local_and_service():

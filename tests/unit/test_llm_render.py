@@ -29,6 +29,7 @@ import yaml
 
 from autoglm_operator.api.spec import SpecError, parse_spec
 from autoglm_operator.render import llm_repository as llm_render
+from autoglm_operator.render.model_source import ModelSourceImages
 
 TRTLLM_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
 VLLM_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-vllm-python-py3"
@@ -246,9 +247,11 @@ def test_bucket_checkpoints_are_copied_at_start_with_the_secret(uri, copy, crede
     d = spec_dict("vllm")
     d["llm"]["checkpoint"] = {"uri": uri, "secretRef": {"name": "bucket-creds"}}
     spec = parse_spec(d)
-    s = llm_render.desired_llm_serving(spec, spec.tracks()[0], "cm")
+    images = ModelSourceImages(s3="aws@sha256:" + "a" * 64, gs="gcloud@sha256:" + "b" * 64)
+    s = llm_render.desired_llm_serving(spec, spec.tracks()[0], "cm", images)
     (init,) = s.init_containers
     assert init["command"] == ["/bin/sh", "-c", copy]
+    assert init["image"] == (images.s3 if uri.startswith("s3") else images.gs)
     assert credentials in {e["name"] for e in init["env"]}
     assert {"name": "llm-checkpoint", "emptyDir": {}} in s.volumes
     assert init["securityContext"] == s.container["securityContext"]

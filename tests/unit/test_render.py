@@ -1,5 +1,9 @@
+import pytest
+
+from autoglm_operator.admission.policy_input import platform_images
 from autoglm_operator.api.owner import Owner
-from autoglm_operator.api.spec import parse_spec
+from autoglm_operator.api.spec import SpecError, parse_spec
+from autoglm_operator.render.model_source import DEFAULT_S3_IMAGE, CopyImage, ModelSourceImages, copy_images
 from autoglm_operator.render.triton_config import desired_config_pbtxt
 from autoglm_operator.render.workload import content_hash, desired_children
 
@@ -67,13 +71,38 @@ def test_replica_change_leaves_pod_template_unchanged():
     assert a["spec"]["replicas"] == 2 and b["spec"]["replicas"] == 5
 
 
-def test_s3_source_copies_with_credentials():
+def test_s3_source_copies_with_credentials_given_to_the_copy_step_alone():
     s = spec(model={"name": "m", "repository": {"uri": "s3://bucket/repo", "secretRef": {"name": "aws"}},
                     "version": 1, "engines": [{"computeCapability": "9.0", "file": "a.plan"}]})
     dep = next(c for c in desired_children(OWNER, s) if c["kind"] == "Deployment")
-    init = dep["spec"]["template"]["spec"]["initContainers"][0]
-    assert "aws s3 cp --recursive s3://bucket/repo/m/1 /models/m/1" in init["command"][-1]
-    assert any(e["name"] == "AWS_ACCESS_KEY_ID" for e in init["env"])
+    layout, download = dep["spec"]["template"]["spec"]["initContainers"]
+    # the layout step: the track's own serving image, no credentials, no cloud CLI
+    assert layout["image"] == s.runtime.image and "env" not in layout and "aws" not in layout["command"][-1]
+    assert "cp /model-config/config.pbtxt /models/m/config.pbtxt" in layout["command"][-1]
+    # the copy step: the platform's pinned CLI image, the keys, and /models alone (not the config)
+    assert download["image"] == DEFAULT_S3_IMAGE and "@sha256:" in download["image"]
+    assert download["command"][-1] == "aws s3 cp --recursive s3://bucket/repo/m/1 /models/m/1"
+    assert any(e["name"] == "AWS_ACCESS_KEY_ID" for e in download["env"])
+    assert [m["name"] for m in download["volumeMounts"]] == ["model-repository"]
+
+
+def test_copy_images_must_be_pinned_and_a_missing_one_is_refused_naming_the_field_and_the_chart_value():
+    assert ModelSourceImages().unpinned() == []  # the defaults
+    loose = ModelSourceImages(s3="amazon/aws-cli:2.17.0", gs="google/cloud-sdk:490.0.0-slim")
+    assert [m.split(" ")[0] for m in loose.unpinned()] == ["modelSource.s3Image", "modelSource.gsImage"]
+    d = {"model": {"name": "m", "repository": {"uri": "gs://bucket/repo"}, "version": 1,
+                   "engines": [{"computeCapability": "9.0", "file": "a.plan"}]}}
+    s = spec(**d)
+    with pytest.raises(SpecError) as refused:
+        copy_images(s, ModelSourceImages(gs=None))
+    assert refused.value.field == "spec.model.repository.uri" and "modelSource.gsImage" in str(refused.value)
+    pinned = "google/cloud-sdk:490.0.0-slim@sha256:" + "c" * 64
+    assert copy_images(s, ModelSourceImages(gs=pinned)) == [
+        CopyImage("spec.model.repository.uri", pinned, "modelSource.gsImage")]
+    assert platform_images({"spec": d}, ModelSourceImages(gs=pinned)) == [
+        {"field": "spec.model.repository.uri (copied by the platform's image, chart value modelSource.gsImage)",
+         "image": pinned}]
+    assert copy_images(spec()) == []  # pvc:// runs no platform image
 
 
 def test_cpu_python_model_has_no_gpu():
@@ -102,7 +131,7 @@ def test_s3_key_pair_is_required_so_a_typo_never_falls_back_to_node_credentials(
     s = spec(model={"name": "m", "repository": {"uri": "s3://bucket/repo", "secretRef": {"name": "aws"}},
                     "version": 1, "engines": [{"computeCapability": "9.0", "file": "a.plan"}]})
     init = next(c for c in desired_children(OWNER, s) if c["kind"] == "Deployment")["spec"]["template"]["spec"][
-        "initContainers"][0]
+        "initContainers"][1]
     optional = {e["name"]: e["valueFrom"]["secretKeyRef"]["optional"] for e in init["env"]}
     assert optional == {"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False,
                         "AWS_SESSION_TOKEN": True, "AWS_DEFAULT_REGION": True}

@@ -6,7 +6,9 @@ Shape (documented for policy authors in policies/README.md)::
      "object": <AutoGLMDeployment>, "old_object": <AutoGLMDeployment> | null,
      "user": {"username": str, "groups": [str]},
      "namespace": {"name": str, "labels": {str: str}},
-     "namespace_usage": {"gpus": int}}   # GPUs of the namespace's *other* AutoGLMDeployments
+     "namespace_usage": {"gpus": int},   # GPUs of the namespace's *other* AutoGLMDeployments
+     "platform_images": [{"field": str, "image": str}]}  # the platform's images its pods would run
+                                                        # (cloud copies), judged like the tenant's
 """
 
 from __future__ import annotations
@@ -14,7 +16,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..api.spec import Canary, Resources, Runtime, default_of
+from ..api.spec import Canary, Resources, Runtime, SpecError, default_of, parse_spec
+from ..render.model_source import ModelSourceImages, copy_images
+
+
+def platform_images(body: Mapping[str, Any], images: ModelSourceImages | None = None) -> list[dict[str, str]]:
+    """The platform's images the pods of ``body`` would run (its cloud copy steps), each with the
+    field that brings it in and the chart value that sets it; [] for a spec the operator cannot use
+    (refused on its own) or one that runs none."""
+    try:
+        found = copy_images(parse_spec(body.get("spec") or {}), images)
+    except SpecError:
+        return []
+    return [{"field": f"{c.field} (copied by the platform's image, chart value {c.setting})", "image": c.image}
+            for c in found]
 
 
 def gpus_requested(spec: Mapping[str, Any] | None) -> int:
@@ -42,4 +57,5 @@ def build_policy_input(*, operation: str, body: Mapping[str, Any], old: Mapping[
         "user": {"username": (userinfo or {}).get("username", ""), "groups": list((userinfo or {}).get("groups") or [])},
         "namespace": {"name": namespace, "labels": dict(namespace_labels or {})},
         "namespace_usage": {"gpus": namespace_gpus},
+        "platform_images": platform_images(body),
     }

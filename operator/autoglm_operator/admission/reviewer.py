@@ -16,6 +16,7 @@ from ..canary.metric_sources import PrometheusUrls
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
 from ..kube.object_cache import ObjectCache
+from ..render.model_source import copy_images
 from .opa import Decision, OpaDecider
 from .policy_input import build_policy_input, namespace_gpu_usage
 from .relief_updates import relief_only
@@ -93,6 +94,7 @@ class AdmissionReviewer:
         namespace = meta.get("namespace") or "default"
         try:  # what the operator could not use is refused here, naming the field, not found later in status
             spec = parse_spec(body.get("spec") or {})
+            copy_images(spec)  # a cloud source the platform has no pinned copy image for
         except SpecError as e:
             ADMISSIONS.labels(operation, "invalid").inc()
             return Decision(False, denials=[f"the operator cannot use this spec: {e}"])

@@ -352,17 +352,18 @@ def _copied_checkpoint(spec: AutoGLMDeploymentSpec, images: ModelSourceImages) -
     env: list[dict[str, Any]] = []
     secret = checkpoint.secret_name
     if checkpoint.scheme == "s3":
-        image, copy = images.s3, f"aws s3 sync {shlex.quote(checkpoint.uri)} {CHECKPOINT_DIR}"
+        copy = f"aws s3 sync {shlex.quote(checkpoint.uri)} {CHECKPOINT_DIR}"
         if secret:  # the key pair is required: a typo stops the pod, never falls back to the node's identity
             env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k,
                                                               "optional": k in OPTIONAL_AWS_KEYS}}}
                    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", *OPTIONAL_AWS_KEYS)]
     else:
-        image, copy = images.gs, f"gsutil -m rsync -r {shlex.quote(checkpoint.uri)} {CHECKPOINT_DIR}"
+        copy = f"gsutil -m rsync -r {shlex.quote(checkpoint.uri)} {CHECKPOINT_DIR}"
         if secret:
             volumes.append({"name": "llm-checkpoint-credentials", "secret": {"secretName": secret}})
             mounts.append({"name": "llm-checkpoint-credentials", "mountPath": "/var/secrets/google", "readOnly": True})
             env = [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/google/credentials.json"}]
+    image = images.for_scheme(checkpoint.scheme, "spec.llm.checkpoint.uri")
     init: dict[str, Any] = {"name": "llm-checkpoint", "image": image, "command": ["/bin/sh", "-c", copy],
                             "volumeMounts": mounts,
                             "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},

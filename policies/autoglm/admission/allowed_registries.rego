@@ -1,6 +1,8 @@
 # Every image a Triton pod runs comes from an allowed registry and is pinned: the server image
 # (spec.runtime.image), a model shipped as an OCI image (spec.model.repository.uri oci://...) and
-# the image engine build Jobs run (spec.model.build.image, spec.canary.build.image).
+# the image engine build Jobs run (spec.model.build.image, spec.canary.build.image), and the
+# platform's images the pods would run for the spec (input.platform_images: the s3:// and gs://
+# copy steps), so a platform image outside the allowed registries is refused like a tenant's.
 # No :latest in any letter case, no missing tag; with require_digest, a digest (@sha256:...).
 package autoglm.admission.allowed_registries
 
@@ -20,6 +22,10 @@ images contains {"field": "spec.model.repository.uri", "image": substring(uri, 6
 images contains {"field": sprintf("spec.%s.build.image", [section]), "image": image} if {
 	some section in ["model", "canary"]
 	image := lib.spec[section].build.image
+}
+
+images contains {"field": i.field, "image": i.image} if {
+	some i in object.get(input, "platform_images", [])
 }
 
 violation contains {"field": i.field, "message": msg} if {

@@ -43,6 +43,19 @@ test_registry_and_latest if {
 	d.allowed
 }
 
+test_the_platforms_copy_images_are_judged_like_the_tenants if {
+	field := "spec.model.repository.uri (copied by the platform's image, chart value modelSource.s3Image)"
+	outside := json.patch(good, [{"op": "add", "path": "/platform_images", "value": [{"field": field,
+		"image": "amazon/aws-cli:2.17.0@sha256:643507c10ada7964ca6157b3d799f030b90577643da9955d319a77399ed80d73"}]}])
+	d := admission.decision with input as outside
+	some m in d.denials
+	startswith(m, sprintf("[allowed-registries] %s", [field]))
+	mirrored := json.patch(good, [{"op": "add", "path": "/platform_images", "value": [{"field": field,
+		"image": "registry.autoglm.internal/aws-cli:2.17.0@sha256:643507c10ada7964ca6157b3d799f030b90577643da9955d319a77399ed80d73"}]}])
+	allowed := admission.decision with input as mirrored
+	allowed.allowed
+}
+
 test_registry_port_is_not_a_tag if {
 	inp := with_spec(["runtime", "image"], "registry.autoglm.internal:5000/triton")
 	d := admission.decision with input as inp
