@@ -178,3 +178,31 @@ def test_without_a_traffic_provider_status_claims_no_split():
         == (30, 0, 0, 100)
     assert t["reason"] == "NoTrafficProvider" and "spec.traffic.gateway" in t["message"]
     assert not [e for e in events if e[1] == "TrafficShifted"]
+
+
+def test_ready_only_once_a_gateway_accepted_the_routes_and_refused_routes_are_degraded():
+    """Ready means clients reach the model through the Gateway the spec names: available tracks
+    whose routes no Gateway accepted are not Ready (the condition says what is missing); a change
+    that waits on a Gateway which served the routes before keeps Ready; refused routes degrade."""
+    from autoglm_operator.traffic.gateway_api import GatewayAPIProvider
+    from autoglm_operator.traffic.provider import DataPlaneState
+
+    unanswered = {"kind": "HTTPRoute", "metadata": {"name": "m", "namespace": "ns", "generation": 1},
+                  "spec": {"parentRefs": [{"name": "missing-gw"}]}}
+    verdict, why = GatewayAPIProvider("owner").accepted(unanswered)
+    assert verdict is None and "Gateway ns/missing-gw" in why and "does not exist" in why
+    stable = track("stable", 1)
+    never, _ = build_status({}, findings(stable, data_plane=DataPlaneState("Pending", why, None)), T0)
+    ready = condition(never, "Ready")
+    assert (never["phase"], ready["status"], ready["reason"]) == ("Progressing", "False", "RoutesNotAccepted")
+    assert "ns/missing-gw" in ready["message"] and "spec.traffic.gateway" in ready["message"]
+    assert condition(never, "Progressing")["status"] == "True" and condition(never, "Degraded")["status"] == "False"
+    served, _ = build_status(never, findings(stable, data_plane=DataPlaneState("Accepted", "", None)), T0)
+    assert (served["phase"], condition(served, "Ready")["status"]) == ("Ready", "True")
+    waiting, _ = build_status(served, findings(stable, data_plane=DataPlaneState("Pending", "generation 2", None)), T0)
+    assert (waiting["phase"], condition(waiting, "Ready")["status"]) == ("Ready", "True")
+    refused, _ = build_status(served, findings(stable, data_plane=DataPlaneState(
+        "Refused", "HTTPRoute m: Accepted=False (NotAllowedByListeners)", None)), T0)
+    assert (refused["phase"], condition(refused, "Ready")["reason"]) == ("Degraded", "RoutesRefused")
+    assert condition(refused, "Degraded")["status"] == "True" and "NotAllowedByListeners" in \
+        condition(refused, "Degraded")["message"]

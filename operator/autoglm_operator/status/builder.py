@@ -146,6 +146,7 @@ def build_status(previous: dict[str, Any], found: Findings, now: datetime.dateti
         if "rollback" in status:
             status["rollback"] = {**status["rollback"], "routedAway": plane.routed_away}
         wanted.append(plane.condition)
+        wanted, phase = _overlay_reachability(wanted, phase, previous, plane.condition)
     if found.builds:
         status["builds"] = [b.as_status() for b in found.builds]
         engines, events_of_builds = _builds_condition(previous, found.builds)
@@ -213,6 +214,31 @@ def _overlay_builds(wanted: list[Condition], phase: str, engines: Condition,
                          PROGRESSING, True, "BuildingEngines", message)
         return wanted, "Progressing"
     return wanted, phase
+
+
+def _overlay_reachability(wanted: list[Condition], phase: str, previous: dict[str, Any],
+                          accepted: Condition) -> tuple[list[Condition], str]:
+    """Ready means clients reach the model the way the spec asks: through its Gateway. Routes a
+    Gateway refused are Degraded; routes no Gateway has accepted yet keep a deployment that was
+    never reachable from Ready (a change waiting on a Gateway that served the routes before does
+    not: clients keep the previous routing meanwhile)."""
+    ready = next(c for c in wanted if c.type == READY)
+    if accepted.status is True or not ready.status:
+        return wanted, phase
+    if accepted.status is False:
+        message = f"no Gateway serves this deployment's routes: {accepted.message}"
+        wanted = overlay(overlay(wanted, READY, False, "RoutesRefused", message),
+                         DEGRADED, True, "RoutesRefused", message, append=True)
+        return wanted, "Degraded"
+    if (condition(previous, READY) or {}).get("status") == "True":
+        return wanted, phase
+    message = (f"the tracks are available but no Gateway has accepted this deployment's routes yet, so clients "
+               f"cannot reach it through spec.traffic.gateway: {accepted.message}. Fix: name a Gateway that exists "
+               "in spec.traffic.gateway, with a GatewayClass whose controller runs and a listener that admits "
+               "routes from this namespace")
+    wanted = overlay(overlay(wanted, READY, False, "RoutesNotAccepted", message),
+                     PROGRESSING, True, "RoutesNotAccepted", message)
+    return wanted, "Progressing" if phase == "Ready" else phase
 
 
 def _no_split(traffic: TrafficDecision) -> dict[str, Any]:

@@ -127,8 +127,13 @@ class GatewayAPIProvider:
                 answered += 1
         if wanted and answered >= len(wanted):
             return True, ""
-        return None, (f"{route.get('kind')} {(route.get('metadata') or {}).get('name')}: generation {generation} not "
-                      "yet accepted by the Gateway's controller")
+        name = f"{route.get('kind')} {(route.get('metadata') or {}).get('name')}"
+        if not parents:  # nobody answered at all: the reference resolves to no Gateway a controller serves
+            namespace = (route.get("metadata") or {}).get("namespace", "")
+            gateways = ", ".join(f"{ref.get('namespace') or namespace}/{ref.get('name')}" for ref in wanted)
+            return None, (f"{name}: no Gateway controller has answered for Gateway {gateways}: it does not exist, "
+                          "or no controller runs for its GatewayClass")
+        return None, f"{name}: generation {generation} not yet accepted by the Gateway's controller"
 
     # -- routes of different deployments competing for the same requests ---------------------------
     def route_changed(self, kind: str, old: Mapping[str, Any] | None,
