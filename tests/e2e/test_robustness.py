@@ -294,3 +294,82 @@ def test_random_specs_are_refused_with_a_message_or_reconciled(kubectl, fuzz_nam
         # gone with its children before the next case, which may reuse the name
         kubectl("delete", "agd", "-n", fuzz_namespace, name, "--cascade=foreground", "--timeout=60s", check=False)
     assert operator_metric("autoglm_operator_reconcile_crashes_total") == crashes, "a reconcile crashed"
+
+
+# -- property-based: random edits of a live resource must not erase what the operator decided -----
+
+edits = st.fixed_dictionaries({}, optional={
+    "canary": st.fixed_dictionaries({}, optional={
+        "weight": st.integers(-5, 105), "replicas": st.integers(-1, 3),
+        "steps": st.lists(st.fixed_dictionaries({"weight": st.integers(-5, 105)}, optional={
+            "bakeSeconds": st.integers(-1, 30)}), max_size=3)}),
+    "runtime": st.fixed_dictionaries({}, optional={
+        "replicas": st.integers(-1, 3), "extraArgs": extra_args,
+        "resources": st.fixed_dictionaries({}, optional={"gpus": st.integers(-1, 2), "memory": st.sampled_from(
+            ["8Gi", "0", "lots", "-1Gi"])})}),
+    "traffic": st.fixed_dictionaries({}, optional={"hostnames": hostnames, "gateway": gateways}),
+    "placement": st.fixed_dictionaries({}, optional={"tolerations": tolerations, "nodeSelector": node_selectors,
+                                                     "affinity": affinities}),
+    "rollback": st.fixed_dictionaries({}, optional={
+        "analysisIntervalSeconds": st.integers(-1, 30), "inconclusiveLimit": st.integers(-1, 5),
+        "prometheus": st.fixed_dictionaries({"url": prometheus_urls})}),
+})
+
+
+def _merged(base: dict, edit: dict) -> dict:
+    out = dict(base)
+    for key, value in edit.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+@pytest.fixture(scope="module")
+def decided(kubectl, kube, operator):
+    """A live resource whose canary the operator rolled back (the user's abort), and what it decided."""
+    from conftest import canary_agd
+
+    namespace = f"e2e-edits-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
+    body = canary_agd("live", namespace, weight=30)
+    body["metadata"]["annotations"] = {"serving.autoglm.io/abort": "fuzz-1"}
+    kubectl.apply(body)
+    status = wait_for(lambda: (s := (kubectl.get_json("agd", "-n", namespace, "live").get("status") or {})).get(
+        "rollback", {}).get("reason") == "manual" and s["traffic"]["routedCanaryWeight"] == 0 and s, 60,
+        what="the abort recorded")
+    yield namespace, body["spec"], status["rollback"]
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@settings(max_examples=int(os.environ.get("AUTOGLM_FUZZ_EDITS", "40")), deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(edit=edits)
+def test_random_edits_of_a_live_resource_lose_no_decision(kube, decided, edit):
+    """Each case replaces the live spec with the base spec under a random edit (so a later valid
+    edit also fixes an earlier invalid one). Refused by the API server (naming a field), or
+    reconciled: either way the recorded rollback is the same decision (its time, its canary), the
+    canary is routed nothing, and the route gives it 0 %: no edit the operator cannot use, or can,
+    erases what it decided or gives a rolled-back canary its weight back."""
+    from kubernetes.client.exceptions import ApiException
+
+    namespace, base, rollback = decided
+    path = f"/apis/serving.autoglm.io/v1alpha1/namespaces/{namespace}/autoglmdeployments/live"
+    patch = [{"op": "replace", "path": "/spec", "value": _merged(base, edit)}]
+    try:
+        generation = kube.request("PATCH", path, body=patch, content_type="application/json-patch+json")[
+            "metadata"]["generation"]
+    except ApiException as e:
+        assert e.status == 422 and "spec" in (e.body or ""), (e.status, e.body)
+        _count("edit refused by the API server naming a field")
+        return
+    status = wait_for(lambda: (s := kube.request("GET", path).get("status") or {}).get(
+        "observedGeneration", 0) >= generation and s, 30, interval=0.1, what="the edit reconciled")
+    kept = status.get("rollback") or {}
+    assert {k: kept.get(k) for k in ("state", "reason", "time", "canaryRevision")} == \
+        {k: rollback[k] for k in ("state", "reason", "time", "canaryRevision")}, (edit, kept)
+    assert status["traffic"]["routedCanaryWeight"] == 0, (edit, status["traffic"])
+    route = kube.request("GET", f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/live")
+    weights = {b["name"]: b.get("weight", 1) for b in route["spec"]["rules"][0]["backendRefs"]}
+    assert weights.get("live-canary", 0) == 0, (edit, weights)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    _count(f"edit reconciled, decision kept ({degraded['reason']})")
