@@ -1,5 +1,6 @@
 """An admission flood against the leader: 200 AdmissionReviews a second for 60 s straight at the
-webhook's port, each checked for route overlap against 150 deployments on the same Gateway.
+webhook's port, as the API server under load sends them (its webhook client certificate), each
+checked for route overlap against 150 deployments on the same Gateway.
 
 Measures, with the same operator idle first (the floor, same run): the longest time without a
 Lease renewal, leader changes, the time for the leader to put back a deleted child, and what the
@@ -32,6 +33,7 @@ def main() -> int:
     dev = bench_cluster()
     import yaml
 
+    from autoglm_devcluster import pki
     from autoglm_devcluster.admission_flood import LeaseWatch, flood
     from autoglm_devcluster.opa import OpaProcess
     from autoglm_devcluster.processes import free_port
@@ -59,7 +61,8 @@ def main() -> int:
                            "--metrics-port", "0", "--health-port", "0", "--webhook", "--webhook-name", f"flood-{run}",
                            "--webhook-port", str(port), "--webhook-cert-dir", workdir,
                            "--webhook-namespace-selector", f"bench-flood={run}", "--opa-url", opa.url,
-                           "--audit-interval", "0", "--leader-elect", "--leader-election-namespace", namespace],
+                           "--audit-interval", "0", "--leader-elect", "--leader-election-namespace", namespace,
+                           "--webhook-client-ca", str(dev.webhook_client_ca)],
                           env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)}, cwd=REPO,
                           stdout=open(os.path.join(workdir, "operator.log"), "w"), stderr=subprocess.STDOUT)
     child = "deployment/steady-stable"
@@ -88,6 +91,8 @@ def main() -> int:
             time.sleep(0.2)
         body["spec"]["traffic"] = {"gateway": {"name": "shared", "namespace": crowd}, "hostnames": ["new.example"]}
         ca = open(os.path.join(workdir, "ca.crt")).read()
+        webhook_client = pki.ensure_webhook_client(dev.pki)  # the flood is sent as the API server under load
+        client_cert = (str(webhook_client.cert), str(webhook_client.key))
         url = f"https://127.0.0.1:{port}/validate/autoglm"
         with LeaseWatch(client, namespace, "autoglm-operator") as idle:
             time.sleep(args.idle_seconds / 2)
@@ -96,7 +101,7 @@ def main() -> int:
         flooded: dict = {}
         with LeaseWatch(client, namespace, "autoglm-operator") as busy:
             flooding = threading.Thread(target=lambda: flooded.update(
-                result=flood(url, ca, body, rate=args.rate, seconds=args.seconds)))
+                result=flood(url, ca, body, rate=args.rate, seconds=args.seconds, client_cert=client_cert)))
             flooding.start()
             time.sleep(args.seconds / 2)
             busy_put_back = put_back_seconds()

@@ -49,7 +49,7 @@ def main() -> int:
     dev.up(crds=default_crds(), data_plane=True)
     helm = str(toolchain.ensure(toolchain.HELM).path())
     values = dev.state_dir / "chart-values.yaml"
-    values.write_text(yaml.safe_dump(chart_values()))
+    values.write_text(yaml.safe_dump(chart_values(dev)))
     subprocess.run([helm, "--kubeconfig", str(dev.kubeconfig), "upgrade", "--install", RELEASE,
                     str(REPO / "charts" / "autoglm-operator"), "-n", NAMESPACE, "--create-namespace", "-f", str(values),
                     "--wait", "--timeout", "300s"], check=True, capture_output=True)

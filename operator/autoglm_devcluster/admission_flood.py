@@ -58,10 +58,12 @@ def _verdict(code: int, answer: Any) -> str:
 
 
 async def _flood(url: str, ca_pem: str, body: dict[str, Any], rate: float, seconds: float,
-                 outstanding: int) -> FloodResult:
+                 outstanding: int, client_cert: tuple[str, str] | None) -> FloodResult:
     import aiohttp
 
     tls = ssl.create_default_context(cadata=ca_pem)
+    if client_cert:  # the API server's webhook client certificate: a flood as the API server under load
+        tls.load_cert_chain(*client_cert)
     result = FloodResult()
     pending: set[asyncio.Task[None]] = set()
 
@@ -98,17 +100,33 @@ async def _flood(url: str, ca_pem: str, body: dict[str, Any], rate: float, secon
 
 
 def _flood_in_process(url: str, ca_pem: str, body: dict[str, Any], rate: float, seconds: float,
-                      outstanding: int) -> FloodResult:
-    return asyncio.run(_flood(url, ca_pem, body, rate, seconds, outstanding))
+                      outstanding: int, client_cert: tuple[str, str] | None) -> FloodResult:
+    return asyncio.run(_flood(url, ca_pem, body, rate, seconds, outstanding, client_cert))
 
 
 def flood(url: str, ca_pem: str, body: dict[str, Any], *, rate: float, seconds: float,
-          outstanding: int = 256) -> FloodResult:
-    """Send ``rate`` AdmissionReviews of ``body`` a second for ``seconds`` from a process of its own."""
+          outstanding: int = 256, client_cert: tuple[str, str] | None = None) -> FloodResult:
+    """Send ``rate`` AdmissionReviews of ``body`` a second for ``seconds`` from a process of its own
+    (with ``client_cert``, as the API server: its webhook client certificate and key)."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_flood_in_process, url, ca_pem, body, rate, seconds, outstanding).result()
+        return pool.submit(_flood_in_process, url, ca_pem, body, rate, seconds, outstanding, client_cert).result()
+
+
+def handshake_refused(url: str, ca_pem: str) -> bool:
+    """True when a client without a certificate cannot get an answer from ``url`` (TLS refused)."""
+    import urllib.error
+    import urllib.request
+
+    tls = ssl.create_default_context(cadata=ca_pem)
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), context=tls, timeout=10)
+    except urllib.error.HTTPError:
+        return False  # an HTTP answer: the handshake passed
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError):
+        return True
+    return False
 
 
 @dataclass

@@ -7,14 +7,18 @@ import json
 from typing import Any
 
 from . import image_builder, paths
+from .cluster import DevCluster
 from .node import REAL_NODE_LABEL, REAL_NODE_TOLERATION
 
 
-def chart_values() -> dict[str, Any]:
+def chart_values(cluster: DevCluster | None = None) -> dict[str, Any]:
     """Helm values for the operator's chart on the dev cluster: the locally built images (imported
-    into the real node's containerd, never pulled) and the real node's selector and toleration."""
+    into the real node's containerd, never pulled), the real node's selector and toleration, and
+    the CA of the client certificate ``cluster``'s API server presents to webhooks (the webhook
+    then accepts it alone)."""
     operator, opa = image_builder.OPERATOR, image_builder.OPA
-    return {"image": {"repository": operator.repository, "tag": operator.tag(), "pullPolicy": "Never"},
+    verified = {"webhook": {"clientCA": cluster.webhook_client_ca.read_text()}} if cluster is not None else {}
+    return {**verified,"image": {"repository": operator.repository, "tag": operator.tag(), "pullPolicy": "Never"},
             "opa": {"image": opa.reference},
             "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},

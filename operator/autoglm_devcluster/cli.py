@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         import yaml
 
         from .chart_values import chart_values
-        print(yaml.safe_dump(chart_values()), end="")
+        print(yaml.safe_dump(chart_values(cluster)), end="")
     elif args.command == "model-store":
         from .examples import readable_model_store
         print(readable_model_store(Path(args.dir)))

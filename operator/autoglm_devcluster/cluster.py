@@ -271,6 +271,7 @@ class DevCluster:
             f"--secure-port={ports.apiserver}", *network,
             f"--tls-cert-file={p.apiserver_cert}", f"--tls-private-key-file={p.apiserver_key}",
             f"--client-ca-file={p.ca_cert}",
+            f"--admission-control-config-file={self._admission_configuration()}",
             "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.service_account_pub}",
@@ -286,6 +287,29 @@ class DevCluster:
             "--enable-aggregator-routing=true",
         ], env=go_runtime_env())
         self.wait_for("kube-apiserver", lambda: self._get("/readyz") == "ok", 60)
+
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the client certificate this API server presents to every admission webhook
+        (a webhook started with ``--webhook-client-ca`` this file accepts the API server alone)."""
+        return pki.ensure_webhook_client(self.pki).ca_cert
+
+    def _admission_configuration(self) -> Path:
+        """The API server's admission configuration: it authenticates to every webhook ('*') with
+        its webhook client certificate."""
+        import yaml
+
+        client = pki.ensure_webhook_client(self.pki)
+        credentials = self.state_dir / "webhook-client.kubeconfig"
+        credentials.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "users": [
+            {"name": "*", "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}]}))
+        webhooks = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+                    "kubeConfigFile": str(credentials)}
+        path = self.state_dir / "admission-configuration.yaml"
+        path.write_text(yaml.safe_dump({"apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+                                        "plugins": [{"name": name, "configuration": webhooks} for name in
+                                                    ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}))
+        return path
 
     def _start_controller_manager(self, ports: Ports) -> None:
         p = self.pki

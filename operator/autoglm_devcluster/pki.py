@@ -159,6 +159,40 @@ def ensure_node_identity(cluster: ClusterPKI, node: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+@dataclass(frozen=True)
+class WebhookClient:
+    """What the API server presents to admission webhooks (its --admission-control-config-file):
+    a client certificate signed by a CA of its own, so a webhook that trusts this CA alone accepts
+    the API server and no other client of the cluster."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def ensure_webhook_client(cluster: ClusterPKI) -> WebhookClient:
+    client = WebhookClient(cluster.directory / "webhook-client-ca.crt", cluster.directory / "webhook-client.crt",
+                           cluster.directory / "webhook-client.key")
+    if client.ca_cert.exists() and client.cert.exists() and client.key.exists():
+        return client
+    cluster.directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name("autoglm-dev-webhook-client-ca")
+    ca_cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=3650))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(_name("kube-apiserver-webhook-client"), key.public_key(), ca_cert, ca_key, client=True)
+    _write_key(client.key, key)
+    client.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    client.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return client
+
+
 def write_kubeconfig(path: Path, *, cluster: str, server: str, ca: Path, user: str, cert: Path, key: Path) -> None:
     """A kubeconfig with one cluster, one client-certificate user and one context."""
     import yaml

@@ -45,6 +45,7 @@ def _webhook_settings(args: argparse.Namespace) -> dict[str, Any] | None:
             "url": None if service else f"https://{args.webhook_host}:{args.webhook_port}",
             "cert_dir": args.webhook_cert_dir, "failure_policy": args.webhook_failure_policy,
             "timeout": args.webhook_timeout, "namespace_selector": selector, "max_in_flight": args.webhook_max_in_flight,
+            "client_ca": args.webhook_client_ca,
             "opa_url": args.opa_url, "opa_timeout": args.opa_timeout, "opa_fail_open": args.opa_failure == "allow",
             "audit_interval": args.audit_interval, "manage_configuration": not args.no_webhook_configuration}
 
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     hook.add_argument("--webhook-max-in-flight", type=int, default=16, metavar="N",
                       help="reviews run at once; a request beyond them is refused at once (never queued), so a flood "
                            "of admission requests costs a bounded amount of CPU and memory")
+    hook.add_argument("--webhook-client-ca", metavar="FILE",
+                      help="accept only clients whose certificate this CA signed: the one the API server presents "
+                           "to webhooks (its --admission-control-config-file); anyone else fails the TLS handshake")
     hook.add_argument("--webhook-namespace-selector", action="append", metavar="KEY=VALUE",
                       help="only namespaces with this label (repeatable); default: all namespaces")
     hook.add_argument("--opa-url", default="http://127.0.0.1:8181", help="OPA server (the chart runs it as a sidecar)")

@@ -133,7 +133,8 @@ async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, cli
         certfile=cert.certfile, keyfile=cert.keyfile,
         make_reviewer=lambda: AdmissionReviewer(client, _prometheus_urls(), _opa(webhook)),
         limits=AdmissionLimits(max_in_flight=webhook.get("max_in_flight", 16),
-                               review_seconds=max(1.0, webhook["timeout"] - 1.0)))
+                               review_seconds=max(1.0, webhook["timeout"] - 1.0)),
+        client_ca=Path(webhook["client_ca"]) if webhook.get("client_ca") else None)
     await asyncio.to_thread(memo.admission_server.start)
     memo.webhook_ca_bundle = cert.ca_bundle
 

@@ -45,6 +45,7 @@ def admission(cluster, kubectl, opa, tmp_path_factory):
          "--health-port", "0", "--webhook", "--webhook-name", webhook_name, "--webhook-port", str(port),
          "--webhook-cert-dir", str(workdir / "certs"), "--webhook-namespace-selector", f"{SELECTOR}={run_id}",
          "--opa-url", opa.url, "--audit-interval", "1", "--leader-elect", "--leader-election-namespace", namespace,
+         "--webhook-client-ca", str(cluster.webhook_client_ca),
          "--allowed-prometheus-url", "http://prometheus-operated.monitoring.svc:9090"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ})
     wait_for(lambda: kubectl("get", "validatingwebhookconfiguration", webhook_name, check=False).returncode == 0,
@@ -250,14 +251,17 @@ def test_emergency_levers_pass_while_opa_is_down(admission, kubectl, opa):
     assert spec["runtime"]["replicas"] == 1 and "canary" not in spec
 
 
-def test_an_admission_flood_changes_no_leader_and_reconciles_go_on(admission, kubectl, kube):
+def test_an_admission_flood_changes_no_leader_and_reconciles_go_on(admission, cluster, kubectl, kube):
     """200 AdmissionReviews a second for 15 s straight at the webhook's port, each checked for route
     overlap against 150 deployments on the same Gateway (more than this machine's two cores can
-    review): the leader renews its Lease all along, the Lease changes no hands, a child deleted
-    meanwhile is put back, and every request is answered, the excess refused at once as busy
-    (nothing admitted unreviewed). With admission on the leader's loop, unbounded, the Lease was
-    lost (the process exits) and reviews outlasted the API server's timeout."""
-    from autoglm_devcluster.admission_flood import LeaseWatch, flood
+    review), sent as the API server under load (its webhook client certificate: a client without
+    it fails the handshake): the leader renews its Lease all along, the Lease changes no hands, a
+    child deleted meanwhile is put back, and every request is answered, the excess refused at once
+    as busy (nothing admitted unreviewed). With admission on the leader's loop, unbounded, the same
+    flood queued: the client could send 85 a second, answers took up to 2.9 s, OPA timed out on
+    540, and renewals slipped to 4.6 s apart."""
+    from autoglm_devcluster import pki
+    from autoglm_devcluster.admission_flood import LeaseWatch, flood, handshake_refused
 
     namespace = admission["namespace"]
     body = yaml.safe_load((EXAMPLES / "good-cloud.yaml").read_text())
@@ -284,10 +288,13 @@ def test_an_admission_flood_changes_no_leader_and_reconciles_go_on(admission, ku
     before = kubectl.get_json("lease", "-n", namespace, "autoglm-operator")["spec"]
     ca = (admission["workdir"] / "certs" / "ca.crt").read_text()
     url = f"https://127.0.0.1:{admission['port']}/validate/autoglm"
+    # only the API server's webhook client certificate gets past the handshake; the flood uses it
+    assert handshake_refused(url, ca), "a client without the API server's certificate reached the webhook"
+    client = pki.ensure_webhook_client(cluster.pki)
     flooded: dict = {}
     with LeaseWatch(kube, namespace, "autoglm-operator") as lease:
         flooding = threading.Thread(target=lambda: flooded.update(
-            result=flood(url, ca, body, rate=200, seconds=15)))
+            result=flood(url, ca, body, rate=200, seconds=15, client_cert=(str(client.cert), str(client.key)))))
         flooding.start()
         wait_for(lambda: lease.longest_without_renewal > 1, 10, what="the flood under way")
         kubectl("delete", "-n", namespace, child, "--wait=false")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -215,3 +216,58 @@ def test_an_edge_node_offline_during_a_rollout_holds_it_and_it_resumes(operator,
     assert parse_rfc3339(started) >= parse_rfc3339(back), (started, back)  # baked again from the return
     st = wait_for(lambda: settled(kubectl, namespace, "edge", {"stable": 50, "canary": 50}), 120, what="the final 50%")
     assert "rollback" not in st and st["traffic"]["step"]["index"] == 2
+
+
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_a_rolled_back_canary_stays_so_across_a_bad_edit_a_kill_and_a_fix_made_while_down(
+        cluster, kubectl, tmp_path, round_):
+    """The operator (no webhook in front of it) meets an edit it cannot use on a canary it rolled
+    back, is SIGKILLed, and the edit is fixed while it is down: the new process finds the decision in
+    status and keeps it (the same rollback, the canary routed 0 %), never judging the canary anew."""
+    namespace = f"chaos-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", namespace)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace)))
+    log = open(tmp_path / "operator.log", "ab")
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace,
+                                 "--metrics-port", "0", "--health-port", "0"], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, cwd=REPO)
+
+    def status() -> dict:
+        return kubectl.get_json("agd", "-n", namespace, "kept").get("status") or {}
+
+    def reconciled(reason: str) -> dict:
+        obj = kubectl.get_json("agd", "-n", namespace, "kept")
+        st = obj.get("status") or {}
+        degraded = next((c for c in st.get("conditions") or [] if c["type"] == "Degraded"), {})
+        assert st.get("observedGeneration") == obj["metadata"]["generation"] and degraded.get("reason") == reason, st
+        return st
+    proc = start()
+    try:
+        kubectl.apply(canary_agd("kept", namespace, weight=30, enabled=False))
+        wait_for(lambda: settled(kubectl, namespace, "kept", {"stable": 70, "canary": 30}), 60, what="70/30")
+        kubectl("annotate", "agd", "-n", namespace, "kept", "serving.autoglm.io/abort=chaos")
+        decision = ("state", "reason", "message", "time", "canaryRevision")
+        decided = {k: v for k, v in wait_for(lambda: settled(kubectl, namespace, "kept", {"stable": 100, "canary": 0}),
+                                             60, what="rolled back")["rollback"].items() if k in decision}
+        # an edit the CRD admits and the operator cannot use: every engine on a GPU the placement forbids
+        kubectl("patch", "agd", "-n", namespace, "kept", "--type=merge", "-p", yaml.safe_dump(
+            {"spec": {"placement": {"allowedGpuProducts": ["NVIDIA-L4"]}, "model": {"engines": [
+                {"computeCapability": "9.0", "file": "model.sm90.plan", "gpuProducts": ["NVIDIA-H100-80GB-HBM3"]}]}}}))
+        invalid = wait_for(lambda: reconciled("InvalidSpec"), 30, what="InvalidSpec")
+        assert {k: invalid["rollback"].get(k) for k in decision} == decided
+        assert invalid["traffic"]["routedCanaryWeight"] == 0
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kubectl("patch", "agd", "-n", namespace, "kept", "--type=json", "-p",
+                '[{"op":"remove","path":"/spec/placement"},{"op":"remove","path":"/spec/model/engines/0/gpuProducts"}]')
+        proc = start()
+        fixed = wait_for(lambda: reconciled("CanaryRolledBack"), 60, what="the fix reconciled by a new process")
+        assert {k: fixed["rollback"].get(k) for k in decision} == decided, (fixed["rollback"], decided)
+        assert settled(kubectl, namespace, "kept", {"stable": 100, "canary": 0})["traffic"]["routedCanaryWeight"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -48,10 +48,10 @@ def _helm(dev, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def _values(tmp: Path) -> Path:
+def _values(dev, tmp: Path) -> Path:
     from autoglm_devcluster.chart_values import chart_values  # what `autoglm-dev-cluster chart-values` prints
     path = tmp / "values.yaml"
-    path.write_text(yaml.safe_dump(chart_values()))
+    path.write_text(yaml.safe_dump(chart_values(dev)))  # the webhook accepts this API server alone
     return path
 
 
@@ -84,7 +84,7 @@ def _apply(dev, path_or_text: str | Path, namespace: str = "default", check: boo
 @pytest.fixture(scope="module")
 def installed(plane, tmp_path_factory):
     dev = plane
-    values = _values(tmp_path_factory.mktemp("chart"))
+    values = _values(dev, tmp_path_factory.mktemp("chart"))
     # the examples' claim pvc://model-store in the default namespace (KWOK runs those Triton pods)
     from conftest import model_store
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store("default")))

@@ -48,7 +48,7 @@ def test_chart_reads_the_repository_crd_and_policies_without_a_copy(helm):
                for k in expected)
 
 
-def test_lint_template_and_schema(helm):
+def test_lint_template_and_schema(helm, tmp_path):
     assert "0 chart(s) failed" in helm("lint", str(CHART), "--kube-version", "1.36.3").stdout
     default = list(yaml.safe_load_all(helm("template", "t", str(CHART), "--kube-version", "1.36.3").stdout))
     kinds = sorted(d["kind"] for d in default if d)
@@ -74,6 +74,22 @@ def test_lint_template_and_schema(helm):
     bad = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "webhook.failurePolicy=Maybe",
                check=False)
     assert bad.returncode != 0 and "/webhook/failurePolicy" in bad.stderr
+    # the webhook accepts the API server's client certificate alone when its CA is given
+    ca = tmp_path / "client-ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    verified = [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), "--kube-version", "1.36.3",
+                                                    "--set-file", f"webhook.clientCA={ca}").stdout) if d]
+    pod = next(d for d in verified if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    operator = next(c for c in pod["containers"] if c["name"] == "operator")
+    assert "--webhook-client-ca=/client-ca/ca.crt" in operator["args"]
+    assert {"name": "webhook-client-ca", "mountPath": "/client-ca", "readOnly": True} in operator["volumeMounts"]
+    client_ca = next(d for d in verified if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-client-ca"))
+    assert client_ca["data"]["ca.crt"] == ca.read_text()
+    assert not any("--webhook-client-ca" in a for d in default if d and d["kind"] == "Deployment"
+                   for c in d["spec"]["template"]["spec"]["containers"] for a in c.get("args") or [])
+    bad = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "webhook.clientCA=not-a-pem",
+               check=False)
+    assert bad.returncode != 0 and "/webhook/clientCA" in bad.stderr
 
 
 EXPECTED_CLUSTER_RULES = {

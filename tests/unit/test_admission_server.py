@@ -177,3 +177,36 @@ def test_stop_ends_the_thread_and_the_reviewer(serve, tmp_path: Path) -> None:
     server.start()
     server.stop()
     assert reviewer.stopped and not server._thread.is_alive()
+
+
+def test_with_a_client_ca_only_the_api_servers_certificate_gets_past_the_handshake(tmp_path: Path) -> None:
+    """--webhook-client-ca: the API server presents its webhook client certificate (the dev
+    cluster's admission configuration); a client without one, or with another CA's, never reaches
+    a review, so it cannot spend the webhook's time."""
+    from autoglm_devcluster.pki import ClusterPKI, ensure_webhook_client
+
+    api_server = ensure_webhook_client(ClusterPKI(tmp_path / "api-server"))
+    stranger = ensure_webhook_client(ClusterPKI(tmp_path / "stranger"))
+    cert = ensure_webhook_certificate(tmp_path / "certs", ["127.0.0.1"])
+    reviewer = BusyReviewer()
+    port = free_port()
+    server = AdmissionServer(address="127.0.0.1", port=port, path=PATH, certfile=cert.certfile, keyfile=cert.keyfile,
+                             make_reviewer=lambda: reviewer, client_ca=api_server.ca_cert)
+    server.start()
+    url = f"https://127.0.0.1:{port}{PATH}"
+
+    async def attempt(client: Any) -> int | str:
+        tls = ssl.create_default_context(cadata=cert.ca_pem.decode())
+        if client is not None:
+            tls.load_cert_chain(client.cert, client.key)
+        try:
+            async with aiohttp.ClientSession() as session:
+                return (await post(session, url, tls, review("m")))[0]
+        except aiohttp.ClientError as e:
+            return type(e).__name__
+    try:
+        anonymous, foreign, trusted = (asyncio.run(attempt(c)) for c in (None, stranger, api_server))
+    finally:
+        server.stop()
+    assert trusted == 200 and reviewer.reviewed == 1
+    assert isinstance(anonymous, str) and isinstance(foreign, str), (anonymous, foreign)

@@ -107,9 +107,12 @@ class ReloadingServerContext:
     rotated Secret): handshakes after the reload present the new certificate, connections already
     open keep theirs, and the server never restarts. A half-written pair is skipped until whole."""
 
-    def __init__(self, certfile: Path, keyfile: Path):
+    def __init__(self, certfile: Path, keyfile: Path, client_ca: Path | None = None):
         self.certfile, self.keyfile = certfile, keyfile
         self.context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+        if client_ca is not None:  # only clients with a certificate this CA signed get past the handshake
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(cafile=str(client_ca))
         self._loaded: tuple[bytes, bytes] | None = None
         self.reloads = 0
         self.reload()

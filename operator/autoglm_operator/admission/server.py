@@ -7,7 +7,10 @@ delay either. Its cost is bounded, and what is over the bound is refused at once
 - a request body over :data:`MAX_BODY_BYTES` is refused (HTTP 413) before it is parsed;
 - at most ``max_in_flight`` reviews run at once; a request beyond that is refused with a message
   saying so (a refusal, as ``failurePolicy: Fail`` would give, never an unchecked admission);
-- each review has ``review_seconds`` (less than the API server's timeout) and is refused after it.
+- each review has ``review_seconds`` (less than the API server's timeout) and is refused after it;
+- with ``client_ca`` (the CA of the client certificate the API server presents to webhooks, from
+  its ``--admission-control-config-file``), a client without such a certificate fails the TLS
+  handshake: nothing else can spend the webhook's time.
 
 Everything a review needs (the reviewer's caches and informers, its OPA client, the TLS context
 and its reloads) lives on this server's loop.
@@ -81,8 +84,10 @@ class AdmissionServer:
     once it listens (or raises why it could not)."""
 
     def __init__(self, *, address: str, port: int, path: str, certfile: Path, keyfile: Path,
-                 make_reviewer: Callable[[], Reviewer], limits: AdmissionLimits = AdmissionLimits()):
+                 make_reviewer: Callable[[], Reviewer], limits: AdmissionLimits = AdmissionLimits(),
+                 client_ca: Path | None = None):
         self.address, self.port, self.path = address, port, path
+        self.client_ca = client_ca
         self.certfile, self.keyfile = certfile, keyfile
         self.make_reviewer, self.limits = make_reviewer, limits
         self.in_flight = 0
@@ -115,7 +120,7 @@ class AdmissionServer:
 
     async def _serve(self) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        tls = ReloadingServerContext(self.certfile, self.keyfile)
+        tls = ReloadingServerContext(self.certfile, self.keyfile, self.client_ca)
         reviewer = self.make_reviewer()
         reviewer.start()
         app = web.Application(client_max_size=MAX_BODY_BYTES)
