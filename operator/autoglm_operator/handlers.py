@@ -50,6 +50,8 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     reconciler = Reconciler(client, ObjectCache(), TrafficProviders(r.LABEL_DEPLOYMENT), workers=workers,
                             prometheus_urls=_prometheus_urls())
     memo.controller = Controller(reconciler, workers=workers)
+    from .status.metrics import publish
+    publish(lambda: memo.controller.store.all(r.KIND))  # per-deployment series, read from status at scrape time
     webhook = settings_from_cli.get("webhook")
     if webhook:  # every replica serves admission, leader or not
         await _serve_admission(settings, memo, client, webhook)

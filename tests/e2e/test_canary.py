@@ -70,7 +70,7 @@ def test_weighted_routes_follow_weight_edits_and_promotion(operator, kubectl, na
     # Available, but not Ready: no Gateway controller runs here, so no client reaches the model the
     # way the spec asks, and the condition names the Gateway that answered nothing
     st = wait_until(lambda: kubectl.get_json("agd", "-n", namespace, "gray")["status"],
-                    lambda s: s["tracks"]["stable"]["version"] == 2 and s["readyReplicasSummary"] == "1/1"
+                    lambda s: s["tracks"]["stable"]["version"] == 2 and s["readyReplicasSummary"] == "2/2"
                     and ready_reason(s) == "RoutesNotAccepted", 60, what="promoted, not reachable")
     assert "canary" not in st["tracks"] and st["phase"] == "Progressing"
     assert f"Gateway {namespace}/autoglm-gateway" in next(c for c in st["conditions"] if c["type"] == "Ready")["message"]

@@ -76,6 +76,17 @@ def _leader_and_follower(dev) -> tuple[dict, dict]:
     return leaders[0], next(p for p in pods if p is not leaders[0])
 
 
+def _series(pod: dict, name: str, **labels: str) -> float | None:
+    """One sample of the pod's /metrics whose labels include ``labels`` (None if it has none)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).read().decode()
+    return next((s.value for family in text_string_to_metric_families(text) for s in family.samples
+                 if s.name == name and labels.items() <= s.labels.items()), None)
+
+
 def _apply(dev, path_or_text: str | Path, namespace: str = "default", check: bool = True):
     text = path_or_text.read_text() if isinstance(path_or_text, Path) else path_or_text
     return dev.kubectl("apply", "-n", namespace, "-f", "-", input=text, check=check)
@@ -125,6 +136,13 @@ def test_two_real_replicas_one_leader_webhook_refuses_and_admits(installed):
     wait_for(lambda: canary_weight() == 25, 30, what="weight edit reaching the route")
     assert _metric(leader, "autoglm_operator_api_writes_total") > 0
     assert _metric(follower, "autoglm_operator_api_writes_total") == follower_writes == 0
+    # per-deployment series, read from status at scrape time: the leader serves them, the follower
+    # (no cache) none; the weight is what status says the routes carry
+    wait_for(lambda: _series(leader, "autoglm_deployment_canary_weight_percent", deployment="good",
+                             kind="routed") == 25, 30, what="the routed weight in the leader's metrics")
+    assert _series(leader, "autoglm_deployment_info", deployment="good", stable_version="1", canary_version="2") == 1
+    assert _series(follower, "autoglm_deployment_info", deployment="good", stable_version="1",
+                   canary_version="2") is None
 
 
 def _host_pids_of(pod: dict, container: str) -> list[int]:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from ..api import resource as r
 from ..api.clock import SYSTEM_CLOCK, Clock, rfc3339
@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 ROLLBACKS = Counter("autoglm_operator_rollbacks_total", "Automatic and manual canary rollbacks",
                     ["namespace", "name", "signal"])
+ANALYSES = Counter("autoglm_operator_analyses_total", "Canary metric analyses by verdict: healthy, failing "
+                   "(a threshold crossed), inconclusive (the source did not answer), idle (no requests)", ["verdict"])
+ANALYSIS_SECONDS = Histogram("autoglm_operator_analysis_seconds", "Time one canary metric analysis took (the query "
+                             "or the scrape, and the verdict)", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                         2.5, 5, 10))
 
 RunIO = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop
 #: How often a canary that has not passed a probe yet is probed again (it gets no traffic meanwhile).
@@ -259,6 +264,8 @@ class CanaryJudge:
                 sample = await self._run_io(analysis.scraper.scrape, pods, spec.model.name, metrics_port(spec),
                                                      metrics_format(spec))
         except Exception as e:  # SourceUnavailable, or an answer that is no metrics document
+            ANALYSES.labels("inconclusive").inc()
+            ANALYSIS_SECONDS.observe(self.clock.monotonic() - now)
             # Prometheus, named in the spec, must answer; pods' metrics ports are best effort until
             # they have answered once (then silence is a source that stopped, not one never there).
             if explicit or analysis.answered:
@@ -275,6 +282,9 @@ class CanaryJudge:
         analysis.answered = True
         analysis.inconclusive, analysis.gap = 0, None
         findings = metric_findings(sample, spec.rollback)
+        ANALYSES.labels("failing" if findings else "healthy" if sample is not None and sample.requests > 0
+                        else "idle").inc()
+        ANALYSIS_SECONDS.observe(self.clock.monotonic() - now)
         if findings:
             analysis.failures += 1
             analysis.findings = findings

@@ -12,11 +12,12 @@ import random
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from ..api.clock import SYSTEM_CLOCK, Clock
 
 QUEUE_WAIT = Histogram("autoglm_operator_queue_wait_seconds", "Time a key waited in the queue for a worker")
+QUEUE_DEPTH = Gauge("autoglm_operator_queue_depth", "Keys waiting for a worker (controller-runtime's workqueue_depth)")
 
 K = TypeVar("K", bound=Hashable)
 
@@ -63,6 +64,7 @@ class WorkQueue(Generic[K]):
         self._workers: list[asyncio.Task[None]] = []
         #: key -> when (monotonic) it was first added and not yet processed
         self.added_at: dict[K, float] = {}
+        QUEUE_DEPTH.set_function(lambda: len(self))  # the process's queue (one controller a process)
 
     def add(self, key: K) -> None:
         if key in self._active:
