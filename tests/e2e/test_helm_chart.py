@@ -90,6 +90,18 @@ def test_lint_template_and_schema(helm, tmp_path):
     bad = helm("template", "t", str(CHART), "--kube-version", "1.36.3", "--set", "webhook.clientCA=not-a-pem",
                check=False)
     assert bad.returncode != 0 and "/webhook/clientCA" in bad.stderr
+    # the operator's alerts: a rules file in a ConfigMap without the Prometheus Operator, a PrometheusRule with it
+    rules_file = yaml.safe_load((CHART / "files" / "alert-rules.yaml").read_text())
+    plain = next(d for d in default if d and d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-alert-rules"))
+    assert yaml.safe_load(plain["data"]["autoglm-operator.rules.yaml"]) == rules_file
+    monitored = [d for d in yaml.safe_load_all(helm(
+        "template", "t", str(CHART), "--kube-version", "1.36.3", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--set", "alerts.ruleLabels.release=prom").stdout) if d]
+    rule = next(d for d in monitored if d["kind"] == "PrometheusRule")
+    assert rule["spec"] == rules_file and rule["metadata"]["labels"]["release"] == "prom"
+    assert not [d for d in monitored if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-alert-rules")]
+    monitor = next(d for d in monitored if d["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["relabelings"] == [{"targetLabel": "job", "replacement": "autoglm-operator"}]
 
 
 EXPECTED_CLUSTER_RULES = {

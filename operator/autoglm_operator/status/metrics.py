@@ -43,6 +43,7 @@ def _families() -> dict[str, Family]:
         ("replicas_desired", "Desired replicas per track", (*ids, "track")),
         ("rolled_back", "1 while a canary rollback stands, by its reason", (*ids, "reason")),
         ("rollback_timestamp_seconds", "When the standing rollback was decided (Unix time)", ids),
+        ("step_held", "1 while the gray release holds its step (canary not Ready, node offline, no metrics)", ids),
         ("analysis_consecutive_failures", "Metric analyses in a row that found the canary failing", ids),
         ("analysis_consecutive_inconclusive", "Metric analyses in a row that got no data", ids),
         ("probe_passed", "1 when the canary's last synthetic probe passed, 0 when it failed", ids),
@@ -85,6 +86,9 @@ def deployment_series(resources: Iterable[Mapping[str, Any]]) -> list[Family]:
         for track, seen in (status.get("tracks") or {}).items():
             add("replicas_ready", (*ids, track), float(seen.get("readyReplicas", 0)))
             add("replicas_desired", (*ids, track), float(seen.get("desiredReplicas", 0)))
+        step = traffic.get("step")
+        if canary and isinstance(step, dict):
+            add("step_held", ids, float(bool(step.get("held"))))
         rollback = status.get("rollback") or {}
         if rollback.get("state") == "RolledBack":
             add("rolled_back", (*ids, str(rollback.get("reason", ""))), 1)
