@@ -35,6 +35,8 @@ class PrometheusProcess:
     workdir: Path
     targets: list[ScrapeTarget]
     scrape_interval: str = "1s"
+    #: A rules file's content (``{"groups": [...]}``), evaluated every scrape interval; None: no rules.
+    rules: dict[str, Any] | None = None
     port: int = field(default_factory=free_port)
     process: ManagedProcess = field(init=False)
 
@@ -47,6 +49,7 @@ class PrometheusProcess:
 
     def config(self) -> dict[str, Any]:
         return {"global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+                **({"rule_files": [str(self.workdir / "rules.yaml")]} if self.rules else {}),
                 "scrape_configs": [{
                     "job_name": "triton",
                     "static_configs": [{"targets": [t.address],
@@ -57,6 +60,8 @@ class PrometheusProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config()))
+        if self.rules:
+            (self.workdir / "rules.yaml").write_text(yaml.safe_dump(self.rules))
         self.process.start(
             [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"])
@@ -71,3 +76,23 @@ class PrometheusProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts Prometheus holds now (pending and firing), from its API."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=5) as answer:
+            alerts: list[dict[str, Any]] = json.loads(answer.read())["data"]["alerts"]
+        return alerts
+
+    def samples(self, range_selector: str) -> list[tuple[float, float]]:
+        """(Unix time, value) of every sample a range selector (``metric{...}[5m]``) returns now."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        query = urllib.parse.urlencode({"query": range_selector})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as answer:
+            result = json.loads(answer.read())["data"]["result"]
+        return [(float(t), float(v)) for series in result for t, v in series["values"]]

@@ -214,7 +214,7 @@ def _alert_rules(args: argparse.Namespace) -> int:
 
     groups = [operator_rule_group(args.job)]
     for path in args.filename:
-        text = sys.stdin.read() if path == "-" else open(path).read()
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
         for doc in yaml.safe_load_all(text):
             if not doc or doc.get("kind") != "AutoGLMDeployment":
                 continue

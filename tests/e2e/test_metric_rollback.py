@@ -4,11 +4,16 @@ analysis reading Prometheus. A healthy canary under the same load is not rolled 
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
 from autoglm_devcluster.traffic_load import TritonLoad
 from autoglm_devcluster.triton import TritonProcess
+from autoglm_operator.api.owner import Owner
+from autoglm_operator.api.spec import parse_spec
+from autoglm_operator.render.alert_rules import deployment_rule_group
 from conftest import REPO, agd, reconciles_finished, route_weights, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -31,14 +36,21 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
     stable, canary, fault = servers
     targets = [ScrapeTarget(f"127.0.0.1:{stable.metrics_port}", namespace, "metrics-stable", "metrics-stable-0"),
                ScrapeTarget(f"127.0.0.1:{canary.metrics_port}", namespace, "metrics-canary", "metrics-canary-0")]
-    with PrometheusProcess(tmp_path / "prometheus", targets) as prometheus:
-        body = agd("metrics", replicas=1)
-        body["metadata"]["namespace"] = namespace
-        body["spec"]["model"]["name"] = "flaky"
-        body["spec"]["canary"] = {"version": 2, "weight": 50, "replicas": 1}
-        body["spec"]["traffic"] = {"gateway": {"name": "gw", "namespace": namespace}}
-        body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, "failureThreshold": 2, "maxErrorRatio": 0.05,
-                                    "prometheus": {"url": prometheus.url}}
+    prometheus = PrometheusProcess(tmp_path / "prometheus", targets)
+    body = agd("metrics", replicas=1)
+    body["metadata"]["namespace"] = namespace
+    body["spec"]["model"]["name"] = "flaky"
+    body["spec"]["canary"] = {"version": 2, "weight": 50, "replicas": 1}
+    body["spec"]["traffic"] = {"gateway": {"name": "gw", "namespace": namespace}}
+    body["spec"]["rollback"] = {"analysisIntervalSeconds": 2, "failureThreshold": 2, "maxErrorRatio": 0.05,
+                                "prometheus": {"url": prometheus.url}}
+    # the deployment's alerting rules (`autoglm-operator alert-rules`), evaluated by the same Prometheus
+    prometheus.rules = {"groups": [deployment_rule_group(Owner("metrics", namespace, ""), parse_spec(body["spec"]))]}
+
+    def alerts(state: str | None = None) -> list[dict]:
+        return [a for a in prometheus.alerts() if a["labels"].get("deployment") == "metrics"
+                and a["labels"]["alertname"] == "AutoGLMErrorRatioHigh" and state in (None, a["state"])]
+    with prometheus:
         kubectl.apply(body)
         wait_for(lambda: route_weights(kubectl, namespace, "metrics") == {"stable": 50, "canary": 50}, 60, what="50/50")
         with TritonLoad(stable, canary, "flaky") as load:
@@ -50,8 +62,10 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
             st = kubectl.get_json("agd", "-n", namespace, "metrics")["status"]
             assert "rollback" not in st and "analysis" not in st, st
             assert load.sent["canary"] > 100 and load.errors["canary"] == 0
+            assert alerts() == [], alerts()  # a healthy canary under load: not even pending
             # Now the canary model starts failing half of its requests.
             fault.write_text("0.5")
+            faulted = datetime.datetime.now(datetime.UTC).timestamp()
             wait_for(lambda: route_weights(kubectl, namespace, "metrics")["canary"] == 0, 40, interval=0.1,
                      what="metric rollback")  # how fast: bench/metric_rollback.py
             load.canary_share = 0.0  # clients follow the route: all traffic to stable
@@ -59,6 +73,16 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
             sent = load.sent["stable"]
             wait_for(lambda: load.sent["stable"] >= sent + 100, 30, what="100 more requests, all to stable")
             assert load.errors["stable"] == errors_after["stable"] == 0
+            # its alert fires within the rule's for: (2 analyses of 2 s) plus one evaluation (1 s) of
+            # becoming true; the stable track's never does
+            (alert,) = wait_for(lambda: alerts("firing"), 60, interval=0.2, what="the canary's error-ratio alert")
+            assert alert["labels"]["track"] == "canary" and alert["labels"]["severity"] == "warning", alert
+            assert "rollback policy allows 5%" in alert["annotations"]["summary"]
+            active = datetime.datetime.fromisoformat(alert["activeAt"].replace("Z", "+00:00")).timestamp()
+            fired = min(t for t, _ in prometheus.samples(
+                'ALERTS{alertname="AutoGLMErrorRatioHigh",alertstate="firing",track="canary"}[5m]'))
+            assert fired - active <= 4 + 1 + 0.5, (active, fired)  # for: 4 s, evaluation 1 s, its jitter
+            assert fired > faulted, (faulted, fired)
         st = kubectl.get_json("agd", "-n", namespace, "metrics")["status"]
         assert st["rollback"]["reason"] == "errorRatio", st["rollback"]
         evidence = st["rollback"]["evidence"]
