@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     localize_cmd = sub.add_parser("localize", help="print AutoGLMDeployment manifests adapted to run on the real node: "
                                                    "the locally built Triton image, its node selector and toleration")
     localize_cmd.add_argument("files", nargs="+")
+    sub.add_parser("dashboard", help="print the Grafana dashboard the chart ships (JSON, built with Grafana's "
+                                      "foundation SDK)")
     sub.add_parser("chart-values", help="print Helm values that run the chart on the real node with the locally "
                                         "built operator, OPA and Triton images")
     store = sub.add_parser("model-store", help="print a path to DIR that the Triton image's non-root user can "
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "localize":
         from .examples import localize
         print(localize([Path(f) for f in args.files]), end="")
+    elif args.command == "dashboard":
+        from .dashboard import render
+        print(render(), end="")
     elif args.command == "chart-values":
         import yaml
 

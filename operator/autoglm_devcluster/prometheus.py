@@ -37,6 +37,8 @@ class PrometheusProcess:
     scrape_interval: str = "1s"
     #: A rules file's content (``{"groups": [...]}``), evaluated every scrape interval; None: no rules.
     rules: dict[str, Any] | None = None
+    #: host:port of operator processes' /metrics, scraped as job "autoglm-operator" (the chart's job).
+    operators: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     process: ManagedProcess = field(init=False)
 
@@ -54,7 +56,9 @@ class PrometheusProcess:
                     "job_name": "triton",
                     "static_configs": [{"targets": [t.address],
                                         "labels": {"namespace": t.namespace, "service": t.service, "pod": t.pod,
-                                                   "endpoint": "metrics"}} for t in self.targets]}]}
+                                                   "endpoint": "metrics"}} for t in self.targets]},
+                    *([{"job_name": "autoglm-operator", "static_configs": [{"targets": self.operators}]}]
+                      if self.operators else [])]}
 
     def start(self, timeout: float = 30) -> PrometheusProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -96,3 +100,14 @@ class PrometheusProcess:
         with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as answer:
             result = json.loads(answer.read())["data"]["result"]
         return [(float(t), float(v)) for series in result for t, v in series["values"]]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector ``promql`` gives now (empty: no series)."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}",
+                                    timeout=5) as answer:
+            result: list[dict[str, Any]] = json.loads(answer.read())["data"]["result"]
+        return result

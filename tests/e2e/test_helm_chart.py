@@ -100,6 +100,9 @@ def test_lint_template_and_schema(helm, tmp_path):
     rule = next(d for d in monitored if d["kind"] == "PrometheusRule")
     assert rule["spec"] == rules_file and rule["metadata"]["labels"]["release"] == "prom"
     assert not [d for d in monitored if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-alert-rules")]
+    board = next(d for d in default if d and d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["data"]["autoglm-deployment.json"] == (CHART / "files" / "dashboard.json").read_text()
     monitor = next(d for d in monitored if d["kind"] == "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["relabelings"] == [{"targetLabel": "job", "replacement": "autoglm-operator"}]
 

@@ -8,6 +8,7 @@ import datetime
 
 import pytest
 
+from autoglm_devcluster.dashboard import queries as dashboard_queries
 from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
 from autoglm_devcluster.traffic_load import TritonLoad
 from autoglm_devcluster.triton import TritonProcess
@@ -17,15 +18,31 @@ from autoglm_operator.render.alert_rules import deployment_rule_group
 from conftest import REPO, agd, reconciles_finished, route_weights, wait_for, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
+#: As the operator starts Triton in its pods: p50/p99 summaries for the dashboard and the p99 alert.
+LATENCY_SUMMARIES = ["--metrics-config=summary_latencies=true"]
+_OPERATOR_METRICS: list[str] = []
+
+
+def operator_metrics_address() -> str:
+    """The in-process operator's /metrics over HTTP (its registry, as its pod serves it), started once."""
+    if not _OPERATOR_METRICS:
+        from prometheus_client import start_http_server
+
+        from autoglm_devcluster.processes import free_port
+        port = free_port()
+        start_http_server(port, addr="127.0.0.1")
+        _OPERATOR_METRICS.append(f"127.0.0.1:{port}")
+    return _OPERATOR_METRICS[0]
 
 
 @pytest.fixture
 def servers(tmp_path):
     fault = tmp_path / "canary-error-rate"
     fault.write_text("0")
-    stable = TritonProcess(REPO / "model_repository", ["flaky"], log_file=tmp_path / "stable.log").start()
+    stable = TritonProcess(REPO / "model_repository", ["flaky"], log_file=tmp_path / "stable.log",
+                           extra_args=LATENCY_SUMMARIES).start()
     canary = TritonProcess(REPO / "model_repository", ["flaky"], log_file=tmp_path / "canary.log",
-                           env={"AUTOGLM_FAULT_FILE": str(fault)}).start()
+                           env={"AUTOGLM_FAULT_FILE": str(fault)}, extra_args=LATENCY_SUMMARIES).start()
     yield stable, canary, fault
     stable.stop()
     canary.stop()
@@ -36,7 +53,7 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
     stable, canary, fault = servers
     targets = [ScrapeTarget(f"127.0.0.1:{stable.metrics_port}", namespace, "metrics-stable", "metrics-stable-0"),
                ScrapeTarget(f"127.0.0.1:{canary.metrics_port}", namespace, "metrics-canary", "metrics-canary-0")]
-    prometheus = PrometheusProcess(tmp_path / "prometheus", targets)
+    prometheus = PrometheusProcess(tmp_path / "prometheus", targets, operators=[operator_metrics_address()])
     body = agd("metrics", replicas=1)
     body["metadata"]["namespace"] = namespace
     body["spec"]["model"]["name"] = "flaky"
@@ -83,6 +100,12 @@ def test_canary_failing_under_load_is_rolled_back_from_prometheus_metrics(operat
                 'ALERTS{alertname="AutoGLMErrorRatioHigh",alertstate="firing",track="canary"}[5m]'))
             assert fired - active <= 4 + 1 + 0.5, (active, fired)  # for: 4 s, evaluation 1 s, its jitter
             assert fired > faulted, (faulted, fired)
+            # every panel of the chart's dashboard has data from this Prometheus (the streaming
+            # model's time to first token excepted: no streaming model here)
+            empty = [title for title, expr in dashboard_queries() if not prometheus.query(
+                expr.replace("$namespace", namespace).replace("$deployment", "metrics")
+                .replace("$__rate_interval", "1m"))]
+            assert empty == ["Time to first token p99 (streaming models)"], empty
         st = kubectl.get_json("agd", "-n", namespace, "metrics")["status"]
         assert st["rollback"]["reason"] == "errorRatio", st["rollback"]
         evidence = st["rollback"]["evidence"]
