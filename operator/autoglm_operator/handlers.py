@@ -54,7 +54,7 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     publish(lambda: memo.controller.store.all(r.KIND))  # per-deployment series, read from status at scrape time
     webhook = settings_from_cli.get("webhook")
     if webhook:  # every replica serves admission, leader or not
-        await _serve_admission(settings, memo, client, webhook)
+        await _serve_admission(memo, client, webhook)
     election = settings_from_cli.get("leader_election")
     if election:
         import asyncio
@@ -117,8 +117,7 @@ def authenticate(**_: Any) -> kopf.ConnectionInfo:
                                scheme=scheme if token else None, token=token or None)
 
 
-async def _serve_admission(settings: kopf.OperatorSettings, memo: kopf.Memo, client: Any,
-                           webhook: dict[str, Any]) -> None:
+async def _serve_admission(memo: kopf.Memo, client: Any, webhook: dict[str, Any]) -> None:
     """Serve the validating webhook (TLS from `cryptography`) on a thread and loop of its own, so
     that admission work never delays the Lease's renewal or a reconcile."""
     import asyncio
