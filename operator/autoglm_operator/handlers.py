@@ -59,7 +59,9 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     if election:
         import asyncio
         memo.leader_task = asyncio.create_task(_lead(memo, client, webhook, election))
-    else:
+    else:  # the only replica writes: it leads (so the no-leader alert stays quiet)
+        from .runtime.leader import LEADER
+        LEADER.set(1)
         await _start_writers(memo, client, webhook)
 
 

@@ -291,8 +291,12 @@ def test_random_specs_are_refused_with_a_message_or_reconciled(kubectl, fuzz_nam
                      what=f"children {sorted(want)}")
             _count(f"reconciled ({status['phase']})")
     finally:
-        # gone with its children before the next case, which may reuse the name
+        # gone with its children before the next case, which may reuse the name (an apply onto an
+        # object still being deleted would never be reconciled: say so here, not as a later timeout)
         kubectl("delete", "agd", "-n", fuzz_namespace, name, "--cascade=foreground", "--timeout=60s", check=False)
+        left = kubectl("get", "agd", "-n", fuzz_namespace, name, "-o", "json", check=False)
+        assert left.returncode != 0, ("not deleted within 60 s", name, left.stdout[-2000:],
+                                      sorted(_children(kubectl, fuzz_namespace)))
     assert operator_metric("autoglm_operator_reconcile_crashes_total") == crashes, "a reconcile crashed"
 
 
