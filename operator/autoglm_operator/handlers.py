@@ -51,7 +51,9 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
                             prometheus_urls=_prometheus_urls())
     memo.controller = Controller(reconciler, workers=workers)
     from .status.metrics import publish
-    publish(lambda: memo.controller.store.all(r.KIND))  # per-deployment series, read from status at scrape time
+    # per-deployment series, read from status at scrape time, served by the replica that leads (every
+    # replica sees the resources; one set of series, not one per replica)
+    publish(lambda: memo.controller.store.all(r.KIND) if _leads(memo) else [])
     webhook = settings_from_cli.get("webhook")
     if webhook:  # every replica serves admission, leader or not
         await _serve_admission(memo, client, webhook)
@@ -63,6 +65,11 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
         from .runtime.leader import LEADER
         LEADER.set(1)
         await _start_writers(memo, client, webhook)
+
+
+def _leads(memo: kopf.Memo) -> bool:
+    elector = getattr(memo, "elector", None)
+    return not settings_from_cli.get("leader_election") or bool(elector and elector.may_write())
 
 
 def _prometheus_urls() -> PrometheusUrls:

@@ -137,7 +137,7 @@ def test_two_real_replicas_one_leader_webhook_refuses_and_admits(installed):
     assert _metric(leader, "autoglm_operator_api_writes_total") > 0
     assert _metric(follower, "autoglm_operator_api_writes_total") == follower_writes == 0
     # per-deployment series, read from status at scrape time: the leader serves them, the follower
-    # (no cache) none; the weight is what status says the routes carry
+    # none (it sees the resources too, but one set of series is served); the weight is the routes' one
     wait_for(lambda: _series(leader, "autoglm_deployment_canary_weight_percent", deployment="good",
                              kind="routed") == 25, 30, what="the routed weight in the leader's metrics")
     assert _series(leader, "autoglm_deployment_info", deployment="good", stable_version="1", canary_version="2") == 1
