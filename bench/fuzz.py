@@ -1,8 +1,8 @@
 """Fuzzing at scale: the property test of tests/e2e/test_robustness.py (names, hostnames, tolerations,
 affinity, nodeSelector, extraArgs, gateway refs, Prometheus URLs, unicode) with 1,000 cases instead
-of the suite's 200, against the real API server and the in-process operator, and the live-edit
+of the suite's 100, against the real API server and the in-process operator, and the live-edit
 property test (random edits of a resource whose canary was rolled back) with as many edits instead
-of the suite's 40. Prints the outcomes: refused naming a field, a condition naming the field,
+of the suite's 30. Prints the outcomes: refused naming a field, a condition naming the field,
 reconciled, edits reconciled with the decision kept; silent failures, crashes and lost decisions
 fail the run (the tests assert 0 of each).
 

@@ -246,7 +246,7 @@ def fuzz_namespace(kubectl, operator):
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-@settings(max_examples=int(os.environ.get("AUTOGLM_FUZZ_EXAMPLES", "200")), deadline=None,
+@settings(max_examples=int(os.environ.get("AUTOGLM_FUZZ_EXAMPLES", "100")), deadline=None,
           suppress_health_check=list(HealthCheck))
 @given(name=names, spec=st.one_of(valid_specs, specs))
 def test_random_specs_are_refused_with_a_message_or_reconciled(kubectl, fuzz_namespace, name, spec):
@@ -345,7 +345,7 @@ def decided(kubectl, kube, operator):
     kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-@settings(max_examples=int(os.environ.get("AUTOGLM_FUZZ_EDITS", "40")), deadline=None,
+@settings(max_examples=int(os.environ.get("AUTOGLM_FUZZ_EDITS", "30")), deadline=None,
           suppress_health_check=list(HealthCheck))
 @given(edit=edits)
 def test_random_edits_of_a_live_resource_lose_no_decision(kube, decided, edit):
