@@ -211,6 +211,16 @@ def test_what_a_client_would_call_broken_fails_the_probe(payloads, words):
     assert verdict.failure is not None and words in verdict.failure
 
 
+def test_the_servers_usage_count_is_the_token_count_when_events_merge_tokens():
+    """vLLM merges tokens into one event when the reader lags (7 events for 8 tokens in a CI run):
+    its usage chunk, asked for with stream_options, is the count."""
+    merged = [_chunk(word) for word in ("tap", " the", " back", " button", " twice", " now", "!!")]
+    usage = json.dumps({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}})
+    verdict = judge_stream(_events(*merged, usage, "[DONE]"), {})
+    assert verdict.failure is None and verdict.tokens == 8 and verdict.text == "tap the back button twice now!!"
+    assert judge_stream(_events(*merged, "[DONE]"), {}).tokens == 7  # without one: the events that carried text
+
+
 def test_an_expected_content_must_be_the_generation():
     events = _events(_chunk("tap"), "[DONE]")
     assert judge_stream(events, {"content": "tap"}).failure is None
@@ -225,6 +235,9 @@ def test_the_default_openai_probe_is_a_short_streamed_generation_and_needs_no_re
     given = parse_spec(spec_dict() | {"rollback": {"probe": {"enabled": True, "request": {
         "model": "glm-chat", "messages": [{"role": "user", "content": "hi"}], "stream": False}}}})
     assert openai_probe_request(given, given.rollback.probe)["stream"] is True  # judged as a stream, always
+    assert body["stream_options"] == {"include_usage": True}  # vLLM's server counts the tokens
+    triton_spec = parse_spec(spec_dict(gpus=1, server="triton") | {"rollback": {"probe": {"enabled": True}}})
+    assert "stream_options" not in openai_probe_request(triton_spec, triton_spec.rollback.probe)
 
 
 def test_a_streamed_chat_probe_of_a_live_server(tmp_path):

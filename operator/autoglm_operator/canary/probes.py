@@ -162,11 +162,15 @@ OPENAI_CHAT_PATH = "/v1/chat/completions"
 
 
 def openai_probe_request(spec: AutoGLMDeploymentSpec, probe: Probe) -> dict[str, Any]:
-    """The chat request to stream: the spec's (always streamed), else a short generation of the served model."""
-    if probe.request:
-        return {**probe.request, "stream": True}
-    return {"model": spec.model.name, "messages": [{"role": "user", "content": "Reply with one short sentence."}],
-            "max_tokens": PROBE_TOKENS, "temperature": 0, "stream": True}
+    """The chat request to stream: the spec's (always streamed), else a short generation of the served model.
+    vLLM's server is asked for the usage chunk (``stream_options``): it merges tokens into one event when
+    the reader lags, so events are not tokens; its count is."""
+    body = {**probe.request, "stream": True} if probe.request else {
+        "model": spec.model.name, "messages": [{"role": "user", "content": "Reply with one short sentence."}],
+        "max_tokens": PROBE_TOKENS, "temperature": 0, "stream": True}
+    if spec.llm is not None and spec.llm.openai.server == "vllm":
+        body.setdefault("stream_options", {"include_usage": True})
+    return body
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,10 @@ class StreamVerdict:
 
 
 def judge_stream(events: Sequence[tuple[float, str]], expected: Mapping[str, Any]) -> StreamVerdict:
-    """Judge the ``data:`` payloads of a 200 chat stream, each with the seconds since the request was sent."""
-    tokens, done = 0, False
+    """Judge the ``data:`` payloads of a 200 chat stream, each with the seconds since the request was sent.
+    Tokens are the server's count when it sends a usage chunk, else the events that carried content."""
+    tokens, events_with_content, done = 0, 0, False
+    usage_tokens: int | None = None  # the server's own count (a usage chunk), when it sends one
     text: list[str] = []
     first: float | None = None
     last: float | None = None
@@ -204,10 +210,14 @@ def judge_stream(events: Sequence[tuple[float, str]], expected: Mapping[str, Any
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             if "content" in delta and "role" not in delta:
-                tokens += 1
+                events_with_content += 1
                 text.append(delta.get("content") or "")
                 first = at if first is None else first
                 last = at
+        reported = (chunk.get("usage") or {}).get("completion_tokens")
+        if isinstance(reported, int):
+            usage_tokens = reported
+        tokens = usage_tokens if usage_tokens is not None else events_with_content
     joined = "".join(text)
     rate = (tokens - 1) / (last - first) if first is not None and last is not None and last > first else None
     if not done:
