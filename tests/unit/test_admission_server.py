@@ -8,6 +8,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,12 +27,14 @@ PATH = "/validate/autoglm"
 
 class BusyReviewer:
     """Burns ``cpu_seconds`` of CPU in the loop it runs on (as rendering routes over many specs
-    would), then sleeps ``wait_seconds`` (as waiting on OPA would), then decides by the name."""
+    would), then, with a ``gate``, waits until the test opens it (as waiting on OPA would: the test
+    decides when the answer comes, no timer does), then decides by the name."""
 
-    def __init__(self, cpu_seconds: float = 0.0, wait_seconds: float = 0.0):
-        self.cpu_seconds, self.wait_seconds = cpu_seconds, wait_seconds
+    def __init__(self, cpu_seconds: float = 0.0, gate: threading.Event | None = None):
+        self.cpu_seconds, self.gate = cpu_seconds, gate
         self.started = self.stopped = False
         self.reviewed = 0
+        self.waiting = 0  # reviews held at the gate now
 
     def start(self) -> None:
         self.started = True
@@ -44,7 +47,12 @@ class BusyReviewer:
         end = time.perf_counter() + self.cpu_seconds
         while time.perf_counter() < end:
             pass
-        await asyncio.sleep(self.wait_seconds)
+        if self.gate is not None:
+            self.waiting += 1
+            try:
+                await asyncio.to_thread(self.gate.wait)
+            finally:
+                self.waiting -= 1
         self.reviewed += 1
         if body["metadata"]["name"].startswith("bad"):
             return Decision(False, denials=["[policy] spec.runtime.image: not allowed"])
@@ -117,7 +125,7 @@ def test_a_review_burning_cpu_never_stalls_the_leaders_loop(serve) -> None:
     async def run() -> tuple[float, list[int]]:
         lateness: list[float] = []
 
-        async def ticker() -> None:
+        async def ticker() -> None:  # the timer is what is measured (its lateness), not a wait
             while True:
                 due = time.perf_counter() + 0.02
                 await asyncio.sleep(0.02)
@@ -135,7 +143,10 @@ def test_a_review_burning_cpu_never_stalls_the_leaders_loop(serve) -> None:
 
 
 def test_a_flood_beyond_the_limit_is_refused_at_once_never_queued(serve) -> None:
-    reviewer = BusyReviewer(wait_seconds=1.0)
+    """Four reviews are held (their OPA answer has not come); the 26 requests beyond the limit are
+    answered busy meanwhile, before any held review is let go: none waited for a review to end."""
+    gate = threading.Event()
+    reviewer = BusyReviewer(gate=gate)
     url, tls = serve(reviewer, AdmissionLimits(max_in_flight=4))
 
     async def run() -> list[tuple[float, int, Any]]:
@@ -144,8 +155,18 @@ def test_a_flood_beyond_the_limit_is_refused_at_once_never_queued(serve) -> None
                 started = time.perf_counter()
                 code, answer = await post(session, url, tls, review(f"m{i}", f"u{i}"))
                 return time.perf_counter() - started, code, answer
-            return await asyncio.gather(*(timed(i) for i in range(30)))
-    answers = asyncio.run(run())
+            tasks = [asyncio.create_task(timed(i)) for i in range(30)]
+            pending: set[asyncio.Task[tuple[float, int, Any]]] = set(tasks)
+            while len(pending) > 4:  # until all but the held four are answered
+                done, pending = await asyncio.wait(pending, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+                assert done, "requests over the limit were not answered while four reviews were held"
+            assert reviewer.waiting == 4 and reviewer.reviewed == 0
+            gate.set()  # OPA answers: the held four finish
+            return await asyncio.gather(*tasks)
+    try:
+        answers = asyncio.run(run())
+    finally:
+        gate.set()
     reviewed = [a for _, _, a in answers if a["response"]["allowed"]]
     busy = [(t, a) for t, _, a in answers if not a["response"]["allowed"]]
     assert len(reviewed) == 4 == reviewer.reviewed and len(busy) == 26
@@ -155,7 +176,8 @@ def test_a_flood_beyond_the_limit_is_refused_at_once_never_queued(serve) -> None
 
 
 def test_a_review_over_its_time_is_refused_and_what_is_not_a_review_is_rejected_unread(serve) -> None:
-    url, tls = serve(BusyReviewer(wait_seconds=5.0), AdmissionLimits(review_seconds=0.5))
+    never = threading.Event()  # OPA never answers this review: the server's own time limit ends it
+    url, tls = serve(BusyReviewer(gate=never), AdmissionLimits(review_seconds=0.5))
 
     async def run() -> list[tuple[int, Any]]:
         async with aiohttp.ClientSession() as session:
@@ -163,7 +185,10 @@ def test_a_review_over_its_time_is_refused_and_what_is_not_a_review_is_rejected_
                     await post(session, url, tls, b"not json"),
                     await post(session, url, tls, {"request": {"uid": "x"}}),
                     await post(session, url, tls, b"{" + b" " * MAX_BODY_BYTES + b"}")]
-    (slow_code, slow), (junk, _), (no_object, _), (huge, _) = asyncio.run(run())
+    try:
+        (slow_code, slow), (junk, _), (no_object, _), (huge, _) = asyncio.run(run())
+    finally:
+        never.set()  # lets the abandoned review's thread end
     assert slow_code == 200 and not slow["response"]["allowed"]
     assert "took over" in slow["response"]["status"]["message"]
     assert (junk, no_object, huge) == (400, 400, 413)
