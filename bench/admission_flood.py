@@ -12,15 +12,12 @@ flood got (reviewed, refused at once as busy, latency).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 
-from common import REPO, bench_cluster, pct, table
+from common import REPO, WebhookOperator, bench_cluster, pct, table
 
 
 def main() -> int:
@@ -35,8 +32,6 @@ def main() -> int:
 
     from autoglm_devcluster import pki
     from autoglm_devcluster.admission_flood import LeaseWatch, flood
-    from autoglm_devcluster.opa import OpaProcess
-    from autoglm_devcluster.processes import free_port
     from autoglm_operator.kube.client import KubeClient, load_configuration
 
     client = KubeClient(load_configuration(str(dev.kubeconfig)))
@@ -54,17 +49,8 @@ def main() -> int:
         other["spec"]["traffic"] = {"gateway": {"name": "shared", "namespace": crowd}, "hostnames": [f"m{i}.example"]}
         neighbours.append(other)
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(neighbours))
-    workdir = tempfile.mkdtemp()
-    opa = OpaProcess(REPO / "policies").start()
-    port = free_port()
-    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", namespace,
-                           "--metrics-port", "0", "--health-port", "0", "--webhook", "--webhook-name", f"flood-{run}",
-                           "--webhook-port", str(port), "--webhook-cert-dir", workdir,
-                           "--webhook-namespace-selector", f"bench-flood={run}", "--opa-url", opa.url,
-                           "--audit-interval", "0", "--leader-elect", "--leader-election-namespace", namespace,
-                           "--webhook-client-ca", str(dev.webhook_client_ca)],
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)}, cwd=REPO,
-                          stdout=open(os.path.join(workdir, "operator.log"), "w"), stderr=subprocess.STDOUT)
+    webhook = WebhookOperator(dev, f"flood-{run}", f"bench-flood={run}", namespace, "--leader-elect",
+                              "--leader-election-namespace", namespace, "--webhook-client-ca", str(dev.webhook_client_ca))
     child = "deployment/steady-stable"
 
     def uid() -> str | None:
@@ -90,10 +76,10 @@ def main() -> int:
         while uid() is None:
             time.sleep(0.2)
         body["spec"]["traffic"] = {"gateway": {"name": "shared", "namespace": crowd}, "hostnames": ["new.example"]}
-        ca = open(os.path.join(workdir, "ca.crt")).read()
+        ca = webhook.ca
         webhook_client = pki.ensure_webhook_client(dev.pki)  # the flood is sent as the API server under load
         client_cert = (str(webhook_client.cert), str(webhook_client.key))
-        url = f"https://127.0.0.1:{port}/validate/autoglm"
+        url = webhook.url
         with LeaseWatch(client, namespace, "autoglm-operator") as idle:
             time.sleep(args.idle_seconds / 2)
             idle_put_back = put_back_seconds()
@@ -107,15 +93,12 @@ def main() -> int:
             busy_put_back = put_back_seconds()
             flooding.join()
         result = flooded["result"]
-        alive = op.poll() is None
+        alive = webhook.process.poll() is None
     except Exception:
-        print(open(os.path.join(workdir, "operator.log")).read()[-3000:])
+        print(webhook.log_tail())
         raise
     finally:
-        op.terminate()
-        op.wait()
-        opa.stop()
-        dev.kubectl("delete", "validatingwebhookconfiguration", f"flood-{run}", "--ignore-not-found")
+        webhook.stop()
         dev.kubectl("delete", "namespace", namespace, crowd, "--wait=false")
 
     def leader_changes(watch: LeaseWatch) -> int:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
-from common import REPO, bench_cluster, pct, table
+from common import REPO, WebhookOperator, bench_cluster, pct, table
 
 
 def main() -> int:
@@ -27,8 +24,6 @@ def main() -> int:
     dev = bench_cluster()
     import yaml
 
-    from autoglm_devcluster.opa import OpaProcess
-    from autoglm_devcluster.processes import free_port
     from autoglm_operator.admission.opa import OpaDecider
     from autoglm_operator.admission.policy_input import build_policy_input
     from autoglm_operator.kube.client import KubeClient, load_configuration
@@ -41,16 +36,7 @@ def main() -> int:
     dev.kubectl("label", "namespace", with_ns, f"bench-admission={run}")
     good = yaml.safe_load((REPO / "examples" / "admission" / "good-cloud.yaml").read_text())
     good["spec"]["runtime"]["replicas"] = 0
-    workdir = tempfile.mkdtemp()
-    opa = OpaProcess(REPO / "policies").start()
-    port = free_port()
-    op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "run", "-n", f"unused-{run}",
-                           "--metrics-port", "0", "--health-port", "0", "--webhook", "--webhook-name",
-                           f"bench-{run}", "--webhook-port", str(port), "--webhook-cert-dir", workdir,
-                           "--webhook-namespace-selector", f"bench-admission={run}", "--opa-url", opa.url,
-                           "--audit-interval", "0"],
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)}, cwd=REPO,
-                          stdout=open(os.path.join(workdir, "operator.log"), "w"), stderr=subprocess.STDOUT)
+    webhook = WebhookOperator(dev, f"bench-{run}", f"bench-admission={run}", f"unused-{run}")
     try:
         def create(ns: str, name: str) -> float:
             body = {**good, "metadata": {"name": name}}
@@ -79,7 +65,7 @@ def main() -> int:
             with_hook.append(create(with_ns, f"m-{i}"))
             without_hook.append(create(without_ns, f"m-{i}"))
 
-        decider = OpaDecider(opa.url)
+        decider = OpaDecider(webhook.opa.url)
         inp = build_policy_input(operation="CREATE", body=good, old=None, userinfo={"username": "bench"},
                                  namespace=with_ns, namespace_labels={}, namespace_gpus=0)
 
@@ -94,13 +80,10 @@ def main() -> int:
             return out
         opa_only = asyncio.run(decisions())
     except Exception:
-        print(open(os.path.join(workdir, "operator.log")).read()[-3000:])
+        print(webhook.log_tail())
         raise
     finally:
-        op.terminate()
-        op.wait()
-        opa.stop()
-        dev.kubectl("delete", "validatingwebhookconfiguration", f"bench-{run}", "--ignore-not-found")
+        webhook.stop()
         dev.kubectl("delete", "namespace", with_ns, without_ns, "--wait=false")
 
     ms = lambda v: f"{v * 1000:.1f}"  # noqa: E731

@@ -97,7 +97,6 @@ class RealNodePlane:
         from autoglm_devcluster.cluster import DevCluster
         from autoglm_devcluster.testing import model_store
         from autoglm_devcluster.testing import start_operator as start_operator_process
-        from autoglm_devcluster.traffic_load import real_node_env
 
         self.dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", cluster))
         self.dev.up(crds=default_crds(require_upstream=True), data_plane=True)
@@ -108,7 +107,7 @@ class RealNodePlane:
         self.dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(self.namespace, store)))
         self.gateway_port = int(self.dev.gateway_url.rsplit(":", 1)[1])
         log = Path(tempfile.mkdtemp(prefix=f"{prefix}-")) / "operator.log"
-        self.operator = start_operator_process(self.dev, self.namespace, log, real_node_env())
+        self.operator = start_operator_process(self.dev, self.namespace, log)
 
     def stop(self) -> None:
         from autoglm_devcluster.testing import stop_operator
@@ -117,3 +116,47 @@ class RealNodePlane:
         self.dev.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
         if not os.environ.get("AUTOGLM_KEEP_CLUSTER"):
             self.dev.down()
+
+
+class WebhookOperator:
+    """OPA loaded from policies/ and the operator as a process of its own serving the validating webhook
+    (named ``name``) for the namespaces labelled ``selector`` (KEY=VALUE), watching ``watch``; ``extra``:
+    more `run` flags. What the admission benches share; ``stop()`` removes both and the webhook's
+    configuration."""
+
+    def __init__(self, dev, name: str, selector: str, watch: str, *extra: str):
+        import tempfile
+
+        from autoglm_devcluster.opa import OpaProcess
+        from autoglm_devcluster.processes import free_port
+
+        self.dev, self.name = dev, name
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.opa = OpaProcess(REPO / "policies").start()
+        self.port = free_port()
+        self._log = open(self.workdir / "operator.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autoglm_operator.cli", "run", "-n", watch, "--metrics-port", "0",
+             "--health-port", "0", "--webhook", "--webhook-name", name, "--webhook-port", str(self.port),
+             "--webhook-cert-dir", str(self.workdir), "--webhook-namespace-selector", selector,
+             "--opa-url", self.opa.url, "--audit-interval", "0", *extra],
+            env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)}, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/validate/autoglm"
+
+    @property
+    def ca(self) -> str:
+        """The CA of the webhook's serving certificate (PEM)."""
+        return (self.workdir / "ca.crt").read_text()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return (self.workdir / "operator.log").read_text()[-chars:]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+        self._log.close()
+        self.opa.stop()
+        self.dev.kubectl("delete", "validatingwebhookconfiguration", self.name, "--ignore-not-found")

@@ -33,7 +33,7 @@ def main() -> int:
     from autoglm_devcluster.cli import default_crds
     from autoglm_devcluster.cluster import DevCluster
     from autoglm_devcluster.testing import model_store, private_model_store
-    from autoglm_devcluster.traffic_load import GatewayClient, deployment, real_node_env
+    from autoglm_devcluster.traffic_load import GatewayClient, deployment
 
     dev = DevCluster("dataplane")
     dev.up(crds=default_crds(), data_plane=True)
@@ -43,7 +43,7 @@ def main() -> int:
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(ns, store)))
     op = subprocess.Popen([sys.executable, "-m", "autoglm_operator.cli", "--kubeconfig", str(dev.kubeconfig), "run",
                            "-n", ns, "--metrics-port", "0", "--health-port", "0"], cwd=REPO,
-                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig), **real_node_env()},
+                          env={**os.environ, "KUBECONFIG": str(dev.kubeconfig)},
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     port = int(dev.gateway_url.rsplit(":", 1)[1])
     try:
