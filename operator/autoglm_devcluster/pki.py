@@ -103,24 +103,30 @@ def _sign(subject: x509.Name, public_key: CertificatePublicKeyTypes, ca_cert: x5
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def _new_ca(common_name: str, path_length: int | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed CA for ten years: its key and certificate."""
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(common_name)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
 def ensure_pki(directory: Path) -> ClusterPKI:
     """Create the cluster's CA, serving and client certificates unless they exist."""
     pki = ClusterPKI(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if pki.ca_cert.exists() and pki.client_cert("kube-proxy").exists() and pki.service_account_pub.exists():
         return pki
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_subject = _name("autoglm-dev-cluster-ca")
-    ca_cert = (x509.CertificateBuilder().subject_name(ca_subject).issuer_name(ca_subject)
-               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=3650))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
-                                            data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-               .sign(ca_key, hashes.SHA256()))
+    ca_key, ca_cert = _new_ca("autoglm-dev-cluster-ca")
     _write_key(pki.ca_key, ca_key)
     pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
@@ -176,15 +182,7 @@ def ensure_webhook_client(cluster: ClusterPKI) -> WebhookClient:
     if client.ca_cert.exists() and client.cert.exists() and client.key.exists():
         return client
     cluster.directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    subject = _name("autoglm-dev-webhook-client-ca")
-    ca_cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=3650))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .sign(ca_key, hashes.SHA256()))
+    ca_key, ca_cert = _new_ca("autoglm-dev-webhook-client-ca", path_length=0)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _sign(_name("kube-apiserver-webhook-client"), key.public_key(), ca_cert, ca_key, client=True)
     _write_key(client.key, key)

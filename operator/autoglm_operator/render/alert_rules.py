@@ -57,10 +57,18 @@ def _runbook(what: str, fix: str) -> str:
     return f"{what} Look: kubectl autoglm status -n {{{{ $labels.namespace }}}} {{{{ $labels.deployment }}}}; {fix}"
 
 
+def _rule(alert: str, expr: str, labels: dict[str, str], summary: str, runbook: str,
+          duration: str | None = None) -> dict[str, Any]:
+    """One alerting rule (``for:`` only when it must hold a while)."""
+    return {"alert": alert, "expr": expr, **({"for": duration} if duration else {}), "labels": labels,
+            "annotations": {"summary": summary, "runbook": runbook}}
+
+
 def deployment_rule_group(owner: Owner, spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
     """The rule group of one deployment (the ``groups`` item of a rules file or a PrometheusRule)."""
     window, duration, policy = _window(spec), _for(spec), spec.rollback
     ids = f'namespace="{owner.namespace}",deployment="{owner.name}"'
+    name = f"{owner.namespace}/{owner.name}"
     rules: list[dict[str, Any]] = []
     for track in spec.tracks():
         service = names.track_workload(owner.name, track.name)
@@ -68,63 +76,52 @@ def deployment_rule_group(owner: Owner, spec: AutoGLMDeploymentSpec) -> dict[str
         labels = {"severity": "critical" if track.name == "stable" else "warning", "namespace": owner.namespace,
                   "deployment": owner.name, "track": track.name}
         what = f"the {track.name} track (v{track.version}, Service {service})"
-        rules.append({
-            "alert": "AutoGLMErrorRatioHigh", "expr": f"{queries['error_ratio']} > {policy.max_error_ratio}",
-            "for": duration, "labels": labels, "annotations": {
-                "summary": f"{owner.namespace}/{owner.name}: {what} fails {{{{ $value | humanizePercentage }}}} "
-                           f"of requests (the rollback policy allows {policy.max_error_ratio:.0%})",
-                "runbook": _runbook("Requests to this track fail more than spec.rollback.maxErrorRatio allows.",
-                                    "a canary is rolled back by itself when rollback is enabled; for the stable "
-                                    "track, read the Triton pods' logs and roll the version back in spec")}})
-        rules.append({
-            "alert": "AutoGLMLatencyP99High", "expr": f"{queries['latency_p99_ms']} > {policy.max_latency_ms}",
-            "for": duration, "labels": labels, "annotations": {
-                "summary": f"{owner.namespace}/{owner.name}: p99 latency of {what} is {{{{ $value | humanize }}}} "
-                           f"ms (spec.rollback.maxLatencyMilliseconds {policy.max_latency_ms})",
-                "runbook": _runbook("The slowest requests of this track take longer than the rollback policy's "
-                                    "latency bound.", "check the pods' CPU/GPU saturation and queue time "
-                                    "(nv_inference_queue_duration_us), add replicas, or lower the batch delay")}})
+        rules.append(_rule(
+            "AutoGLMErrorRatioHigh", f"{queries['error_ratio']} > {policy.max_error_ratio}", labels,
+            f"{name}: {what} fails {{{{ $value | humanizePercentage }}}} of requests (the rollback policy allows "
+            f"{policy.max_error_ratio:.0%})",
+            _runbook("Requests to this track fail more than spec.rollback.maxErrorRatio allows.",
+                     "a canary is rolled back by itself when rollback is enabled; for the stable track, read the "
+                     "Triton pods' logs and roll the version back in spec"), duration))
+        rules.append(_rule(
+            "AutoGLMLatencyP99High", f"{queries['latency_p99_ms']} > {policy.max_latency_ms}", labels,
+            f"{name}: p99 latency of {what} is {{{{ $value | humanize }}}} ms (spec.rollback.maxLatencyMilliseconds "
+            f"{policy.max_latency_ms})",
+            _runbook("The slowest requests of this track take longer than the rollback policy's latency bound.",
+                     "check the pods' CPU/GPU saturation and queue time (nv_inference_queue_duration_us), add "
+                     "replicas, or lower the batch delay"), duration))
         if "ttft_p99_ms" in queries:
-            rules.append({
-                "alert": "AutoGLMTimeToFirstTokenP99High", "expr": f"{queries['ttft_p99_ms']} > {policy.max_latency_ms}",
-                "for": duration, "labels": labels, "annotations": {
-                    "summary": f"{owner.namespace}/{owner.name}: p99 time to first token of {what} is "
-                               f"{{{{ $value | humanize }}}} ms (bound {policy.max_latency_ms} ms)",
-                    "runbook": _runbook("Streams start late: prefill is queued or slow.",
-                                        "check vllm:num_requests_waiting and the KV-cache use, add replicas or "
-                                        "lower max-num-seqs")}})
+            rules.append(_rule(
+                "AutoGLMTimeToFirstTokenP99High", f"{queries['ttft_p99_ms']} > {policy.max_latency_ms}", labels,
+                f"{name}: p99 time to first token of {what} is {{{{ $value | humanize }}}} ms (bound "
+                f"{policy.max_latency_ms} ms)",
+                _runbook("Streams start late: prefill is queued or slow.", "check vllm:num_requests_waiting and the "
+                         "KV-cache use, add replicas or lower max-num-seqs"), duration))
     labels = {"severity": "warning", "namespace": owner.namespace, "deployment": owner.name}
     if spec.canary is not None:
-        rules.append({
-            "alert": "AutoGLMCanaryRolledBack", "expr": f"autoglm_deployment_rolled_back{{{ids}}} == 1",
-            "labels": labels, "annotations": {
-                "summary": f"{owner.namespace}/{owner.name}: canary v{spec.canary.version} rolled back on "
-                           "{{ $labels.reason }}; it gets no traffic",
-                "runbook": _runbook("The operator rolled the canary back and routes it nothing (status.rollback "
-                                    "says why, with the evidence).", "fix the canary, then `kubectl autoglm retry`, "
-                                    "or change spec.canary.version")}})
-        rules.append({
-            "alert": "AutoGLMCanaryHeld", "expr": f"autoglm_deployment_step_held{{{ids}}} == 1", "for": "10m",
-            "labels": labels, "annotations": {
-                "summary": f"{owner.namespace}/{owner.name}: the gray release has held its step for 10 minutes",
-                "runbook": _runbook("A step waits for a canary that is not Ready, a node that is offline, or "
-                                    "metrics that do not answer (status.traffic.step, AnalysisConclusive).",
-                                    "bring the canary's pods or the metrics source back")}})
-    rules.append({
-        "alert": "AutoGLMDeploymentNotReady",
-        "expr": f'autoglm_deployment_status_condition{{{ids},condition="Ready",status="true"}} == 0', "for": "15m",
-        "labels": labels, "annotations": {
-            "summary": f"{owner.namespace}/{owner.name} has not been Ready for 15 minutes",
-            "runbook": _runbook("The Ready condition names what is missing (pods, routes a Gateway accepted, "
-                                "engines, an admissible spec).", "act on the condition's reason and message")}})
+        rules.append(_rule(
+            "AutoGLMCanaryRolledBack", f"autoglm_deployment_rolled_back{{{ids}}} == 1", labels,
+            f"{name}: canary v{spec.canary.version} rolled back on {{{{ $labels.reason }}}}; it gets no traffic",
+            _runbook("The operator rolled the canary back and routes it nothing (status.rollback says why, with the "
+                     "evidence).", "fix the canary, then `kubectl autoglm retry`, or change spec.canary.version")))
+        rules.append(_rule(
+            "AutoGLMCanaryHeld", f"autoglm_deployment_step_held{{{ids}}} == 1", labels,
+            f"{name}: the gray release has held its step for 10 minutes",
+            _runbook("A step waits for a canary that is not Ready, a node that is offline, or metrics that do not "
+                     "answer (status.traffic.step, AnalysisConclusive).",
+                     "bring the canary's pods or the metrics source back"), "10m"))
+    rules.append(_rule(
+        "AutoGLMDeploymentNotReady", f'autoglm_deployment_status_condition{{{ids},condition="Ready",status="true"}} == 0',
+        labels, f"{name} has not been Ready for 15 minutes",
+        _runbook("The Ready condition names what is missing (pods, routes a Gateway accepted, engines, an admissible "
+                 "spec).", "act on the condition's reason and message"), "15m"))
     return {"name": f"autoglm.{owner.namespace}.{owner.name}", "rules": rules}
 
 
 def operator_rule_group(job: str = "autoglm-operator") -> dict[str, Any]:
     """Rules for the operator itself (the chart ships them); ``job``: the scrape job of its pods."""
     def rule(alert: str, expr: str, duration: str, severity: str, summary: str, runbook: str) -> dict[str, Any]:
-        return {"alert": alert, "expr": expr, "for": duration, "labels": {"severity": severity},
-                "annotations": {"summary": summary, "runbook": runbook}}
+        return _rule(alert, expr, {"severity": severity}, summary, runbook, duration)
     return {"name": "autoglm.operator", "rules": [
         rule("AutoGLMOperatorNoLeader",
              f'max(autoglm_operator_leader{{job="{job}"}}) < 1 or absent(autoglm_operator_leader{{job="{job}"}})',
