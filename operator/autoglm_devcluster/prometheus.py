@@ -81,33 +81,26 @@ class PrometheusProcess:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def alerts(self) -> list[dict[str, Any]]:
-        """The alerts Prometheus holds now (pending and firing), from its API."""
+    def _api(self, path: str, **params: str) -> Any:
+        """The ``data`` of one Prometheus HTTP API answer."""
         import json
+        import urllib.parse
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=5) as answer:
-            alerts: list[dict[str, Any]] = json.loads(answer.read())["data"]["alerts"]
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=5) as answer:
+            return json.loads(answer.read())["data"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts Prometheus holds now (pending and firing)."""
+        alerts: list[dict[str, Any]] = self._api("alerts")["alerts"]
         return alerts
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result ``promql`` gives now (an instant vector: empty when no series; a range selector: matrices)."""
+        result: list[dict[str, Any]] = self._api("query", query=promql)["result"]
+        return result
 
     def samples(self, range_selector: str) -> list[tuple[float, float]]:
         """(Unix time, value) of every sample a range selector (``metric{...}[5m]``) returns now."""
-        import json
-        import urllib.parse
-        import urllib.request
-
-        query = urllib.parse.urlencode({"query": range_selector})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as answer:
-            result = json.loads(answer.read())["data"]["result"]
-        return [(float(t), float(v)) for series in result for t, v in series["values"]]
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """The instant vector ``promql`` gives now (empty: no series)."""
-        import json
-        import urllib.parse
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}",
-                                    timeout=5) as answer:
-            result: list[dict[str, Any]] = json.loads(answer.read())["data"]["result"]
-        return result
+        return [(float(t), float(v)) for series in self.query(range_selector) for t, v in series["values"]]

@@ -17,19 +17,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..api.spec import Canary, Resources, Runtime, SpecError, default_of, parse_spec
-from ..render.model_source import ModelSourceImages, copy_images
+from ..render.model_source import CopyImage, ModelSourceImages, copy_images
+
+
+def described(copies: Iterable[CopyImage]) -> list[dict[str, str]]:
+    """``input.platform_images``: each copy image with the field that brings it in and its chart value."""
+    return [{"field": f"{c.field} (copied by the platform's image, chart value {c.setting})", "image": c.image}
+            for c in copies]
 
 
 def platform_images(body: Mapping[str, Any], images: ModelSourceImages | None = None) -> list[dict[str, str]]:
-    """The platform's images the pods of ``body`` would run (its cloud copy steps), each with the
-    field that brings it in and the chart value that sets it; [] for a spec the operator cannot use
-    (refused on its own) or one that runs none."""
+    """The platform's images the pods of ``body`` would run (its cloud copy steps); [] for a spec the
+    operator cannot use (refused on its own) or one that runs none."""
     try:
-        found = copy_images(parse_spec(body.get("spec") or {}), images)
+        return described(copy_images(parse_spec(body.get("spec") or {}), images))
     except SpecError:
         return []
-    return [{"field": f"{c.field} (copied by the platform's image, chart value {c.setting})", "image": c.image}
-            for c in found]
 
 
 def gpus_requested(spec: Mapping[str, Any] | None) -> int:
@@ -49,7 +52,9 @@ def namespace_gpu_usage(others: Iterable[Mapping[str, Any]], name: str) -> int:
 
 def build_policy_input(*, operation: str, body: Mapping[str, Any], old: Mapping[str, Any] | None,
                        userinfo: Mapping[str, Any] | None, namespace: str,
-                       namespace_labels: Mapping[str, str] | None, namespace_gpus: int) -> dict[str, Any]:
+                       namespace_labels: Mapping[str, str] | None, namespace_gpus: int,
+                       copies: Iterable[CopyImage] | None = None) -> dict[str, Any]:
+    """``copies``: the platform images the caller already found for ``body`` (else found here)."""
     return {
         "operation": operation,
         "object": dict(body),
@@ -57,5 +62,5 @@ def build_policy_input(*, operation: str, body: Mapping[str, Any], old: Mapping[
         "user": {"username": (userinfo or {}).get("username", ""), "groups": list((userinfo or {}).get("groups") or [])},
         "namespace": {"name": namespace, "labels": dict(namespace_labels or {})},
         "namespace_usage": {"gpus": namespace_gpus},
-        "platform_images": platform_images(body),
+        "platform_images": platform_images(body) if copies is None else described(copies),
     }

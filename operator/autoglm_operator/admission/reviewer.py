@@ -94,7 +94,7 @@ class AdmissionReviewer:
         namespace = meta.get("namespace") or "default"
         try:  # what the operator could not use is refused here, naming the field, not found later in status
             spec = parse_spec(body.get("spec") or {})
-            copy_images(spec)  # a cloud source the platform has no pinned copy image for
+            copies = copy_images(spec)  # refused: a cloud source the platform has no pinned copy image for
         except SpecError as e:
             ADMISSIONS.labels(operation, "invalid").inc()
             return Decision(False, denials=[f"the operator cannot use this spec: {e}"])
@@ -115,7 +115,7 @@ class AdmissionReviewer:
             return Decision(False, denials=[f"could not read namespace {namespace} for policy input: {e}"])
         decision = await self.decider.decide(build_policy_input(
             operation=operation, body=body, old=old, userinfo=userinfo, namespace=namespace,
-            namespace_labels=labels, namespace_gpus=gpus))
+            namespace_labels=labels, namespace_gpus=gpus, copies=copies))
         if decision.allowed and self.synced:
             overlap = route_overlap_warnings(body, self.store.all(r.KIND), self._routes_of)
             if overlap:

@@ -127,9 +127,8 @@ def desired_model_source(spec: AutoGLMDeploymentSpec, track: Track, config_map: 
         script = f"{prepare} && ln -sfn {shlex.quote(source)} {shlex.quote(target_version)}"
     else:
         script = prepare
-        download = _download(spec, track, images)
-        for volume in download.pop("_volumes", []):
-            volumes.append(volume)
+        download, credentials = _download(spec, track, images)
+        volumes += credentials
     layout = {"name": "model-repository", "image": spec.runtime.image,
               "command": ["/bin/sh", "-c", script], "volumeMounts": mounts,
               "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
@@ -137,9 +136,10 @@ def desired_model_source(spec: AutoGLMDeploymentSpec, track: Track, config_map: 
     return ModelSource(volumes, [layout, download] if download else [layout], serving_mounts)
 
 
-def _download(spec: AutoGLMDeploymentSpec, track: Track, images: ModelSourceImages) -> dict[str, Any]:
+def _download(spec: AutoGLMDeploymentSpec, track: Track,
+              images: ModelSourceImages) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The copy of a cloud source into /models: the platform's CLI image, the credentials and the
-    /models volume, nothing else (under ``_volumes``, the pod volumes it adds)."""
+    /models volume, nothing else; and the pod volumes it adds (a credentials Secret)."""
     model, repo = spec.model, spec.model.repository
     target_dir = f"{MODELS_DIR}/{model.name}"
     url = f"{repo.uri.rstrip('/')}/{model.name}/{track.version}"
@@ -164,10 +164,10 @@ def _download(spec: AutoGLMDeploymentSpec, track: Track, images: ModelSourceImag
     download: dict[str, Any] = {
         "name": "model-download", "image": image, "command": ["/bin/sh", "-c", copy], "volumeMounts": mounts,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": container_security_context(spec), "_volumes": volumes}
+        "securityContext": container_security_context(spec)}
     if env:
         download["env"] = env
-    return download
+    return download, volumes
 
 
 def container_security_context(spec: AutoGLMDeploymentSpec) -> dict[str, Any]:
