@@ -11,7 +11,7 @@ from pathlib import Path
 from . import paths
 from .cluster import DevCluster
 
-UPSTREAM_CRDS = ("gateway-api-v1.6.1", "kubeedge-v1.23.1")
+UPSTREAM_CRDS = ("gateway-api-v1.6.1", "kubeedge-v1.23.1", "prometheus-operator-v0.85.0")
 
 
 def default_crds(require_upstream: bool = False) -> tuple[Path, ...]:

@@ -1,4 +1,4 @@
-"""Upstream CRDs (Gateway API, KubeEdge) from their Go modules, fetched once and cached.
+"""Upstream CRDs (Gateway API, KubeEdge, the Prometheus Operator) from their Go modules, fetched once and cached.
 
 ``go mod download`` gives the module's files from the Go module proxy; the CRDs the dev cluster
 installs are copied from there to ``<cache>/upstream-crds/<name>/``. A warm run touches neither
@@ -30,7 +30,13 @@ GATEWAY_API = CRDSet("gateway-api-v1.6.1", "sigs.k8s.io/gateway-api", "v1.6.1", 
     for kind in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants")))
 KUBEEDGE = CRDSet("kubeedge-v1.23.1", "github.com/kubeedge/kubeedge", "v1.23.1", "build/crds/apps",
                   ("apps_v1alpha1_nodegroup.yaml", "apps_v1alpha1_edgeapplication.yaml"))
-SETS = {s.name: s for s in (GATEWAY_API, KUBEEDGE)}
+#: The Prometheus Operator's kinds the operator renders (ServiceMonitor, PrometheusRule), and the
+#: Prometheus it manages (the dev cluster's monitoring stack).
+PROMETHEUS_OPERATOR = CRDSet("prometheus-operator-v0.85.0", "github.com/prometheus-operator/prometheus-operator",
+                             "v0.85.0", "example/prometheus-operator-crd", tuple(
+                                 f"monitoring.coreos.com_{kind}.yaml"
+                                 for kind in ("servicemonitors", "podmonitors", "prometheusrules", "prometheuses")))
+SETS = {s.name: s for s in (GATEWAY_API, KUBEEDGE, PROMETHEUS_OPERATOR)}
 
 
 def target_name(file: str) -> str:

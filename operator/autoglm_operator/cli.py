@@ -93,7 +93,9 @@ def _run(args: argparse.Namespace) -> int:
     handlers.settings_from_cli.update(kubeconfig=args.kubeconfig, context=args.context, workers=args.workers,
                                       namespaces=args.namespace or [], webhook=_webhook_settings(args),
                                       leader_election=_leader_election_settings(args),
-                                      allowed_prometheus_urls=args.allowed_prometheus_url or [])
+                                      allowed_prometheus_urls=args.allowed_prometheus_url or [],
+                                      monitoring=args.monitoring != "off",
+                                      monitoring_labels=dict(args.monitoring_label or []))
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.configure(verbose=args.verbose, log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
@@ -106,6 +108,14 @@ def _run(args: argparse.Namespace) -> int:
         liveness_endpoint=f"http://{args.health_address}:{args.health_port}/healthz" if args.health_port else None,
     ))
     return 0
+
+
+def _label(text: str) -> tuple[str, str]:
+    """``--monitoring-label KEY=VALUE``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (for example release=prometheus)")
+    return key, value
 
 
 def _install_crds(args: argparse.Namespace) -> int:
@@ -159,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--allowed-prometheus-url", action="append", metavar="URL",
                      help="a Prometheus server spec.rollback.prometheus.url may name (repeatable; the path may be "
                           "longer). Without any, any http(s) URL without credentials; the chart sets the cluster's")
+    watch = run.add_argument_group("per-deployment monitoring (where the Prometheus Operator's CRDs are installed)")
+    watch.add_argument("--monitoring", choices=("auto", "off"), default="auto",
+                       help="auto (default): a ServiceMonitor and a PrometheusRule per deployment when the cluster "
+                            "serves monitoring.coreos.com/v1; off: never")
+    watch.add_argument("--monitoring-label", action="append", metavar="KEY=VALUE", type=_label,
+                       help="a label on those objects, for a Prometheus's ruleSelector/serviceMonitorSelector "
+                            "(repeatable)")
     run.add_argument("-v", "--verbose", action="store_true")
     hook = run.add_argument_group("admission webhook (OPA policies)")
     hook.add_argument("--webhook", action="store_true", help="serve the validating webhook and manage its configuration")

@@ -10,6 +10,7 @@ import kopf
 
 from .api import resource as r
 from .canary.metric_sources import PrometheusUrls
+from .kube.monitoring_kinds import Monitoring
 from .kube.object_cache import ObjectCache
 from .reconciler import Reconciler
 from .runtime.controller import Controller
@@ -47,8 +48,9 @@ async def start_controller(settings: kopf.OperatorSettings, memo: kopf.Memo, **_
     settings.peering.standalone = True  # Kopf peering pauses every equal peer: leader election decides instead
     client = KubeClient(load_configuration(settings_from_cli.get("kubeconfig"), settings_from_cli.get("context")))
     workers = settings_from_cli.get("workers", 8)
+    monitoring = Monitoring(settings_from_cli.get("monitoring", True), settings_from_cli.get("monitoring_labels"))
     reconciler = Reconciler(client, ObjectCache(), TrafficProviders(r.LABEL_DEPLOYMENT), workers=workers,
-                            prometheus_urls=_prometheus_urls())
+                            prometheus_urls=_prometheus_urls(), monitoring=monitoring)
     memo.controller = Controller(reconciler, workers=workers)
     from .status.metrics import publish
     # per-deployment series, read from status at scrape time, served by the replica that leads (every

@@ -33,6 +33,7 @@ from .canary.metric_sources import ANY_PROMETHEUS, PrometheusUrls
 from .kube.child_applier import WORKLOAD_KINDS, ChildApplier, ChildApplyError
 from .kube.client import KubeClient, api_error_message
 from .kube.event_recorder import EventRecorder
+from .kube.monitoring_kinds import Monitoring
 from .kube.object_cache import ObjectCache
 from .observation.builds import BuildState, observe_builds, served_track
 from .observation.tracks import TrackObservation, observe_track
@@ -84,9 +85,12 @@ def usable_spec(body: dict[str, Any]) -> AutoGLMDeploymentSpec:
 
 class Reconciler:
     def __init__(self, client: KubeClient, store: ObjectCache, traffic: TrafficProviders | None = None,
-                 clock: Clock = SYSTEM_CLOCK, workers: int = 8, prometheus_urls: PrometheusUrls = ANY_PROMETHEUS):
+                 clock: Clock = SYSTEM_CLOCK, workers: int = 8, prometheus_urls: PrometheusUrls = ANY_PROMETHEUS,
+                 monitoring: Monitoring | None = None):
         self.client, self.store, self.clock = client, store, clock
         self.traffic = traffic if traffic is not None else TrafficProviders(r.LABEL_DEPLOYMENT)
+        # the deployment's ServiceMonitor and PrometheusRule, where the Prometheus Operator's kinds are served
+        self.monitoring = monitoring if monitoring is not None else Monitoring()
         # The official client blocks; run its calls on a pool sized for concurrent reconciles.
         self._pool = ThreadPoolExecutor(max_workers=max(8, workers * 4), thread_name_prefix="kube-io")
         self.events = EventRecorder(client, self.run_io, clock)
@@ -176,7 +180,7 @@ class Reconciler:
             # between finds it on restart and routes away, instead of judging a canary anew that,
             # getting no traffic, would look healthy.
             body = await self._patch_status(body, {"rollback": decision.rollback})
-        desired = desired_children(owner, spec, serving) + [
+        desired = desired_children(owner, spec, serving) + self.monitoring.desired(owner, spec) + [
             desired_build_job(owner, spec, b.target) for b in builds
             if b.needs_job(exists=self.store.get("Job", owner.namespace, b.job) is not None)]
         provider = self.traffic.for_spec(spec)
@@ -184,8 +188,9 @@ class Reconciler:
                                                               decision.traffic.routed)) if provider else []
         written = await self.applier.apply(owner, desired + routes)
         applied, not_owned = written.applied, written.refused
-        held = self._held_while_building(owner, spec, serving)
-        pruned, draining = await self.applier.prune(owner, desired + routes + held, WORKLOAD_KINDS + self.traffic.kinds,
+        held = held_while_building(self.store, owner, spec, serving)
+        pruned, draining = await self.applier.prune(owner, desired + routes + held,
+                                                    WORKLOAD_KINDS + self.monitoring.kinds + self.traffic.kinds,
                                                     drain_canary=provider is not None)
         events = list(decision.events)
         if applied:
@@ -216,19 +221,6 @@ class Reconciler:
         jobs = {t.key: self.store.get("Job", owner.namespace, names.build_job(owner.name, t.key)) for t in targets}
         return observe_builds(targets, lambda t: names.build_job(owner.name, t.key), jobs,
                               self.store.owned(owner.namespace, owner.name, "Pod") if targets else [], previous)
-
-    def _held_while_building(self, owner: Owner, spec: AutoGLMDeploymentSpec,
-                             serving: list[Track | None]) -> list[dict[str, Any]]:
-        """The live workload of a track rebuilding its artefacts (a checkpoint changed in place): it
-        keeps serving what it loaded until the new artefacts pass, never pruned meanwhile."""
-        held = []
-        for track, served in zip(spec.tracks(), serving, strict=True):
-            if served is None:
-                for kind, name in (("Deployment", names.track_workload(owner.name, track.name)),
-                                   ("ConfigMap", names.track_config(owner.name, track.name))):
-                    if (live := self.store.get(kind, owner.namespace, name)) is not None:
-                        held.append(live)
-        return held
 
     def _observe(self, owner: Owner, spec: AutoGLMDeploymentSpec,
                  serving: list[Track | None]) -> list[TrackObservation]:
@@ -281,6 +273,20 @@ class Reconciler:
             return body
         self.store.observe(r.KIND, "MODIFIED", updated)
         return updated
+
+
+def held_while_building(store: ObjectCache, owner: Owner, spec: AutoGLMDeploymentSpec,
+                        serving: list[Track | None]) -> list[dict[str, Any]]:
+    """The live workload of a track rebuilding its artefacts (a checkpoint changed in place): it
+    keeps serving what it loaded until the new artefacts pass, never pruned meanwhile."""
+    held = []
+    for track, served in zip(spec.tracks(), serving, strict=True):
+        if served is None:
+            for kind, name in (("Deployment", names.track_workload(owner.name, track.name)),
+                               ("ConfigMap", names.track_config(owner.name, track.name))):
+                if (live := store.get(kind, owner.namespace, name)) is not None:
+                    held.append(live)
+    return held
 
 
 def _generation(body: dict[str, Any]) -> int:

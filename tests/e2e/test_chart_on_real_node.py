@@ -99,9 +99,23 @@ def installed(plane, tmp_path_factory):
     # the examples' claim pvc://model-store in the default namespace (KWOK runs those Triton pods)
     from conftest import model_store
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store("default")))
-    _helm(dev, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace", "-f", str(values),
-          "--wait", "--timeout", "240s")
+    install = _helm(dev, "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace", "-f", str(values),
+                    "--wait", "--timeout", "300s", check=False)
+    assert install.returncode == 0, f"helm install failed: {install.stderr}\n{_what_the_pods_show(dev)}"
     yield dev, values
+
+
+def _what_the_pods_show(dev) -> str:
+    """The release's pods, their events and their containers' last logs: why an install did not
+    become ready, in the failure's message (a CI run keeps nothing else)."""
+    shown = [dev.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", check=False).stdout,
+             dev.kubectl("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp", check=False).stdout]
+    for pod in _pods(dev):
+        for container in ("operator", "opa"):
+            shown.append(f"--- {pod['metadata']['name']}/{container}, last 40 lines:")
+            shown.append(dev.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"], "-c", container,
+                                     "--tail=40", check=False).stdout)
+    return "\n".join(shown)
 
 
 def test_two_real_replicas_one_leader_webhook_refuses_and_admits(installed):

@@ -119,6 +119,8 @@ EXPECTED_CLUSTER_RULES = {
     ("events.k8s.io", "events"): {"create", "patch"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
     ("gateway.networking.k8s.io", "grpcroutes"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("monitoring.coreos.com", "servicemonitors"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("monitoring.coreos.com", "prometheusrules"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "nodes"): {"get", "list", "watch"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},

@@ -38,6 +38,11 @@ def route(owner: str) -> str:
     return _dns_label(owner)
 
 
+def monitoring(owner: str) -> str:
+    """The ServiceMonitor and the PrometheusRule of the deployment (the Prometheus Operator's kinds)."""
+    return _dns_label(owner)
+
+
 def owner_labels(owner: str) -> dict[str, str]:
     return {r.LABEL_MANAGED_BY: r.FIELD_MANAGER, r.LABEL_DEPLOYMENT: owner}
 

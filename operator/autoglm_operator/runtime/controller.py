@@ -18,6 +18,7 @@ from ..api.owner import ResourceKey
 from ..kube.child_applier import ChildApplier
 from ..kube.client import KubeClient
 from ..kube.informer import Informer
+from ..kube.monitoring_kinds import Monitoring
 from ..kube.object_cache import ObjectCache
 from ..traffic.registry import TrafficProviders
 from .workqueue import WorkQueue
@@ -39,6 +40,7 @@ class Reconciles(Protocol):
     store: ObjectCache
     traffic: TrafficProviders
     applier: ChildApplier
+    monitoring: Monitoring
 
     async def reconcile(self, namespace: str, name: str) -> float | None: ...
 
@@ -79,6 +81,13 @@ class Controller:
             else:
                 log.warning("%s not served by this cluster: deployments routed by %s cannot be honoured until their "
                             "CRDs are installed", "/".join(provider.kinds), type(provider).__name__)
+        monitoring = self.reconciler.monitoring
+        if await asyncio.to_thread(monitoring.discover, client.discover):
+            self.informers += [Informer(client, kind, ns, selector, self._on_informer_event, loop, self._on_list)
+                               for kind in monitoring.kinds for ns in scopes]
+        elif monitoring.enabled:
+            log.info("monitoring.coreos.com/v1 ServiceMonitor/PrometheusRule not served by this cluster: no "
+                     "per-deployment monitoring objects (the chart's rules file serves a plain Prometheus)")
         for informer in self.informers:
             informer.start()
         for informer in self.informers:
