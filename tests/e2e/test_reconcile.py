@@ -294,3 +294,42 @@ def test_a_resource_deleted_and_recreated_at_once_under_its_name_converges(opera
              and children_of_the_second(), 60, what="children owned by the new resource")
     st = wait_until(lambda: status(kubectl, namespace, "again"), lambda s: s.get("phase") == "Ready", 60, what="Ready")
     assert "notOwned" not in st
+
+
+def test_the_prometheus_operators_objects_follow_the_spec_and_go_with_the_deployment(operator, kubectl, namespace,
+                                                                                      tmp_path):
+    """The dev cluster serves the Prometheus Operator's CRDs (from its Go module): each deployment gets a
+    ServiceMonitor of its track Services and a PrometheusRule whose thresholds follow spec.rollback,
+    both accepted by the CRDs' schemas, both gone with the deployment."""
+    import subprocess
+
+    body = agd("watched", replicas=1)
+    body["metadata"]["namespace"] = namespace
+    body["spec"]["canary"] = {"version": 2, "weight": 10, "replicas": 1}
+    body["spec"]["rollback"] = {"maxErrorRatio": 0.02, "maxLatencyMilliseconds": 800}
+    kubectl.apply(body)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/watched", "--timeout=60s")
+
+    def rule_exprs() -> list[str]:
+        rule = kubectl.get_json("prometheusrule", "-n", namespace, "watched")
+        return [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    exprs = wait_for(lambda: rule_exprs(), 30, what="the deployment's PrometheusRule")
+    assert sum("> 0.02" in e for e in exprs) == 2 and sum("> 800" in e for e in exprs) == 2, exprs  # per track
+    monitor = kubectl.get_json("servicemonitor", "-n", namespace, "watched")
+    assert monitor["metadata"]["ownerReferences"][0]["name"] == "watched"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    selected = kubectl.get_json("services", "-n", namespace, "-l", "serving.autoglm.io/deployment=watched,"
+                                "serving.autoglm.io/track")["items"]
+    assert sorted(s["metadata"]["name"] for s in selected) == ["watched-canary", "watched-stable"]
+    # what the API server stored is a rules file Prometheus loads
+    live = kubectl.get_json("prometheusrule", "-n", namespace, "watched")["spec"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(live))
+    checked = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    kubectl("patch", "agd", "-n", namespace, "watched", "--type=merge", "-p",
+            '{"spec":{"rollback":{"maxErrorRatio":0.1}}}')
+    wait_for(lambda: sum("> 0.1" in e for e in rule_exprs()) == 2, 30, what="the rule following the new threshold")
+    kubectl("delete", "agd", "-n", namespace, "watched", "--wait=true", "--timeout=30s")
+    wait_for(lambda: not kubectl.get_json("servicemonitors,prometheusrules", "-n", namespace)["items"], 30,
+             what="garbage collection of the monitoring objects")
