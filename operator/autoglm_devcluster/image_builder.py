@@ -112,6 +112,12 @@ def _salt(image: Image) -> str:
     if image.name.endswith("/opa"):
         from .toolchain import OPA_VERSION
         return f"{_BASE_TAG}:{OPA_VERSION}"
+    if image.name.endswith("/prometheus"):
+        from .toolchain import PROMETHEUS_VERSION
+        return f"{_BASE_TAG}:{PROMETHEUS_VERSION}"
+    if image.name.endswith("/prometheus-config-reloader"):
+        from .toolchain import PROMETHEUS_OPERATOR_VERSION
+        return f"{_BASE_TAG}:{PROMETHEUS_OPERATOR_VERSION}"
     return f"{_BASE_TAG}:{_operator_source_digest()}"
 
 
@@ -122,6 +128,9 @@ OPA = Image("localhost/autoglm/opa", ("opa.Containerfile",))
 ENGINE_BUILDER = Image("localhost/autoglm/engine-builder",
                        ("engine-builder.Containerfile", "engine-builder.requirements.txt"))
 VLLM_CPU = Image("localhost/autoglm/vllm-cpu", ("vllm-cpu.Containerfile", "vllm-cpu.requirements.txt"))
+#: The Prometheus Operator's Prometheus and its config reloader, each built from its Go module.
+PROMETHEUS = Image("localhost/autoglm/prometheus", ("prometheus.Containerfile",))
+CONFIG_RELOADER = Image("localhost/autoglm/prometheus-config-reloader", ("prometheus-config-reloader.Containerfile",))
 BASE_REFERENCE = f"localhost/autoglm/debian-py-base:{_BASE_TAG}"
 
 
@@ -270,6 +279,13 @@ def _build(image: Image, env: dict[str, str]) -> None:
         elif image is OPA:
             from . import toolchain
             shutil.copy2(toolchain.ensure(toolchain.OPA).path(), ctx / "opa")
+        elif image is PROMETHEUS:
+            from . import toolchain
+            shutil.copy2(toolchain.ensure(toolchain.PROMETHEUS).path(), ctx / "prometheus")
+        elif image is CONFIG_RELOADER:
+            from . import toolchain
+            shutil.copy2(toolchain.ensure(toolchain.PROMETHEUS_OPERATOR).path("prometheus-config-reloader"),
+                         ctx / "prometheus-config-reloader")
         containerfile = next(f for f in image.recipe if f.endswith(".Containerfile"))
         _run(["buildah", "bud", "--build-arg", f"BASE={BASE_REFERENCE}", "--isolation", "chroot",
               "--network", "host", "--pull=never", "--layers=false", "-f", str(ctx / containerfile),
@@ -313,7 +329,7 @@ NODE_IMAGES = (PAUSE, TRITON_CPU, OPERATOR, OPA)
 def main() -> None:
     """``python -m autoglm_devcluster.image_builder``: build (or confirm cached) the node's images."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for image in (*NODE_IMAGES, ENGINE_BUILDER, VLLM_CPU):
+    for image in (*NODE_IMAGES, ENGINE_BUILDER, VLLM_CPU, PROMETHEUS, CONFIG_RELOADER):
         print(f"{image.reference}: {ensure(image)}")
 
 

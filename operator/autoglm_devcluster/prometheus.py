@@ -28,8 +28,48 @@ def prometheus_binary() -> str:
     return found
 
 
+class PrometheusAPI:
+    """Prometheus's HTTP API at ``url`` (a process here, or a pod the Prometheus Operator runs)."""
+
+    url: str
+
+    def _api(self, path: str, **params: str) -> Any:
+        """The ``data`` of one Prometheus HTTP API answer."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=5) as answer:
+            return json.loads(answer.read())["data"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts Prometheus holds now (pending and firing)."""
+        alerts: list[dict[str, Any]] = self._api("alerts")["alerts"]
+        return alerts
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result ``promql`` gives now (an instant vector: empty when no series; a range selector: matrices)."""
+        result: list[dict[str, Any]] = self._api("query", query=promql)["result"]
+        return result
+
+    def samples(self, range_selector: str) -> list[tuple[float, float]]:
+        """(Unix time, value) of every sample a range selector (``metric{...}[5m]``) returns now."""
+        return [(float(t), float(v)) for series in self.query(range_selector) for t, v in series["values"]]
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        """The rule groups Prometheus loaded (name, file, rules with their state)."""
+        groups: list[dict[str, Any]] = self._api("rules")["groups"]
+        return groups
+
+    def active_targets(self) -> list[dict[str, Any]]:
+        """The targets Prometheus scrapes (labels, health, last error)."""
+        targets: list[dict[str, Any]] = self._api("targets", state="active")["activeTargets"]
+        return targets
+
+
 @dataclass
-class PrometheusProcess:
+class PrometheusProcess(PrometheusAPI):
     """One Prometheus on 127.0.0.1:``port`` scraping ``targets``; config, data, log and pid under ``workdir``."""
 
     workdir: Path
@@ -80,27 +120,3 @@ class PrometheusProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-    def _api(self, path: str, **params: str) -> Any:
-        """The ``data`` of one Prometheus HTTP API answer."""
-        import json
-        import urllib.parse
-        import urllib.request
-
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=5) as answer:
-            return json.loads(answer.read())["data"]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        """The alerts Prometheus holds now (pending and firing)."""
-        alerts: list[dict[str, Any]] = self._api("alerts")["alerts"]
-        return alerts
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """The result ``promql`` gives now (an instant vector: empty when no series; a range selector: matrices)."""
-        result: list[dict[str, Any]] = self._api("query", query=promql)["result"]
-        return result
-
-    def samples(self, range_selector: str) -> list[tuple[float, float]]:
-        """(Unix time, value) of every sample a range selector (``metric{...}[5m]``) returns now."""
-        return [(float(t), float(v)) for series in self.query(range_selector) for t, v in series["values"]]

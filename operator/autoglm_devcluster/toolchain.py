@@ -27,6 +27,11 @@ KWOK_VERSION = "v0.8.0"
 OPA_VERSION = "v1.22.2"
 HELM_VERSION = "v3.22.0"
 ENVOY_GATEWAY_VERSION = "v1.9.1"
+# Built through a module of ours under gomod/ that pins them (their go.mod files have replace
+# directives, which `go install` refuses): the Prometheus Operator and its config reloader, and
+# Prometheus itself (Debian's package is built without Kubernetes service discovery).
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+PROMETHEUS_VERSION = "v3.5.1"  # module github.com/prometheus/prometheus v0.305.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,12 @@ KWOK = Component("kwok", KWOK_VERSION, ("kwok",))
 OPA = Component("opa", OPA_VERSION, ("opa",))
 HELM = Component("helm", HELM_VERSION, ("helm",))
 ENVOY_GATEWAY = Component("envoy-gateway", ENVOY_GATEWAY_VERSION, ("envoy-gateway",))
+PROMETHEUS_OPERATOR = Component("prometheus-operator", PROMETHEUS_OPERATOR_VERSION,
+                                ("operator", "prometheus-config-reloader"))
+PROMETHEUS = Component("prometheus", PROMETHEUS_VERSION, ("prometheus",))
+#: component -> the package path of each binary, built in gomod/<component>
+_WRAPPED_BUILDS = {"prometheus-operator": "github.com/prometheus-operator/prometheus-operator/cmd/{}",
+                   "prometheus": "github.com/prometheus/prometheus/cmd/{}"}
 
 _GO_INSTALL_PACKAGES = {
     "kwok": "sigs.k8s.io/kwok/cmd/kwok",
@@ -102,6 +113,13 @@ def _build(component: Component) -> None:
             _run([go, "build", "-trimpath", "-ldflags", _kubernetes_ldflags(component.version),
                   "-o", str(tmp), f"k8s.io/kubernetes/cmd/{binary}"], cwd=module)
             tmp.rename(component.path(binary))
+    elif component.name in _WRAPPED_BUILDS:
+        for binary in component.binaries:
+            tmp = component.path(binary).with_suffix(".tmp")
+            version = f"-X github.com/prometheus/common/version.Version={component.version.lstrip('v')}"
+            _run([go, "build", "-trimpath", "-tags", "netgo", "-ldflags", f"-s -w {version}", "-o", str(tmp),
+                  _WRAPPED_BUILDS[component.name].format(binary)], cwd=paths.PACKAGE_DIR / "gomod" / component.name)
+            tmp.rename(component.path(binary))
     elif component.name == "etcd":
         tmp = component.path().with_suffix(".tmp")
         _run([go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), "."],
@@ -134,7 +152,8 @@ def main() -> None:
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    by_name = {c.name: c for c in (KUBERNETES, KUBERNETES_NODE, ETCD, KWOK, OPA, HELM, ENVOY_GATEWAY)}
+    by_name = {c.name: c for c in (KUBERNETES, KUBERNETES_NODE, ETCD, KWOK, OPA, HELM, ENVOY_GATEWAY,
+                                   PROMETHEUS_OPERATOR, PROMETHEUS)}
     for name in sys.argv[1:] or ["kubernetes", "etcd", "kwok"]:
         c = ensure(by_name[name])
         print(f"{c.name} {c.version}: {c.directory}")

@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import tritonclient.http as httpclient
@@ -89,6 +90,31 @@ class GatewayClient:
             return f"http-{response.status}"
         outputs = {o["name"]: o["data"] for o in json.loads(body)["outputs"]}
         return f"v{outputs['VERSION'][0]}"
+
+
+class GatewayLoad:
+    """Requests through the Gateway from ``threads`` keep-alive connections until stopped (``with``);
+    ``answers`` counts what each answered (``v<version>``, ``http-<status>``, ``error:<kind>``)."""
+
+    def __init__(self, client: GatewayClient, threads: int = 2):
+        self.client, self.answers, self._stop = client, Counter(), threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.client.port, timeout=10)
+        while not self._stop.is_set():
+            self.answers[self.client.one(conn)] += 1
+        conn.close()
+
+    def __enter__(self) -> GatewayLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
 
 
 class TritonLoad:

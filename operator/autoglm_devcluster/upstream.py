@@ -30,12 +30,13 @@ GATEWAY_API = CRDSet("gateway-api-v1.6.1", "sigs.k8s.io/gateway-api", "v1.6.1", 
     for kind in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants")))
 KUBEEDGE = CRDSet("kubeedge-v1.23.1", "github.com/kubeedge/kubeedge", "v1.23.1", "build/crds/apps",
                   ("apps_v1alpha1_nodegroup.yaml", "apps_v1alpha1_edgeapplication.yaml"))
-#: The Prometheus Operator's kinds the operator renders (ServiceMonitor, PrometheusRule), and the
-#: Prometheus it manages (the dev cluster's monitoring stack).
-PROMETHEUS_OPERATOR = CRDSet("prometheus-operator-v0.85.0", "github.com/prometheus-operator/prometheus-operator",
-                             "v0.85.0", "example/prometheus-operator-crd", tuple(
-                                 f"monitoring.coreos.com_{kind}.yaml"
-                                 for kind in ("servicemonitors", "podmonitors", "prometheusrules", "prometheuses")))
+#: The Prometheus Operator's kinds the operator renders (ServiceMonitor, PrometheusRule), and what
+#: the Prometheus Operator needs to manage a Prometheus (its controller waits for Probes too).
+PROMETHEUS_OPERATOR = CRDSet(
+    "prometheus-operator-v0.85.0", "github.com/prometheus-operator/prometheus-operator", "v0.85.0",
+    "example/prometheus-operator-crd",
+    tuple(f"monitoring.coreos.com_{kind}.yaml"
+          for kind in ("servicemonitors", "podmonitors", "probes", "prometheusrules", "prometheuses")))
 SETS = {s.name: s for s in (GATEWAY_API, KUBEEDGE, PROMETHEUS_OPERATOR)}
 
 

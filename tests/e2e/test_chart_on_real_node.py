@@ -5,6 +5,7 @@ the Secret and ConfigMap volumes, probes, restarts. Two replicas: one leads, eve
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -306,6 +307,104 @@ def test_certificate_rotation_refuses_nothing(installed, tmp_path):
     pods_after = {p["metadata"]["name"]: [c["restartCount"] for c in p["status"]["containerStatuses"]]
                   for p in _pods(dev)}
     assert pods_after == pods_before  # reloaded in place: no container restarted
+
+
+def _timestamp(text: str) -> float:
+    """Unix time of an RFC 3339 time Prometheus's API gives."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_prometheus_operator_scrapes_operator_and_tritons_and_their_alerts_fire(installed, tmp_path):
+    """The Prometheus Operator (built from its Go module) runs a Prometheus on the real node that finds
+    its targets through ServiceMonitors alone: the chart's (the operator's pods) and the one the
+    operator renders for a deployment (its Triton pods), and loads the chart's PrometheusRule and the
+    deployment's. Under traffic through the Gateway: a healthy canary fires nothing; failing half its
+    requests it fires its error-ratio alert within the rule's for: plus an evaluation; slow, its p99
+    alert; with both operator pods stopped, the no-leader alert."""
+    from autoglm_devcluster.prometheus_operator import PrometheusOperatorStack
+    from autoglm_devcluster.testing import private_model_store
+    from autoglm_devcluster.traffic_load import MODEL, GatewayClient, GatewayLoad, deployment
+    from conftest import model_store
+
+    dev, _ = installed
+    namespace = f"watched-{uuid.uuid4().hex[:5]}"
+    dev.kubectl("create", "namespace", namespace)
+    store = private_model_store()
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, store)))
+    shutil.copytree(store / MODEL / "2", store / MODEL / "3", symlinks=True)  # the canary's own version
+    faults = store / MODEL / "3"
+    body = deployment("watched", namespace, 50, canary_version=3, analysisIntervalSeconds=2, failureThreshold=2,
+                      maxErrorRatio=0.05, maxLatencyMilliseconds=200)
+    _apply(dev, yaml.safe_dump(body), namespace)
+    stack = PrometheusOperatorStack(dev, tmp_path / "prometheus-operator").start()
+    try:
+        dev.kubectl("wait", "-n", namespace, "--for=condition=Ready", "agd/watched", "--timeout=180s")
+
+        def scraped() -> dict[str, int]:
+            up = [t for t in stack.active_targets() if t["health"] == "up"]
+            return {"operator": sum(t["labels"].get("job") == "autoglm-operator" for t in up),
+                    **{track: sum(t["labels"].get("service") == f"watched-{track}" for t in up)
+                       for track in ("stable", "canary")}}
+        wait_for(lambda: scraped() == {"operator": 2, "stable": 1, "canary": 1}, 120, interval=1,
+                 what="the operator's pods and both tracks' Triton pods scraped through ServiceMonitors")
+        groups = {g["name"] for g in stack.rule_groups()}
+        assert {"autoglm.operator", f"autoglm.{namespace}.watched"} <= groups, groups
+        wait_for(lambda: stack.query('autoglm_deployment_info{job="autoglm-operator",deployment="watched"}'), 60,
+                 what="the leader's per-deployment series")
+
+        def alerts(name: str, state: str | None = None) -> list[dict]:
+            return [a for a in stack.alerts() if a["labels"]["alertname"] == name
+                    and a["labels"].get("deployment") in (None, "watched") and state in (None, a["state"])]
+
+        def fired(name: str, track: str) -> tuple[float, float]:
+            """When the alert became active and when Prometheus first recorded it firing."""
+            (alert,) = [a for a in alerts(name, "firing") if a["labels"].get("track") == track]
+            active = _timestamp(alert["activeAt"])
+            firing = min(t for t, _ in stack.samples(f'ALERTS{{alertname="{name}",alertstate="firing",'
+                                                     f'deployment="watched",track="{track}"}}[5m]'))
+            return active, firing
+        client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), f"watched.{namespace}.test")
+        with GatewayLoad(client) as load:
+            # healthy: both tracks answer under load for 10 evaluations, and no alert of theirs even pends
+            wait_for(lambda: stack.query(f'nv_inference_request_success{{namespace="{namespace}",'
+                                         f'service="watched-canary"}} > 20'), 60, what="the canary's requests scraped")
+
+            def last_evaluation() -> float:
+                group = next(g for g in stack.rule_groups() if g["name"] == f"autoglm.{namespace}.watched")
+                return _timestamp(group["lastEvaluation"])
+            since = last_evaluation()
+            wait_for(lambda: last_evaluation() >= since + 10, 60, what="ten more evaluations of the deployment's rules")
+            assert not [a for a in stack.alerts() if a["labels"].get("deployment") == "watched"], stack.alerts()
+            assert load.answers["v1"] > 0 and load.answers["v3"] > 0 and \
+                not [k for k in load.answers if not k.startswith("v")], load.answers
+            # both operator pods stopped: nothing leads
+            dev.kubectl("scale", "deployment", "-n", NAMESPACE, FULL, "--replicas=0")
+            # the canary fails half its requests: its error-ratio alert (for: 2 analyses of 2 s)
+            (faults / "fault-error-rate").write_text("0.5")
+            wait_for(lambda: alerts("AutoGLMErrorRatioHigh", "firing"), 60, interval=0.2,
+                     what="the failing canary's error-ratio alert firing")
+            active, firing = fired("AutoGLMErrorRatioHigh", "canary")
+            assert firing - active <= 4 + 1 + 1, (active, firing)  # for: 4 s, evaluation 1 s, one more of jitter
+            assert [a["labels"]["track"] for a in alerts("AutoGLMErrorRatioHigh")] == ["canary"]
+            # healthy again but slow: its p99 alert
+            (faults / "fault-error-rate").write_text("0")
+            (faults / "fault-latency-ms").write_text("400")
+            wait_for(lambda: alerts("AutoGLMLatencyP99High", "firing"), 90, interval=0.2,
+                     what="the slow canary's p99 alert firing")
+            active, firing = fired("AutoGLMLatencyP99High", "canary")
+            assert firing - active <= 4 + 1 + 1, (active, firing)
+            assert [a["labels"]["track"] for a in alerts("AutoGLMLatencyP99High")] == ["canary"]
+            (faults / "fault-latency-ms").unlink()
+            # no leader for the rule's minute: the operator's own alert
+            wait_for(lambda: alerts("AutoGLMOperatorNoLeader", "firing"), 120, interval=1,
+                     what="the no-leader alert firing")
+    finally:
+        for fault in ("fault-error-rate", "fault-latency-ms"):
+            (faults / fault).unlink(missing_ok=True)
+        dev.kubectl("scale", "deployment", "-n", NAMESPACE, FULL, "--replicas=2", check=False)
+        stack.stop()
+    _leader_and_follower(dev)
+    dev.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=90s")
 
 
 def test_uninstall_leaves_only_the_crds(installed):

@@ -5,6 +5,9 @@ The error rate comes from, in order: the file named by AUTOGLM_FAULT_FILE, the f
 make a running model start failing: the second reaches a Triton container through its model
 store), the environment variable AUTOGLM_FAULT_ERROR_RATE, the config parameter error_rate.
 
+A slow model: while the file `fault-latency-ms` in the version directory holds a number, every
+request waits that many milliseconds first (a canary whose p99 latency rises).
+
 A second fault answers every request with an error inside its response (pb_utils.InferenceResponse
 with an error) while the file `fault-response-error` exists in the version directory: Triton counts
 those requests as successes (nv_inference_request_success), so only a client, or a probe, sees them.
@@ -13,6 +16,7 @@ those requests as successes (nv_inference_request_success), so only a client, or
 import json
 import os
 import random
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -29,6 +33,7 @@ class TritonPythonModel:
                                                      "fault-error-rate")) if f]
         self.response_error_file = os.path.join(args["model_repository"], args["model_version"],
                                                 "fault-response-error")
+        self.latency_file = os.path.join(args["model_repository"], args["model_version"], "fault-latency-ms")
 
     def error_rate(self):
         for fault_file in self.fault_files:
@@ -39,7 +44,17 @@ class TritonPythonModel:
                 continue
         return self.default_rate
 
+    def latency_seconds(self):
+        try:
+            with open(self.latency_file) as f:
+                return float(f.read().strip() or 0) / 1000
+        except (OSError, ValueError):
+            return 0.0
+
     def execute(self, requests):
+        delay = self.latency_seconds()
+        if delay > 0:
+            time.sleep(delay)
         rate = self.error_rate()
         if any(random.random() < rate for _ in requests):
             # Raising (rather than an error response) makes Triton count the request in

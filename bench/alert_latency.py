@@ -1,0 +1,100 @@
+"""Time from a fault to its alert firing, with real parts: the Prometheus Operator (built from its Go
+module) running a Prometheus on the dev cluster's real node, which finds the Triton pods through the
+ServiceMonitor the operator renders and loads the PrometheusRule it renders; requests through
+Envoy Gateway into real Triton containers, the canary at 50 %.
+
+Per trial the canary starts failing half its requests (``errors``) or answering 400 ms late
+(``latency``); measured from that moment to the first ``ALERTS{alertstate="firing"}`` sample
+Prometheus records for the canary. The floor, from the same run's settings: the rule's ``for:``
+(analysisIntervalSeconds x failureThreshold) plus one evaluation interval plus one scrape interval
+(the fault must be scraped before any rule can see it). The fault is then cleared and the alert
+left to resolve (the rules' 60 s windows) before the next trial. Rollback is off in the spec: only
+the alerting path is timed.
+
+    .venv/bin/python bench/alert_latency.py [--trials 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from common import RealNodePlane, pct, table
+
+SCRAPE_SECONDS, EVALUATION_SECONDS = 2, 1
+INTERVAL, THRESHOLD = 2, 2  # spec.rollback: the rules' for: is their product
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=3, help="trials per fault")
+    args = parser.parse_args()
+
+    from autoglm_devcluster.prometheus_operator import PrometheusOperatorStack
+    from autoglm_devcluster.testing import private_model_store
+    from autoglm_devcluster.traffic_load import MODEL, GatewayClient, GatewayLoad, deployment
+
+    store = private_model_store()
+    shutil.copytree(store / MODEL / "2", store / MODEL / "3", symlinks=True)
+    faults = store / MODEL / "3"
+    plane = RealNodePlane("alerts", store)
+    stack = PrometheusOperatorStack(plane.dev, Path(tempfile.mkdtemp(prefix="bench-alerts-")),
+                                    scrape_interval=f"{SCRAPE_SECONDS}s", evaluation_interval=f"{EVALUATION_SECONDS}s")
+    rows = []
+    try:
+        stack.start()
+        body = deployment("alerted", plane.namespace, 50, canary_version=3, enabled=False,
+                          analysisIntervalSeconds=INTERVAL, failureThreshold=THRESHOLD, maxErrorRatio=0.05,
+                          maxLatencyMilliseconds=200)
+        plane.dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+        plane.dev.kubectl("wait", "-n", plane.namespace, "--for=condition=Ready", "agd/alerted", "--timeout=180s")
+
+        def firing(alert: str) -> list[dict]:
+            return [a for a in stack.alerts() if a["labels"]["alertname"] == alert
+                    and a["labels"].get("track") == "canary" and a["state"] == "firing"]
+
+        def wait(condition, timeout: float, what: str) -> None:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(what)
+                time.sleep(0.2)
+        wait(lambda: len([t for t in stack.active_targets() if t["health"] == "up"
+                          and t["labels"].get("namespace") == plane.namespace]) == 2, 120, "both tracks scraped")
+        client = GatewayClient(plane.gateway_port, f"alerted.{plane.namespace}.test")
+        faults_by_name = {"errors": ("AutoGLMErrorRatioHigh", "fault-error-rate", "0.5"),
+                          "latency": ("AutoGLMLatencyP99High", "fault-latency-ms", "400")}
+        floor = INTERVAL * THRESHOLD + EVALUATION_SECONDS + SCRAPE_SECONDS
+        with GatewayLoad(client) as load:
+            wait(lambda: load.answers["v3"] > 200, 60, "the canary answering under load")
+            for name, (alert, fault_file, value) in faults_by_name.items():
+                took = []
+                for _ in range(args.trials):
+                    wait(lambda a=alert: not firing(a), 240, f"{alert} resolved before the trial")
+                    started = time.time()
+                    (faults / fault_file).write_text(value)
+                    wait(lambda a=alert: firing(a), 120, f"{alert} firing")
+                    first = min(t for t, _ in stack.samples(
+                        f'ALERTS{{alertname="{alert}",alertstate="firing",track="canary"}}[2m]') if t >= started)
+                    took.append(first - started)
+                    (faults / fault_file).unlink()
+                    print(f"{name}: fired {took[-1]:.2f} s after the fault", flush=True)
+                rows.append((name, alert, len(took), f"{pct(took, 0.5):.2f}", f"{max(took):.2f}", f"{floor}",
+                             f"{pct(took, 0.5) / floor:.2f}x"))
+            print(f"\nrequests meanwhile: {dict(load.answers)}")
+    finally:
+        stack.stop()
+        plane.stop()
+    print(f"\nFault to alert firing (s), Prometheus Operator's Prometheus on the real node; scrape "
+          f"{SCRAPE_SECONDS} s, evaluation {EVALUATION_SECONDS} s, for: {INTERVAL * THRESHOLD} s")
+    print(table(rows, ("fault", "alert", "trials", "p50", "max", "floor (for + eval + scrape)", "p50 / floor")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
