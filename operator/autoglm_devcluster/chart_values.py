@@ -22,6 +22,7 @@ def chart_values(cluster: DevCluster | None = None) -> dict[str, Any]:
             "opa": {"image": opa.reference},
             "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}, "tolerations": [REAL_NODE_TOLERATION],
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            "metrics": {"serviceMonitor": {"interval": "5s"}},  # the dev cluster's Prometheus looks often
             # the policies also admit the locally built images (Triton on CPU)
             "policyData": {"allowed_registries": [*_policy_data()["allowed_registries"], "localhost/autoglm/"]}}
 

@@ -26,12 +26,37 @@ LOG_TAIL_LINES = 20
 _STARTED: dict[Path, subprocess.Popen[bytes]] = {}
 
 
+#: Ports this process handed out (each once: two servers of one cluster never get the same).
+_HANDED_OUT: set[int] = set()
+
+
+def _below_ephemeral_range() -> range:
+    """Ports under the kernel's ephemeral range: an outgoing connection (kubectl and every client of
+    the API server take one per connection) never takes such a port between its choice and the
+    server's bind, as it could a port the kernel picked for ``bind(0)``."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, low) if low > 12000 else range(low, 65536)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A TCP port that nothing listens on now (on any address), not handed out before by this process."""
+    import random
+    candidates = _below_ephemeral_range()
+    for _ in range(10_000):
+        port = random.choice(candidates)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free TCP port in {candidates}")
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:

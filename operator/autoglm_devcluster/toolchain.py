@@ -65,6 +65,9 @@ ENVOY_GATEWAY = Component("envoy-gateway", ENVOY_GATEWAY_VERSION, ("envoy-gatewa
 PROMETHEUS_OPERATOR = Component("prometheus-operator", PROMETHEUS_OPERATOR_VERSION,
                                 ("operator", "prometheus-config-reloader"))
 PROMETHEUS = Component("prometheus", PROMETHEUS_VERSION, ("prometheus",))
+#: The peer the benchmarks compare with (bench/peers.py); never started by run.sh or the suite's operator.
+FLAGGER_VERSION = "v1.36.1"
+FLAGGER = Component("flagger", FLAGGER_VERSION, ("flagger",))
 #: component -> the package path of each binary, built in gomod/<component>
 _WRAPPED_BUILDS = {"prometheus-operator": "github.com/prometheus-operator/prometheus-operator/cmd/{}",
                    "prometheus": "github.com/prometheus/prometheus/cmd/{}"}
@@ -74,6 +77,7 @@ _GO_INSTALL_PACKAGES = {
     "opa": "github.com/open-policy-agent/opa",
     "helm": "helm.sh/helm/v3/cmd/helm",
     "envoy-gateway": "github.com/envoyproxy/gateway/cmd/envoy-gateway",
+    "flagger": "github.com/fluxcd/flagger/cmd/flagger",
 }
 
 
@@ -153,7 +157,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     by_name = {c.name: c for c in (KUBERNETES, KUBERNETES_NODE, ETCD, KWOK, OPA, HELM, ENVOY_GATEWAY,
-                                   PROMETHEUS_OPERATOR, PROMETHEUS)}
+                                   PROMETHEUS_OPERATOR, PROMETHEUS, FLAGGER)}
     for name in sys.argv[1:] or ["kubernetes", "etcd", "kwok"]:
         c = ensure(by_name[name])
         print(f"{c.name} {c.version}: {c.directory}")

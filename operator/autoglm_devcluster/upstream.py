@@ -37,7 +37,9 @@ PROMETHEUS_OPERATOR = CRDSet(
     "example/prometheus-operator-crd",
     tuple(f"monitoring.coreos.com_{kind}.yaml"
           for kind in ("servicemonitors", "podmonitors", "probes", "prometheusrules", "prometheuses")))
-SETS = {s.name: s for s in (GATEWAY_API, KUBEEDGE, PROMETHEUS_OPERATOR)}
+#: Flagger's Canary, MetricTemplate and AlertProvider (installed by the peer benchmark and its test only).
+FLAGGER = CRDSet("flagger-v1.36.1", "github.com/fluxcd/flagger", "v1.36.1", "artifacts/flagger", ("crd.yaml",))
+SETS = {s.name: s for s in (GATEWAY_API, KUBEEDGE, PROMETHEUS_OPERATOR, FLAGGER)}
 
 
 def target_name(file: str) -> str:

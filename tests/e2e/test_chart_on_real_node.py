@@ -321,6 +321,7 @@ def test_the_prometheus_operator_scrapes_operator_and_tritons_and_their_alerts_f
     deployment's. Under traffic through the Gateway: a healthy canary fires nothing; failing half its
     requests it fires its error-ratio alert within the rule's for: plus an evaluation; slow, its p99
     alert; with both operator pods stopped, the no-leader alert."""
+    from autoglm_devcluster.dashboard import queries as dashboard_queries
     from autoglm_devcluster.prometheus_operator import PrometheusOperatorStack
     from autoglm_devcluster.testing import private_model_store
     from autoglm_devcluster.traffic_load import MODEL, GatewayClient, GatewayLoad, deployment
@@ -375,6 +376,15 @@ def test_the_prometheus_operator_scrapes_operator_and_tritons_and_their_alerts_f
             since = last_evaluation()
             wait_for(lambda: last_evaluation() >= since + 10, 60, what="ten more evaluations of the deployment's rules")
             assert not [a for a in stack.alerts() if a["labels"].get("deployment") == "watched"], stack.alerts()
+            # every panel of the chart's dashboard has data from this Prometheus (but time to first
+            # token: no streaming model here)
+            found: dict[str, list[bool]] = {}
+            for title, expr in dashboard_queries():
+                found.setdefault(title, []).append(bool(stack.query(
+                    expr.replace("$namespace", namespace).replace("$deployment", "watched")
+                    .replace("$__rate_interval", "1m"))))
+            assert [t for t, data in found.items() if not any(data)] == \
+                ["Time to first token p99 (streaming models)"], found
             assert load.answers["v1"] > 0 and load.answers["v3"] > 0 and \
                 not [k for k in load.answers if not k.startswith("v")], load.answers
             # both operator pods stopped: nothing leads

@@ -312,3 +312,36 @@ def test_probes_keep_a_canary_broken_at_start_from_clients_and_roll_back_one_tha
     assert "after it passed before" in rollback["message"], rollback
     wait_for(lambda: client.versions(50, threads=1) == Counter({"v1": 50}), 30, interval=0.5,
              what="only the stable track answering")
+
+
+def test_flagger_the_peer_of_the_benchmark_routes_through_our_gateway(plane, tmp_path):
+    """bench/peers.py measures Flagger (v1.36.1, built from its Go module) beside this operator on this
+    cluster and this Gateway: its setup must keep working. Flagger starts, takes its Canary of the same
+    Triton pods to Initialized, and its HTTPRoute (accepted by Envoy Gateway) carries requests to
+    the primary, then a share of them to a new version when it steps."""
+    from autoglm_devcluster.flagger import FlaggerProcess, canary, route_weights, target_objects
+    from autoglm_devcluster.testing import private_model_store
+    from autoglm_devcluster.traffic_load import GatewayClient
+
+    dev = plane[0]
+    namespace = f"flagger-{uuid.uuid4().hex[:5]}"
+    dev.kubectl("create", "namespace", namespace)
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, private_model_store())))
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(target_objects(namespace, 1)))
+    host = f"target.{namespace}.test"
+    with FlaggerProcess(dev, namespace, tmp_path) as flagger:
+        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(canary(namespace, host, progress_deadline=120)))
+        wait_until(flagger.phase, lambda phase: phase == "Initialized", 240, what="Flagger's Canary Initialized")
+        assert route_weights(dev, namespace) == {"target-primary": 100, "target-canary": 0}
+        wait_for(lambda: route_accepted_at_its_generation(dev, namespace, "target"), 30,
+                 what="Envoy Gateway accepting Flagger's route")
+        client = GatewayClient(int(dev.gateway_url.rsplit(":", 1)[1]), host)
+        wait_for(lambda: client.versions(20, threads=1) == Counter({"v1": 20}), 60, interval=0.5,
+                 what="the primary answering through the Gateway")
+        # a new version of the target: Flagger starts its analysis and moves weight to it
+        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(target_objects(namespace, 2)))
+        wait_until(lambda: route_weights(dev, namespace), lambda w: w["target-canary"] == 50, 180,
+                   what="Flagger stepping the canary's weight to 50")
+        wait_for(lambda: client.versions(40, threads=2)["v2"] > 0, 60, interval=0.5,
+                 what="the new version answering through the Gateway")
+    dev.kubectl("delete", "namespace", namespace, "--wait=false")
