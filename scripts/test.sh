@@ -4,7 +4,7 @@
 # embedded cluster with real Triton servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/bootstrap.sh helm envoy-gateway kubernetes-node prometheus-operator prometheus
+./scripts/bootstrap.sh helm envoy-gateway kubernetes-node prometheus-operator prometheus flagger
 .venv/bin/python -m mypy                      # files and strictness: pyproject.toml [tool.mypy]
 .venv/bin/ruff check operator engine tests bench  # rules: pyproject.toml [tool.ruff]
 # the real node's images (pause, Triton on CPU, the engine builder), built once from registry packages and cached

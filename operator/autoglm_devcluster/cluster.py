@@ -378,7 +378,7 @@ class DevCluster:
         for f in files:
             args += ["-f", str(f)]
         self.kubectl(*args)
-        names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
+        names = [doc["metadata"]["name"] for f in files for doc in yaml.safe_load_all(f.read_text()) if doc]
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                      *[f"crd/{n}" for n in names])
 

@@ -45,7 +45,15 @@ def target_objects(namespace: str, version: int) -> list[dict[str, Any]]:
     workload["metadata"]["name"] = TARGET
     workload["spec"]["selector"] = {"matchLabels": {"app": TARGET}}
     workload["spec"]["template"]["metadata"]["labels"] = labels
-    workload["spec"]["template"]["spec"].pop("topologySpreadConstraints", None)
+    pod = workload["spec"]["template"]["spec"]
+    pod.pop("topologySpreadConstraints", None)
+    # Flagger's Kubernetes client predates the `sleep` lifecycle handler: it drops it when it copies
+    # the pod template to target-primary, and the API server refuses the empty preStop. The same
+    # drain, as a command.
+    for container in pod["containers"]:
+        if "sleep" in (container.get("lifecycle") or {}).get("preStop", {}):
+            seconds = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            container["lifecycle"]["preStop"] = {"exec": {"command": ["sleep", str(seconds)]}}
     return [config_map, workload]
 
 

@@ -385,3 +385,21 @@ def _directories(base: Path) -> list[Path]:
     """``base`` and every folder below it, tolerating folders that vanish while we look."""
     return [Path(root) for root, _, _ in os.walk(base)]
 
+
+def container_host_pids(pod: dict[str, Any], container: str) -> list[int]:
+    """The host processes of one container of a pod on the real node (found by its cgroup): to kill
+    or freeze them as a crash or a hang would."""
+    uid = pod["metadata"]["uid"]
+    container_id = next(c["containerID"] for c in pod["status"]["containerStatuses"]
+                        if c["name"] == container).split("://", 1)[1]
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cgroup = (proc / "cgroup").read_text()
+            except OSError:
+                continue
+            if container_id in cgroup and (uid in cgroup or uid.replace("-", "_") in cgroup):
+                pids.append(int(proc.name))
+    return pids
+

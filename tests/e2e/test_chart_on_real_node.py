@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from autoglm_devcluster.node import container_host_pids
 from conftest import REPO, metric_sum, wait_for, wait_until
 
 # One lifecycle, in order: install -> two replicas serve -> the leader killed -> upgrade -> certificate
@@ -160,29 +161,12 @@ def test_two_real_replicas_one_leader_webhook_refuses_and_admits(installed):
                    canary_version="2") is None
 
 
-def _host_pids_of(pod: dict, container: str) -> list[int]:
-    """The host processes of one container of a pod (by its cgroup), to kill them as a crash would."""
-    uid = pod["metadata"]["uid"].replace("-", "_")
-    container_id = next(c["containerID"] for c in pod["status"]["containerStatuses"]
-                        if c["name"] == container).split("://", 1)[1]
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cgroup = (proc / "cgroup").read_text()
-            except OSError:
-                continue
-            if container_id in cgroup and (pod["metadata"]["uid"] in cgroup or uid in cgroup):
-                pids.append(int(proc.name))
-    return pids
-
-
 def test_leader_killed_the_other_takes_over(installed):
     dev, _ = installed
     leader, follower = _leader_and_follower(dev)
     old_holder = json.loads(dev.kubectl("get", "lease", "-n", NAMESPACE, FULL, "-o", "json").stdout)["spec"][
         "holderIdentity"]
-    pids = _host_pids_of(leader, "operator")
+    pids = container_host_pids(leader, "operator")
     assert pids, "the leader's operator process runs on this machine"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
