@@ -24,6 +24,7 @@ import yaml
 from autoglm_devcluster.openai_serving import (
     MODEL,
     ONE_TOKEN_REQUESTS,
+    OPENAI_PORT,
     chat,
     chat_request,
     checkpoint_store,
@@ -110,15 +111,28 @@ def test_streamed_image_chats_complete_through_the_gateway(plane):
           f"through the Gateway")
 
 
-def test_chats_split_by_weight_as_each_tracks_own_counters_show(plane):
+def test_chats_split_by_weight_as_each_tracks_own_counters_show(plane, tmp_path):
+    from autoglm_devcluster.dashboard import queries as dashboard_queries
+    from autoglm_devcluster.prometheus import PrometheusProcess, ScrapeTarget
+
     dev, namespace, host, port = plane
     ips = track_pod_ips(dev, namespace)
     assert set(ips) == {"stable", "canary"}, ips
     before = {track: vllm_metrics(ip) for track, ip in ips.items()}
     requests = 1000
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda i: chat(port, host, chat_request(f"step {i}", image=False, max_tokens=1,
-                                                                        stream=False)), range(requests)))
+    # the vLLM pods scraped as a ServiceMonitor of their track Services labels them: the dashboard's
+    # time-to-first-token panel (the one no Triton model feeds) must show both tracks
+    targets = [ScrapeTarget(f"{ip}:{OPENAI_PORT}", namespace, f"{NAME}-{track}", f"{NAME}-{track}-0")
+               for track, ip in ips.items()]
+    with PrometheusProcess(tmp_path / "prometheus", targets) as prometheus:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: chat(port, host, chat_request(
+                f"step {i}", image=False, max_tokens=1, stream=False)), range(requests)))
+        (ttft,) = [expr for title, expr in dashboard_queries() if title.startswith("Time to first token")]
+        shown = wait_until(lambda: prometheus.query(ttft.replace("$namespace", namespace).replace(
+            "$deployment", NAME).replace("$__rate_interval", "1m")), lambda result: len(result) == 2, 30,
+            what="the dashboard's time-to-first-token panel showing both tracks")
+        assert {s["metric"]["service"] for s in shown} == {f"{NAME}-stable", f"{NAME}-canary"}, shown
     assert [a.status for a in answers].count(200) == requests, {a.status for a in answers}
     after = {track: vllm_metrics(ip) for track, ip in ips.items()}
     # requests of one generated token: the clients' (the operator's probes of the canary generate 8)
