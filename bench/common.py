@@ -98,6 +98,7 @@ class RealNodePlane:
         from autoglm_devcluster.testing import model_store
         from autoglm_devcluster.testing import start_operator as start_operator_process
 
+        self.store = store
         self.dev = DevCluster(os.environ.get("AUTOGLM_BENCH_CLUSTER", cluster))
         self.dev.up(crds=default_crds(require_upstream=True), data_plane=True)
         for image in images:

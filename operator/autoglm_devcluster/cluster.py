@@ -285,6 +285,10 @@ class DevCluster:
             # Webhooks and aggregated APIs behind a Service are dialled at the Service's endpoint
             # (pod) addresses, never at a ClusterIP or a DNS name: nothing leaves this machine.
             "--enable-aggregator-routing=true",
+            # every write's metadata (who, what, when), only when asked (AUTOGLM_DEVCLUSTER_AUDIT=1):
+            # bench/peers.py counts each controller's writes by its user agent
+            *([f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.audit_log}",
+               "--audit-log-maxsize=200"] if os.environ.get("AUTOGLM_DEVCLUSTER_AUDIT") == "1" else []),
         ], env=go_runtime_env())
         self.wait_for("kube-apiserver", lambda: self._get("/readyz") == "ok", 60)
 
@@ -293,6 +297,23 @@ class DevCluster:
         """The CA of the client certificate this API server presents to every admission webhook
         (a webhook started with ``--webhook-client-ca`` this file accepts the API server alone)."""
         return pki.ensure_webhook_client(self.pki).ca_cert
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines, one per write), when started with AUTOGLM_DEVCLUSTER_AUDIT=1."""
+        return self.state_dir / "audit.log"
+
+    def _audit_policy(self) -> Path:
+        """Metadata of every write (create, update, patch, delete), once its answer is sent; nothing else."""
+        import yaml
+
+        path = self.state_dir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                        "omitStages": ["RequestReceived", "ResponseStarted"],
+                                        "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete",
+                                                                                  "deletecollection"]},
+                                                  {"level": "None"}]}))
+        return path
 
     def _admission_configuration(self) -> Path:
         """The API server's admission configuration: it authenticates to every webhook ('*') with

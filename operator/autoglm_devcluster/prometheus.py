@@ -3,7 +3,9 @@ Prometheus Operator ServiceMonitor would give them (namespace, service, pod, end
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,16 @@ class PrometheusProcess(PrometheusAPI):
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"])
         wait_while_running("prometheus", lambda: http_ok(f"{self.url}/-/ready"), timeout, [self.process])
         return self
+
+    def retarget(self, targets: list[ScrapeTarget]) -> None:
+        """Scrape ``targets`` from now on (the config rewritten and reloaded with SIGHUP, as Prometheus
+        documents); the series already stored stay."""
+        self.targets = list(targets)
+        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(self.config()))
+        pid = self.process.pid
+        if pid is None or not self.process.is_running():
+            raise RuntimeError(f"prometheus is not running: {self.process.log_tail()}")
+        os.kill(pid, signal.SIGHUP)
 
     def stop(self) -> None:
         self.process.stop()
