@@ -30,6 +30,10 @@ SYNC_SECONDS = 45
 log = logging.getLogger(__name__)
 
 
+class PrometheusNotTakenUp(RuntimeError):
+    """The Prometheus Operator never made the StatefulSet of the Prometheus it was given."""
+
+
 def _poll(condition: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -104,6 +108,11 @@ class PrometheusOperatorStack(PrometheusAPI):
                         "(its log: %s)", NAMESPACE, NAME, SYNC_SECONDS, self.process.log_file)
             self.process.stop()
             self._start_operator()
+            if not _poll(self._taken_up, SYNC_SECONDS):
+                raise PrometheusNotTakenUp(
+                    f"the Prometheus Operator did not take up Prometheus {NAMESPACE}/{NAME} within {SYNC_SECONDS} s, "
+                    f"twice (seen only in fresh-clone runs under env -i, cause not found); its debug log: "
+                    f"{self.process.log_file}\n{self.diagnosis()}")
         try:
             wait_while_running("the Prometheus Operator's Prometheus pod Ready on the real node", self._ready_pod,
                                timeout, [self.process])
