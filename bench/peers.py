@@ -194,18 +194,26 @@ def _error_ratio_template(namespace: str, prometheus) -> dict:
                      "query": f"({query}) or on() vector(0)"}}
 
 
+def _flagger_namespace(plane) -> str:
+    """A fresh namespace with the model store and Flagger's target at version 1; its name."""
+    from autoglm_devcluster.flagger import target_objects
+    from autoglm_devcluster.testing import model_store
+
+    namespace = f"flagger-{uuid.uuid4().hex[:5]}"
+    plane.dev.kubectl("create", "namespace", namespace)
+    plane.dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, plane.store)))
+    plane.dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(target_objects(namespace, 1)))
+    return namespace
+
+
 def flagger(plane, fault, trials: int, cap: float, interval: str, deadline: int,
             prometheus=None) -> list[tuple[float, float | None, int]]:
     from autoglm_devcluster.flagger import FlaggerProcess, canary, route_weights, target_objects
-    from autoglm_devcluster.testing import model_store
     from autoglm_devcluster.traffic_load import GatewayClient, GatewayLoad
 
     dev, results = plane.dev, []
     for i in range(trials):
-        namespace = f"flagger-{uuid.uuid4().hex[:5]}"
-        dev.kubectl("create", "namespace", namespace)
-        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, plane.store)))
-        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(target_objects(namespace, 1)))
+        namespace = _flagger_namespace(plane)
         metrics = []
         if prometheus:
             dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(_error_ratio_template(namespace, prometheus)))
@@ -300,15 +308,11 @@ def flagger_walk(plane, trials: int, interval: str) -> list[tuple[float, int, fl
     """Flagger walking the same canary 25/50/75 % each ``interval`` then promoting: (seconds from the new
     version's apply to its Canary Succeeded, all traffic on the new version; writes; CPU seconds)."""
     from autoglm_devcluster.flagger import FlaggerProcess, canary, target_objects
-    from autoglm_devcluster.testing import model_store
     from autoglm_devcluster.traffic_load import GatewayClient, GatewayLoad
 
     dev, results = plane.dev, []
     for i in range(trials):
-        namespace = f"flagger-{uuid.uuid4().hex[:5]}"
-        dev.kubectl("create", "namespace", namespace)
-        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(model_store(namespace, plane.store)))
-        dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(target_objects(namespace, 1)))
+        namespace = _flagger_namespace(plane)
         with FlaggerProcess(dev, namespace, Path(tempfile.mkdtemp(prefix="bench-flagger-"))) as peer:
             dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(canary(
                 namespace, f"target.{namespace}.test", interval=interval, threshold=1,
